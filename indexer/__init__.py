@@ -1,0 +1,1 @@
+"""Offline indexer: catalog -> embeddings -> quantizer -> SARQ -> variable-length SIDs -> artifacts."""

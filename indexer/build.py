@@ -1,0 +1,157 @@
+"""The indexing pipeline: catalog -> embeddings -> head/tail -> quantizer -> SIDs -> report -> store.
+
+Methods are named compositions of a quantizer and the SARQ truncation:
+
+    rq-kmeans  residual k-means (faiss), fixed length
+    rq-vae     TIGER RQ-VAE, fixed length
+    acrq       anchored two-stage RQ-VAE, fixed length
+    sarq       RQ-VAE with SARQ truncation in training and assignment
+    sa2crq     ACRQ + SARQ (stage 2 truncates tail paths with the head priors)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer.data.catalog import Catalog, DataError
+from indexer.embed import MODEL_NAME, embed_texts
+from indexer.quantizers import REGISTRY, Quantizer, QuantizerConfig, load_quantizer
+from indexer.report import plot_report, quality_report
+from indexer.sarq import SARQConfig
+from indexer.sids import SIDTable, dedup_suffix
+from indexer.split import SplitConfig, head_mask
+from model_store import Store, Version
+
+METHODS: dict[str, tuple[str, bool]] = {
+    "rq-kmeans": ("rq-kmeans", False),
+    "rq-vae": ("rq-vae", False),
+    "acrq": ("acrq", False),
+    "sarq": ("rq-vae", True),
+    "sa2crq": ("acrq", True),
+}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that determines an index version (recorded in its manifest)."""
+
+    method: str = "sa2crq"
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    sarq: SARQConfig = field(default_factory=SARQConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    dedup: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise DataError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        qname, adaptive = METHODS[self.method]
+        sizes = self.quantizer.sizes
+        if qname == "acrq" and any(b <= a for a, b in zip(sizes, sizes[1:])):
+            raise DataError(f"{self.method} needs strictly increasing codebook sizes M1 < ... < ML, got {','.join(map(str, sizes))}")
+        if self.dedup and adaptive:
+            raise DataError("--dedup is for the fixed-length methods; SARQ methods vary length instead")
+
+    @property
+    def adaptive(self) -> bool:
+        return METHODS[self.method][1]
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexArtifact:
+    """A loaded index version: per-item SIDs plus the quantizer that produced them."""
+
+    version: str
+    config: dict
+    item_ids: np.ndarray
+    codes: np.ndarray
+    lengths: np.ndarray
+    popularity: np.ndarray
+    head: np.ndarray
+    sizes: tuple[int, ...]
+    report: dict
+    path: Path
+
+    def table(self) -> SIDTable:
+        return SIDTable.build(self.codes, self.lengths, self.sizes, self.popularity)
+
+    def quantizer(self) -> Quantizer:
+        return load_quantizer(self.path)
+
+
+def load_index(store: Store, version: str | None = None) -> IndexArtifact:
+    v: Version = store.open(store.resolve("index", version), kind="index")
+    with np.load(v.file("items.npz"), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return IndexArtifact(
+        version=v.id,
+        config=v.manifest.config,
+        item_ids=arrays["item_ids"],
+        codes=arrays["codes"],
+        lengths=arrays["lengths"],
+        popularity=arrays["popularity"],
+        head=arrays["head"],
+        sizes=tuple(int(m) for m in arrays["sizes"]),
+        report=v.json("report.json"),
+        path=v.path,
+    )
+
+
+def item_vectors(catalog: Catalog, cache_dir: Path | None = None, progress: bool = True) -> tuple[np.ndarray, str]:
+    if catalog.vectors is not None:
+        return catalog.vectors.astype(np.float32, copy=False), "vectors"
+    return embed_texts(catalog.texts, cache_dir=cache_dir, progress=progress), MODEL_NAME
+
+
+def build_index(
+    catalog: Catalog,
+    cfg: BuildConfig,
+    store: Store,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[str, dict]:
+    """Build, report and seal a new index version; returns (version id, report).
+
+    Nothing is written to the store unless every stage succeeds.
+    """
+    t0 = time.perf_counter()
+    vectors, embedder = item_vectors(catalog, cache_dir, progress)
+    head = head_mask(catalog.popularity, cfg.split)
+    qname, adaptive = METHODS[cfg.method]
+    quantizer = REGISTRY[qname](cfg.quantizer, cfg.sarq if adaptive else None)
+    quantizer.fit(vectors, head, progress=progress)
+    t_fit = time.perf_counter()
+    codes = quantizer.encode(vectors, head=head)
+    lengths = quantizer.lengths(codes)
+    sizes = quantizer.sizes
+    mse = float(((quantizer.reconstruct(codes, lengths) - vectors) ** 2).sum(1).mean())
+    if cfg.dedup:
+        codes, lengths, sizes = dedup_suffix(codes, lengths, sizes, catalog.popularity)
+    table = SIDTable.build(codes, lengths, sizes, catalog.popularity)
+    t_assign = time.perf_counter()
+    report = quality_report(table, head, mse)
+    report["timing_s"] = {"fit": t_fit - t0, "assign": t_assign - t_fit}
+
+    config = {**cfg.as_dict(), "embedder": embedder, "dim": int(vectors.shape[1])}
+    with store.new_version("index", config) as d:
+        quantizer.save(d)
+        np.savez(
+            d / "items.npz",
+            item_ids=np.asarray(catalog.item_ids),
+            codes=codes.astype(np.int32),
+            lengths=lengths.astype(np.int8),
+            popularity=np.asarray(catalog.popularity, dtype=np.float64),
+            head=head,
+            sizes=np.asarray(sizes, dtype=np.int64),
+        )
+        (d / "report.json").write_text(json.dumps(report, indent=2))
+        plot_report(table, head, d)
+    return store.last_version, report

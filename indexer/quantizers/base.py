@@ -1,0 +1,169 @@
+"""One interface for every quantizer; concrete ones register themselves by name.
+
+A quantizer maps embeddings to full-depth residual codes (N x L). When it carries a SARQ config
+it also holds head-path priors and turns codes into variable lengths; the artifact it saves
+(``quantizer.json`` + ``quantizer.safetensors``) is all a cold-start encoder needs later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from indexer.data.catalog import DataError
+from indexer.sarq import PathPriors, SARQConfig, truncate
+
+REGISTRY: dict[str, type["Quantizer"]] = {}
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """Hyper-parameters shared by the quantizers (each uses the ones that concern it).
+
+    Args:
+        sizes: codebook size per layer (before any ACRQ extension).
+        seed: seeds k-means, weight init, shuffling and dead-code resets.
+        kmeans_iters: Lloyd iterations of every faiss k-means (RQ-Kmeans layers, RQ-VAE init).
+        latent_dim: RQ-VAE latent (codeword) dimension.
+        hidden: RQ-VAE encoder widths; the decoder mirrors them.
+        epochs: RQ-VAE training epochs (per stage for ACRQ).
+        batch_size: RQ-VAE minibatch.
+        lr: Adam learning rate.
+        beta: commitment weight in recon + codebook + beta * commit.
+        dead_code_reset: re-seed codewords unused during an epoch from current residuals.
+        extension: ACRQ new codewords per layer, as a share of that layer's head size.
+        train_sample: fit on at most this many items (seeded sample); all items are encoded.
+    """
+
+    sizes: tuple[int, ...] = (256, 512, 1024)
+    seed: int = 0
+    kmeans_iters: int = 20
+    latent_dim: int = 32
+    hidden: tuple[int, ...] = (512, 256, 128)
+    epochs: int = 60
+    batch_size: int = 512
+    lr: float = 1e-3
+    beta: float = 0.25
+    dead_code_reset: bool = True
+    extension: float = 0.25
+    train_sample: int = 200_000
+
+    def __post_init__(self) -> None:
+        if not self.sizes or any(m < 1 for m in self.sizes):
+            raise DataError(f"codebook sizes must be positive integers, got {self.sizes}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.latent_dim < 1:
+            raise DataError("epochs, batch_size, latent_dim and lr must be positive")
+        if not 0.0 <= self.extension <= 4.0:
+            raise DataError(f"extension must be in [0, 4], got {self.extension}")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.sizes)
+
+
+class Quantizer(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, cfg: QuantizerConfig, sarq: SARQConfig | None = None):
+        self.cfg = cfg
+        self.sarq = sarq
+        self.priors: PathPriors | None = None
+        self.budgets: np.ndarray | None = None
+        self.num_head = 0
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "name" in cls.__dict__:
+            REGISTRY[cls.name] = cls
+
+    # -- what each quantizer provides ---------------------------------------------------------
+    @property
+    @abstractmethod
+    def sizes(self) -> tuple[int, ...]:
+        """Codebook size per layer as served (after any extension)."""
+
+    @abstractmethod
+    def _fit(self, x: np.ndarray, head: np.ndarray, progress: bool) -> None: ...
+
+    @abstractmethod
+    def encode(self, x: np.ndarray, head: np.ndarray | None = None) -> np.ndarray:
+        """Full-depth codes (N x L, int64). ``head`` marks items restricted to anchor codewords."""
+
+    @abstractmethod
+    def reconstruct(self, codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Embedding-space reconstruction from the first ``lengths`` codes of each item."""
+
+    @abstractmethod
+    def _tensors(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _load_tensors(self, tensors: dict[str, np.ndarray], meta: dict) -> None: ...
+
+    def _meta(self) -> dict:
+        return {}
+
+    # -- shared behaviour ---------------------------------------------------------------------
+    def fit(self, x: np.ndarray, head: np.ndarray, progress: bool = True) -> "Quantizer":
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        head = np.asarray(head, dtype=bool)
+        cap = self.cfg.train_sample
+        if len(x) > cap:
+            idx = np.sort(np.random.default_rng(self.cfg.seed).choice(len(x), cap, replace=False))
+            x, head = x[idx], head[idx]
+        self.num_head = int(head.sum())
+        self._fit(x, head, progress)
+        if self.sarq is not None:
+            self.fit_priors(self.encode(x[head], head=np.ones(self.num_head, dtype=bool)))
+        return self
+
+    def fit_priors(self, head_codes: np.ndarray) -> None:
+        assert self.sarq is not None
+        self.priors = PathPriors.fit(head_codes, self.sizes, self.sarq.smoothing)
+        self.budgets = self.sarq.budgets(len(self.sizes), len(head_codes))
+
+    def lengths(self, codes: np.ndarray) -> np.ndarray:
+        if self.priors is None:
+            return np.full(len(codes), len(self.sizes), dtype=np.int64)
+        return truncate(self.priors.prefix_information(codes), self.budgets, self.sarq)
+
+    def save(self, directory: Path) -> None:
+        tensors = {f"q.{k}": np.ascontiguousarray(v) for k, v in self._tensors().items()}
+        if self.priors is not None:
+            tensors.update({f"priors.{k}": np.ascontiguousarray(v) for k, v in self.priors.state().items()})
+        save_file(tensors, str(directory / "quantizer.safetensors"))
+        meta = {
+            "name": self.name,
+            "config": dataclasses.asdict(self.cfg),
+            "sarq": dataclasses.asdict(self.sarq) if self.sarq else None,
+            "budgets": None if self.budgets is None else self.budgets.tolist(),
+            "num_head": self.num_head,
+            "sizes": list(self.sizes),
+            **self._meta(),
+        }
+        (directory / "quantizer.json").write_text(json.dumps(meta, indent=2))
+
+
+def _tuples(d: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def load_quantizer(directory: Path) -> Quantizer:
+    meta = json.loads((directory / "quantizer.json").read_text())
+    tensors = load_file(str(directory / "quantizer.safetensors"))
+    cls = REGISTRY[meta["name"]]
+    sarq = SARQConfig(**_tuples(meta["sarq"])) if meta["sarq"] else None
+    q = cls(QuantizerConfig(**_tuples(meta["config"])), sarq)
+    q.num_head = meta["num_head"]
+    q._load_tensors({k[2:]: v for k, v in tensors.items() if k.startswith("q.")}, meta)
+    priors = {k[7:]: v for k, v in tensors.items() if k.startswith("priors.")}
+    if priors:
+        q.priors = PathPriors.from_state(priors)
+        q.budgets = np.asarray(meta["budgets"], dtype=np.float64)
+    return q

@@ -1,0 +1,65 @@
+"""RQ-Kmeans: residual k-means directly on embeddings (faiss), the paper's production baseline."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from indexer.data.catalog import DataError
+from indexer.quantizers.base import Quantizer
+
+
+def kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
+    """faiss k-means centroids (k x d). Needs at least k distinct training points."""
+    if len(x) < k:
+        raise DataError(f"codebook size {k} exceeds the {len(x)} vectors that train it")
+    km = faiss.Kmeans(
+        x.shape[1], k, niter=iters, seed=seed, verbose=False, max_points_per_centroid=512, min_points_per_centroid=1
+    )
+    km.train(np.ascontiguousarray(x, dtype=np.float32))
+    return km.centroids.copy()
+
+
+def nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    _, idx = index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+    return idx[:, 0].astype(np.int64)
+
+
+class RQKMeans(Quantizer):
+    name = "rq-kmeans"
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(self.cfg.sizes)
+
+    def _fit(self, x: np.ndarray, head: np.ndarray, progress: bool) -> None:
+        residual = x.copy()
+        self.codebooks = []
+        for layer, m in enumerate(tqdm(self.cfg.sizes, desc="rq-kmeans", unit="layer", disable=not progress)):
+            c = kmeans(residual, m, self.cfg.kmeans_iters, self.cfg.seed + layer)
+            residual -= c[nearest(residual, c)]
+            self.codebooks.append(c)
+
+    def encode(self, x: np.ndarray, head: np.ndarray | None = None) -> np.ndarray:
+        residual = np.array(x, dtype=np.float32)
+        codes = np.empty((len(x), len(self.codebooks)), dtype=np.int64)
+        for layer, c in enumerate(self.codebooks):
+            codes[:, layer] = nearest(residual, c)
+            residual -= c[codes[:, layer]]
+        return codes
+
+    def reconstruct(self, codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(codes), self.codebooks[0].shape[1]), dtype=np.float32)
+        for layer, c in enumerate(self.codebooks):
+            keep = (lengths > layer)[:, None]
+            out += np.where(keep, c[codes[:, layer]], 0.0)
+        return out
+
+    def _tensors(self) -> dict[str, np.ndarray]:
+        return {f"codebook_{i}": c for i, c in enumerate(self.codebooks)}
+
+    def _load_tensors(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
+        self.codebooks = [tensors[f"codebook_{i}"] for i in range(self.cfg.num_layers)]
