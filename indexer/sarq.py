@@ -129,8 +129,8 @@ class PathPriors:
     def state(self) -> dict[str, np.ndarray]:
         out = {
             "sizes": np.asarray(self.sizes, dtype=np.int64),
-            "smoothing": np.asarray(self.smoothing),
-            "total": np.asarray(self.total),
+            "smoothing": np.asarray([self.smoothing]),
+            "total": np.asarray([self.total]),
         }
         for layer in range(len(self.sizes)):
             out[f"keys_{layer}"] = self.keys[layer]
@@ -142,8 +142,8 @@ class PathPriors:
         sizes = tuple(int(m) for m in state["sizes"])
         return cls(
             sizes,
-            float(state["smoothing"]),
-            int(state["total"]),
+            float(state["smoothing"][0]),
+            int(state["total"][0]),
             [state[f"keys_{i}"] for i in range(len(sizes))],
             [state[f"counts_{i}"] for i in range(len(sizes))],
         )

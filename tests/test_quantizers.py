@@ -1,0 +1,88 @@
+"""Quantizers: determinism, ACRQ's frozen anchors, SARQ direction, save/load."""
+
+import numpy as np
+import pytest
+import torch
+
+from indexer.data.catalog import DataError
+from indexer.data.synthetic import SyntheticConfig, generate
+from indexer.quantizers import ACRQ, REGISTRY, QuantizerConfig, load_quantizer
+from indexer.sarq import SARQConfig
+from indexer.split import head_mask
+
+SMALL = QuantizerConfig(sizes=(8, 16, 32), epochs=4, batch_size=256, latent_dim=8, hidden=(32,), seed=3)
+
+
+@pytest.fixture(scope="module")
+def data():
+    synth = generate(SyntheticConfig(num_items=2000, dim=16, seed=0))
+    return synth.catalog.vectors, head_mask(synth.catalog.popularity)
+
+
+@pytest.mark.parametrize("name", ["rq-kmeans", "rq-vae", "acrq"])
+def test_same_seed_same_codes(data, name):
+    x, head = data
+    runs = [REGISTRY[name](SMALL, SARQConfig()).fit(x, head, progress=False) for _ in range(2)]
+    a, b = (q.encode(x, head=head) for q in runs)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(runs[0].lengths(a), runs[1].lengths(b))
+    other = REGISTRY[name](QuantizerConfig(**{**SMALL.__dict__, "seed": 4})).fit(x, head, progress=False)
+    assert not np.array_equal(other.encode(x, head=head), a)
+
+
+class _SnapshotACRQ(ACRQ):
+    """Records the anchors as stage 1 left them, just before stage 2 starts."""
+
+    def _init_tail(self, z):
+        self.stage1 = [book.detach().clone() for book in self.net.codebooks]
+        super()._init_tail(z)
+
+
+def test_acrq_anchors_frozen_and_tail_uses_extension(data):
+    x, head = data
+    q = _SnapshotACRQ(SMALL, SARQConfig()).fit(x, head, progress=False)
+    anchors = q.net.anchors
+    assert q.sizes == (10, 20, 40)  # 25% extension per layer
+    for layer, (before, book) in enumerate(zip(q.stage1, q.net.codebooks)):
+        a = anchors[layer]
+        assert torch.equal(before[:a], book.detach()[:a]), f"anchor rows of layer {layer + 1} moved"
+        assert not torch.equal(before[a:], book.detach()[a:]), f"extension of layer {layer + 1} never trained"
+    codes = q.encode(x, head=head)
+    uses_ext = (codes >= np.asarray(anchors)).any(axis=1)
+    assert not uses_ext[head].any()
+    assert uses_ext[~head].mean() > 0.2
+
+
+def test_acrq_needs_increasing_sizes(data):
+    x, head = data
+    with pytest.raises(DataError, match="strictly increasing"):
+        ACRQ(QuantizerConfig(sizes=(16, 16, 32))).fit(x, head, progress=False)
+
+
+def _mean_lengths(q, x, head):
+    lengths = q.lengths(q.encode(x, head=head))
+    return lengths[head].mean(), lengths[~head].mean()
+
+
+@pytest.mark.parametrize("name", ["rq-kmeans", "rq-vae"])
+def test_sarq_direction(data, name):
+    x, head = data
+    dense_longer = REGISTRY[name](SMALL, SARQConfig()).fit(x, head, progress=False)
+    h, t = _mean_lengths(dense_longer, x, head)
+    assert t < h, f"paper's direction: tail {t:.2f} should be shorter than head {h:.2f}"
+    budget = float(np.median(dense_longer.budgets))
+    dense_shorter = REGISTRY[name](SMALL, SARQConfig(budget=budget, direction="dense-shorter")).fit(x, head, progress=False)
+    h, t = _mean_lengths(dense_shorter, x, head)
+    assert h < t, f"reverse direction: head {h:.2f} should be shorter than tail {t:.2f}"
+
+
+@pytest.mark.parametrize("name", ["rq-kmeans", "acrq"])
+def test_save_load_encodes_identically(tmp_path, data, name):
+    x, head = data
+    q = REGISTRY[name](SMALL, SARQConfig()).fit(x, head, progress=False)
+    q.save(tmp_path)
+    again = load_quantizer(tmp_path)
+    codes = q.encode(x, head=head)
+    np.testing.assert_array_equal(again.encode(x, head=head), codes)
+    np.testing.assert_array_equal(again.lengths(codes), q.lengths(codes))
+    np.testing.assert_allclose(again.reconstruct(codes, q.lengths(codes)), q.reconstruct(codes, q.lengths(codes)))
