@@ -28,7 +28,7 @@ from indexer.quantizers.base import Quantizer, QuantizerConfig
 from indexer.quantizers.rq_kmeans import kmeans
 from indexer.sarq import PathPriors, SARQConfig, truncate
 
-_CHUNK = 65536
+_CHUNK = 8192
 
 
 def _mlp(widths: list[int]) -> nn.Sequential:
