@@ -1,0 +1,109 @@
+"""Shared fixtures: a disposable real Redis per session and a small index built once per session."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.build import BuildConfig, IndexArtifact, build_index, load_index
+from indexer.data.catalog import Catalog
+from indexer.data.synthetic import SyntheticConfig, generate
+from indexer.quantizers import QuantizerConfig
+from model_store import Store
+from service.index.embedded import ENV_URL, EmbeddedRedis
+from service.index.redis_index import RedisIndex
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_redis(monkeypatch):
+    # Tests name their Redis explicitly; a developer's SA2CRQ_REDIS_URL must not leak in.
+    monkeypatch.delenv(ENV_URL, raising=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def index(redis_client) -> RedisIndex:
+    return RedisIndex(redis_client)
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    return generate(SyntheticConfig(num_items=2000, dim=16, seed=0))
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory, synthetic) -> Store:
+    """A store with one SARQ index version (variable-length SIDs of 2 and 3 codes)."""
+    store = Store(tmp_path_factory.mktemp("store"))
+    cfg = BuildConfig(method="sarq", quantizer=QuantizerConfig(sizes=(16, 32, 64), epochs=3))
+    version, _ = build_index(synthetic.catalog, cfg, store, progress=False)
+    store.activate("index", version)
+    return store
+
+
+@pytest.fixture(scope="session")
+def artifact(small_store) -> IndexArtifact:
+    return load_index(small_store)
+
+
+@pytest.fixture
+def renamed(artifact):
+    """The same artifact under another version id: cheap extra versions for gc and failure tests."""
+
+    def make(suffix: str) -> IndexArtifact:
+        return dataclasses.replace(artifact, version=f"{artifact.version}-{suffix}")
+
+    return make
+
+
+@pytest.fixture
+def new_items(artifact, synthetic):
+    """Cold-start items: ``copy_of`` items reuse existing items' vectors (so they join those SIDs)."""
+
+    def make(n: int, copy_of: tuple[int, ...] = (), prefix: str = "new") -> Catalog:
+        rng = np.random.default_rng(n)
+        vectors = rng.normal(size=(n, synthetic.catalog.vectors.shape[1])).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        for j, i in enumerate(copy_of):
+            vectors[j] = synthetic.catalog.vectors[i]
+        ids = [f"{prefix}-{j}" for j in range(n)]
+        return Catalog(ids, [f"new item {j}" for j in range(n)], np.arange(n, 0, -1, dtype=np.float64), vectors)
+
+    return make
+
+
+@pytest.fixture
+def items_file(tmp_path):
+    """Writes a catalog as the CLI reads it: items JSONL plus a vectors .npy beside it."""
+
+    def write(catalog: Catalog, name: str = "new_items") -> tuple[Path, Path]:
+        path = tmp_path / f"{name}.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for item, text, pop in zip(catalog.item_ids, catalog.texts, catalog.popularity):
+                f.write(json.dumps({"item_id": item, "title": text, "popularity": float(pop)}) + "\n")
+        np.save(tmp_path / f"{name}.npy", catalog.vectors)
+        return path, tmp_path / f"{name}.npy"
+
+    return write
