@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -64,7 +65,7 @@ def data_synth(out: Path, num_items: int, users: int, dim: int, seed: int) -> No
 
 @cli.group()
 def index() -> None:
-    """Build and inspect index versions."""
+    """Build and inspect index versions; publish them to Redis and serve them."""
 
 
 @index.command("build")
@@ -132,6 +133,123 @@ def index_report(store: Path, version: str | None, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
     else:
         print_report(report, title=f"{v.manifest.config['method']} {v.id}")
+
+
+def _redis_option(f):
+    return click.option(
+        "--redis",
+        "redis_url",
+        metavar="URL",
+        help="Redis URL (redis://host:6379/0, unix:///path/redis.sock). Default: $SA2CRQ_REDIS_URL, else an "
+        "embedded redis-server started for this command only: its data is lost when the command exits.",
+    )(f)
+
+
+@contextmanager
+def _redis_index(url: str | None):
+    """A RedisIndex on the chosen Redis; Redis failures become one-line errors."""
+    import redis
+
+    from service.index import EmbeddedRedisError, RedisIndex, resolve_url, running_embedded
+
+    try:
+        resolved = resolve_url(url)
+    except EmbeddedRedisError as e:
+        raise click.ClickException(str(e)) from None
+    if running_embedded():
+        click.echo(f"started an embedded Redis at {resolved}; its data is discarded when this command exits", err=True)
+    client = redis.Redis.from_url(resolved)
+    try:
+        yield RedisIndex(client)
+    except redis.RedisError as e:
+        raise click.ClickException(f"Redis at {resolved}: {e}") from None
+    finally:
+        client.close()
+
+
+@index.command("publish")
+@click.option("--store", type=click.Path(path_type=Path), required=True, help="Artifact store directory.")
+@click.option("--version", help="Store version to publish. Default: the store's active index, else its newest.")
+@_redis_option
+@click.option("--activate", is_flag=True, help="Make it the active version once it is complete.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def index_publish(store: Path, version: str | None, redis_url: str | None, activate: bool, quiet: bool) -> None:
+    """Write an index version to Redis under its own namespace and print its id.
+
+    The active version is untouched until the new one is complete and --activate flips to it; a
+    failed or interrupted publish leaves a partial version that `index gc` removes.
+    """
+    with _redis_index(redis_url) as idx:
+        result = idx.publish(Store(store), version, activate=activate, progress=not quiet)
+    if not quiet:
+        done = f"published in {result.seconds:.1f} s" if result.published else "already published"
+        click.echo(f"{done}: {result.num_sids} SIDs, {result.num_items} items{', active' if result.activated else ''}", err=True)
+    click.echo(result.version)
+
+
+@index.command("activate")
+@click.argument("version")
+@_redis_option
+def index_activate(version: str, redis_url: str | None) -> None:
+    """Serve VERSION: one atomic flip of sa2crq:active, announced on sa2crq:events."""
+    with _redis_index(redis_url) as idx:
+        previous = idx.activate(version)
+    click.echo(f"active: {version} (was {previous or 'none'})")
+
+
+@index.command("versions")
+@_redis_option
+def index_versions(redis_url: str | None) -> None:
+    """List index versions in Redis, oldest first; * marks the active one."""
+    from datetime import datetime
+
+    with _redis_index(redis_url) as idx:
+        infos = idx.versions()
+    if not infos:
+        click.echo("no index versions in Redis")
+        return
+    click.echo(f"  {'version':<40} {'state':<10} {'method':<10} {'SIDs':>9} {'items':>10}  published")
+    for i in infos:
+        when = datetime.fromtimestamp(i.published).strftime("%Y-%m-%d %H:%M:%S") if i.published else "-"
+        click.echo(f"{'*' if i.active else ' '} {i.version:<40} {i.state:<10} {i.method or '-':<10} "
+                   f"{i.num_sids if i.num_sids is not None else '-':>9} {i.num_items if i.num_items is not None else '-':>10}  {when}")
+
+
+@index.command("gc")
+@click.option("--keep", type=click.IntRange(min=0), required=True, help="Keep the N newest complete versions (the active one is always kept too).")
+@_redis_option
+def index_gc(keep: int, redis_url: str | None) -> None:
+    """Delete older and partial versions from Redis (never the active one, nor one being published)."""
+    with _redis_index(redis_url) as idx:
+        removed = idx.gc(keep)
+    for v in removed:
+        click.echo(f"removed {v}")
+    click.echo(f"{len(removed)} version(s) removed", err=True)
+
+
+@index.command("add-items")
+@click.option("--items", type=click.Path(path_type=Path), required=True, help="New items JSONL (item_id, title/text, optional popularity).")
+@click.option("--vectors", type=click.Path(path_type=Path), help="Their vectors (.npy, rows in items order); needed when the index was built from vectors.")
+@_redis_option
+@click.option("--quiet", is_flag=True, help="No progress bar or per-item lines.")
+def index_add_items(items: Path, vectors: Path | None, redis_url: str | None, quiet: bool) -> None:
+    """Cold start: encode new items with the active version's frozen quantizer and insert them.
+
+    Existing items keep their SIDs; new ones go to the end of their SID's list or make new SIDs.
+    Item ids already in the index are refused.
+    """
+    from indexer.data.catalog import load_items, load_vectors
+    from service.index import add_items
+
+    catalog = load_items(items)
+    if vectors:
+        catalog = catalog.with_vectors(load_vectors(vectors, len(catalog)))
+    with _redis_index(redis_url) as idx:
+        result = add_items(idx, catalog, progress=not quiet)
+    if not quiet:
+        for item, sid in result.items:
+            click.echo(f"{item}\t{'-'.join(map(str, sid))}")
+    click.echo(f"added {len(result.items)} item(s) to {result.version}: {result.new_sids} new SID(s)", err=True)
 
 
 @cli.command()

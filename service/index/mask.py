@@ -1,0 +1,185 @@
+"""The constrained-decoding kernel shared by the torch engine, the vLLM engine and evaluation.
+
+SID tokens occupy one contiguous block of the decoder vocabulary (``SIDVocab``): layer 0's codes,
+then layer 1's, ..., then ``<sid_end>``. Kernels work in *local* ids, ``token - base``, in
+``[0, num_local)``. ``TrieMask`` answers, for a batch of beams sitting at trie nodes, which local
+ids may come next (``allowed``) and which node each chosen token leads to (``step``), as a handful
+of batched tensor ops with no per-beam Python, on whatever device its tensors live on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from indexer.data.catalog import DataError
+from service.index.trie import Trie
+
+INVALID = -1
+"""``step`` result: the token is not a continuation of that node."""
+FINISHED = -2
+"""``step`` result: ``<sid_end>`` at a terminal node; the beam's SID is complete."""
+
+
+@dataclass(frozen=True)
+class SIDVocab:
+    """Layout of SID tokens in the decoder vocabulary.
+
+    Token of (layer ``l``, code ``c``), layers counted from 0, is ``base + offsets[l] + c``;
+    ``<sid_end>`` is ``base + sum(sizes)``. Token strings number layers from 1 (``<s1_12>``).
+    """
+
+    sizes: tuple[int, ...]
+    base: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", tuple(int(m) for m in self.sizes))
+        if not self.sizes or any(m < 1 for m in self.sizes) or self.base < 0:
+            raise DataError(f"SID vocabulary needs positive codebook sizes and base >= 0, got {self.sizes}, {self.base}")
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        return tuple(accumulate(self.sizes[:-1], initial=0))
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def end_local(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def num_local(self) -> int:
+        return self.end_local + 1
+
+    @property
+    def end_token(self) -> int:
+        return self.base + self.end_local
+
+    def local(self, layer: int, code: int) -> int:
+        if not (0 <= layer < self.num_layers and 0 <= code < self.sizes[layer]):
+            raise DataError(f"no SID token for layer {layer} code {code} with sizes {self.sizes}")
+        return self.offsets[layer] + code
+
+    def token(self, layer: int, code: int) -> int:
+        return self.base + self.local(layer, code)
+
+    def layer_code(self, local: int) -> tuple[int, int] | None:
+        """(layer, code) of a local id; ``None`` for ``<sid_end>``."""
+        if not 0 <= local < self.num_local:
+            raise DataError(f"local id {local} is outside [0, {self.num_local})")
+        if local == self.end_local:
+            return None
+        layer = int(np.searchsorted(self.offsets, local, side="right")) - 1
+        return layer, local - self.offsets[layer]
+
+    def sid_tokens(self, sid: Sequence[int]) -> list[int]:
+        """Token ids of a SID followed by ``<sid_end>``: a decoder training target."""
+        return [self.token(layer, int(c)) for layer, c in enumerate(sid)] + [self.end_token]
+
+    def token_strings(self) -> list[str]:
+        return [f"<s{layer + 1}_{c}>" for layer, m in enumerate(self.sizes) for c in range(m)] + ["<sid_end>"]
+
+
+class TrieMask:
+    """Allowed continuations and transitions of beams on a ``Trie``, on CPU or CUDA.
+
+    Every node owns a block of *moves*: one per child (its SID token) plus ``<sid_end>`` if the
+    node is terminal. Moves are keyed ``node * num_local + local`` and stored node after node,
+    each block in local-id order (children are sorted by code, ``<sid_end>`` is the last local
+    id), so the keys are globally ascending: ``step`` is one searchsorted over all moves and
+    ``allowed`` scatters each beam's block into its mask row.
+
+    On CPU the kernels run in numpy over zero-copy views of the tensors, because torch's
+    per-op dispatch (~5 us) would dominate these tiny batched ops; elsewhere they are the same
+    ops in torch (``backend="torch"`` forces that path on CPU too, e.g. to test it).
+    Node arguments must be real nodes (>= 0): beams that ``step`` returned ``FINISHED`` or
+    ``INVALID`` for are retired by the caller.
+    """
+
+    root = Trie.ROOT
+
+    def __init__(self, trie: Trie, vocab: SIDVocab, device: str | torch.device = "cpu", backend: str = "auto"):
+        if vocab.sizes != trie.sizes:
+            raise DataError(f"vocabulary sizes {vocab.sizes} differ from the index's {trie.sizes}")
+        self.trie = trie
+        self.vocab = vocab
+        self.device = torch.device(device)
+        if backend == "auto":
+            backend = "numpy" if self.device.type == "cpu" else "torch"
+        if backend not in ("numpy", "torch") or (backend == "numpy" and self.device.type != "cpu"):
+            raise DataError(f"backend must be 'torch', or 'numpy' on CPU; got {backend!r} on {self.device}")
+        self.backend = backend
+        self.num_local = vocab.num_local
+        self.end = vocab.end_local
+
+        n = trie.num_nodes
+        child_count = np.diff(trie.child_start)
+        count = child_count + trie.terminal
+        start = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
+        key = np.empty(int(start[-1]), dtype=np.int64)
+        target = np.empty(int(start[-1]), dtype=np.int64)
+        edge_parent = np.repeat(np.arange(n, dtype=np.int64), child_count)
+        at = start[edge_parent] + np.arange(len(edge_parent)) - trie.child_start[edge_parent]
+        # A child of a depth-d node carries a layer-d code: local id offsets[d] + code.
+        key[at] = edge_parent * self.num_local + np.asarray(vocab.offsets, dtype=np.int64)[trie.depth[edge_parent]] + trie.child_code
+        target[at] = trie.child_node
+        ends = np.flatnonzero(trie.terminal)
+        at = start[ends] + child_count[ends]
+        key[at] = ends * self.num_local + self.end
+        target[at] = FINISHED
+
+        if backend == "numpy":
+            self._start, self._count, self._key, self._target = start, count.astype(np.int64), key, target
+        else:
+            as_tensor = lambda a: torch.tensor(a, dtype=torch.int64, device=self.device)  # noqa: E731
+            self._start, self._count, self._key, self._target = map(as_tensor, (start, count, key, target))
+
+    def allowed(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Bool [B, num_local]: each beam's children's SID tokens, plus ``<sid_end>`` at terminal nodes."""
+        if self.backend == "numpy":
+            return torch.from_numpy(self._allowed_np(nodes.numpy()))
+        start, count = self._start[nodes], self._count[nodes]
+        csum = torch.cumsum(count, 0)
+        total = int(csum[-1]) if len(csum) else 0  # the one host sync: it sizes the scatter
+        # The k-th move overall belongs to beam b = beam[k] and is move k - (first of b) of its block.
+        first_move = torch.repeat_interleave(start - csum + count, count, output_size=total)
+        row_shift = torch.repeat_interleave((torch.arange(len(nodes), device=self.device) - nodes) * self.num_local, count, output_size=total)
+        mask = torch.zeros((len(nodes), self.num_local), dtype=torch.bool, device=self.device)
+        mask.view(-1).index_fill_(0, self._key[torch.arange(total, device=self.device) + first_move] + row_shift, True)
+        return mask
+
+    def _allowed_np(self, nodes: np.ndarray) -> np.ndarray:
+        start, count = self._start[nodes], self._count[nodes]
+        csum = np.cumsum(count)
+        total = int(csum[-1]) if len(csum) else 0
+        first_move = np.repeat(start - csum + count, count)
+        row_shift = np.repeat((np.arange(len(nodes)) - nodes) * self.num_local, count)
+        mask = np.zeros((len(nodes), self.num_local), dtype=bool)
+        mask.reshape(-1)[self._key[np.arange(total) + first_move] + row_shift] = True
+        return mask
+
+    def step(self, nodes: torch.Tensor, local_tokens: torch.Tensor) -> torch.Tensor:
+        """Long [B]: the child each beam reaches with its token, ``FINISHED`` after ``<sid_end>`` at a
+        terminal node, ``INVALID`` for anything not allowed."""
+        if self.backend == "numpy":
+            return torch.from_numpy(self._step_np(nodes.numpy(), local_tokens.numpy()))
+        query = nodes * self.num_local + local_tokens
+        idx = torch.searchsorted(self._key, query).clamp_(max=len(self._key) - 1)
+        return torch.where(self._key[idx] == query, self._target[idx], INVALID)
+
+    def _step_np(self, nodes: np.ndarray, local_tokens: np.ndarray) -> np.ndarray:
+        query = nodes * self.num_local + local_tokens
+        idx = np.minimum(np.searchsorted(self._key, query), len(self._key) - 1)
+        return np.where(self._key[idx] == query, self._target[idx], INVALID)
+
+    def sid(self, node: int) -> tuple[int, ...]:
+        return self.trie.sid_of(node)
+
+    def items(self, node: int) -> list[str]:
+        return self.trie.items_of(node)

@@ -1,0 +1,355 @@
+"""Index versions in Redis: publish, activate, list, garbage-collect, read (layout: ``keys.py``).
+
+Guarantees:
+- A version becomes activatable only when its ``complete`` marker exists, and that marker is
+  written last, by a script that first checks the publisher still holds the version's lease and
+  that every hash holds exactly the expected number of entries. A publish that raises, is
+  interrupted or whose process dies leaves at most a *partial* version, which ``activate``
+  refuses and ``gc`` removes; the active version is never touched by a publish.
+- ``activate`` and ``gc`` run as WATCH/MULTI transactions on the active pointer and the version's
+  marker, so gc can never delete a version that is being activated, nor activate one being deleted.
+  (Both keys live outside one hash slot: this relies on a single primary, with or without
+  replicas. On Redis Cluster the active pointer would have to move into the versions' slot.)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import redis
+from tqdm.auto import tqdm
+
+from indexer.build import IndexArtifact, load_index
+from indexer.data.catalog import DataError
+from indexer.sids import format_sid, parse_sid
+from model_store import Store
+from service.index.keys import ACTIVE, CHANNEL, VERSIONS, VersionKeys
+from service.index.trie import Trie
+
+LEASE_MS = 60_000
+"""A publisher's claim on its version, renewed every chunk; gc leaves leased versions alone."""
+SEGMENT_SIDS = 65_536
+"""SIDs per snapshot segment: a few MB each, far below Redis's 512 MB value limit."""
+QUANTIZER_FILES = ("quantizer.json", "quantizer.safetensors")
+
+_FINALIZE = """
+-- KEYS: lease sid item snapshot files meta complete; ARGV: token num_sids num_items segments files now
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('SA2CRQ lease lost: another publisher took this version over')
+end
+local expected = {{KEYS[2], ARGV[2]}, {KEYS[3], ARGV[3]}, {KEYS[4], ARGV[4]}, {KEYS[5], ARGV[5]}}
+for _, e in ipairs(expected) do
+  if redis.call('HLEN', e[1]) ~= tonumber(e[2]) then
+    return redis.error_reply('SA2CRQ incomplete: ' .. e[1] .. ' holds ' .. redis.call('HLEN', e[1]) .. ' entries, expected ' .. e[2])
+  end
+end
+redis.call('HSET', KEYS[6], 'completed', ARGV[6])
+redis.call('SET', KEYS[7], ARGV[6])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    version: str
+    num_sids: int
+    num_items: int
+    seconds: float
+    published: bool  # False when the version was already complete in Redis
+    activated: bool
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    state: str  # "complete", "publishing" (a live publisher holds it) or "partial" (failed or dead)
+    active: bool
+    method: str | None
+    num_sids: int | None
+    num_items: int | None
+    published: float | None  # unix time the publish started
+
+
+def _str(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def encode_segment(codes: np.ndarray, lengths: np.ndarray, counts: np.ndarray, ids: list[str]) -> bytes:
+    encoded = [i.encode() for i in ids]
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        codes=codes.astype(np.int32),
+        lengths=lengths.astype(np.int8),
+        counts=counts.astype(np.int32),
+        id_lengths=np.fromiter(map(len, encoded), dtype=np.int32, count=len(encoded)),
+        id_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8),
+    )
+    return buf.getvalue()
+
+
+class RedisIndex:
+    """Index versions in one Redis; every method is safe to call from several processes."""
+
+    def __init__(self, client: redis.Redis):
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("RedisIndex needs a client without decode_responses: snapshots and quantizer files are bytes")
+        self.r = client
+        self._finalize = client.register_script(_FINALIZE)
+
+    # -- publish ------------------------------------------------------------------------------
+    def publish(self, store: Store, version: str | None = None, activate: bool = False, **kwargs) -> PublishResult:
+        """Publish a store's index version (default: the store's active, else newest one)."""
+        return self.publish_artifact(load_index(store, version), activate=activate, **kwargs)
+
+    def publish_artifact(
+        self,
+        artifact: IndexArtifact,
+        activate: bool = False,
+        chunk_size: int = 20_000,
+        progress: bool = True,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> PublishResult:
+        """Write a version under its own namespace, mark it complete, optionally activate it.
+
+        Idempotent: a version already complete in Redis is not rewritten. ``on_chunk(done, total)``
+        runs after every chunk reached Redis (progress reporting; tests inject failures there).
+        """
+        t0 = time.perf_counter()
+        v = artifact.version
+        k = VersionKeys(v)
+        if self.r.exists(k.complete):
+            if activate:
+                self.activate(v)
+            return PublishResult(v, *self._counts(v), time.perf_counter() - t0, published=False, activated=activate)
+        if self.r.exists(k.meta) and not self.r.exists(k.lease):
+            self._unlink_namespace(k)  # left over by a publisher that died: start afresh
+        token = secrets.token_hex(8)
+        if not self.r.set(k.lease, token, nx=True, px=LEASE_MS):
+            raise DataError(f"version {v} is being published by another process right now")
+        try:
+            result = self._write(artifact, k, token, chunk_size, progress, on_chunk)
+        except BaseException:
+            # Release the lease so gc may collect the partial version at once; the error stands.
+            try:
+                if _str(self.r.get(k.lease)) == token:
+                    self.r.delete(k.lease)
+            except redis.RedisError:
+                pass
+            raise
+        if activate:
+            self.activate(v)
+        return PublishResult(v, *result, time.perf_counter() - t0, published=True, activated=activate)
+
+    def _write(self, art: IndexArtifact, k: VersionKeys, token: str, chunk_size: int, progress: bool, on_chunk) -> tuple[int, int]:
+        table = art.table()
+        first = table.order[table.starts[:-1]]
+        g_codes, g_lengths, counts = art.codes[first], art.lengths[first], table.group_sizes
+        ids = [str(i) for i in art.item_ids[table.order]]  # grouped by SID, most popular first
+        num_sids, num_items = table.num_sids, len(ids)
+        sids = [format_sid(c[:n]) for c, n in zip(g_codes, g_lengths)]
+        files = {name: (art.path / name).read_bytes() for name in QUANTIZER_FILES}
+        segments = range(0, num_sids, SEGMENT_SIDS)
+        meta = {
+            "version": k.version,
+            "method": art.config.get("method", ""),
+            "sizes": json.dumps(list(art.sizes)),
+            "num_sids": num_sids,
+            "num_items": num_items,
+            "segments": len(segments),
+            "dedup": int(bool(art.config.get("dedup"))),
+            "embedder": art.config.get("embedder", ""),
+            "dim": art.config.get("dim", 0),
+            "config": json.dumps(art.config),
+            "source": str(art.path),
+            "published": time.time(),
+        }
+        with self.r.pipeline(transaction=True) as p:  # registered and described before any data
+            p.sadd(VERSIONS, k.version).hset(k.meta, mapping=meta).pexpire(k.lease, LEASE_MS).execute()
+
+        total = num_sids + num_items
+        bar = tqdm(total=total, desc=f"publish {k.version}", unit="key", disable=not progress)
+        done = 0
+        starts = table.starts
+        encoded = [json.dumps(i) for i in ids]
+        for lo in range(0, num_sids, chunk_size):
+            hi = min(lo + chunk_size, num_sids)
+            a, b = int(starts[lo]), int(starts[hi])
+            sid_lists = {sids[g]: "[" + ",".join(encoded[starts[g] : starts[g + 1]]) + "]" for g in range(lo, hi)}
+            item_sids = {ids[i]: sids[g] for g in range(lo, hi) for i in range(starts[g], starts[g + 1])}
+            with self.r.pipeline(transaction=False) as p:
+                p.hset(k.sid, mapping=sid_lists).hset(k.item, mapping=item_sids).pexpire(k.lease, LEASE_MS).execute()
+            done += (hi - lo) + (b - a)
+            bar.update((hi - lo) + (b - a))
+            if on_chunk:
+                on_chunk(done, total)
+        for n, lo in enumerate(segments):
+            hi = min(lo + SEGMENT_SIDS, num_sids)
+            seg = encode_segment(g_codes[lo:hi], g_lengths[lo:hi], counts[lo:hi], ids[starts[lo] : starts[hi]])
+            with self.r.pipeline(transaction=False) as p:
+                p.hset(k.snapshot, str(n), seg).pexpire(k.lease, LEASE_MS).execute()
+        self.r.hset(k.files, mapping=files)
+        bar.close()
+        keys = [k.lease, k.sid, k.item, k.snapshot, k.files, k.meta, k.complete]
+        try:
+            self._finalize(keys=keys, args=[token, num_sids, num_items, len(segments), len(files), time.time()])
+        except redis.ResponseError as e:
+            raise DataError(f"publish of {k.version} failed its final check: {e}") from e
+        return num_sids, num_items
+
+    # -- activate / list / gc -------------------------------------------------------------------
+    def active(self) -> str | None:
+        return _str(self.r.get(ACTIVE))
+
+    def activate(self, version: str) -> str | None:
+        """Point ``sa2crq:active`` at a complete version and announce it; returns the previous one."""
+        k = VersionKeys(version)
+
+        def flip(p: redis.client.Pipeline) -> str | None:
+            if not p.exists(k.complete):
+                state = "partial (still publishing, failed or interrupted)" if p.sismember(VERSIONS, version) else "unknown"
+                raise DataError(f"cannot activate {version}: version is {state}; see `sa2crq index versions`")
+            previous = _str(p.get(ACTIVE))
+            p.multi()
+            p.set(ACTIVE, version)
+            p.publish(CHANNEL, json.dumps({"type": "activate", "version": version, "previous": previous}))
+            return previous
+
+        return self.r.transaction(flip, ACTIVE, k.complete, value_from_callable=True)
+
+    def versions(self) -> list[VersionInfo]:
+        """Every version with keys in Redis, oldest first."""
+        names = sorted(_str(v) for v in self.r.smembers(VERSIONS))
+        with self.r.pipeline(transaction=False) as p:
+            for v in names:
+                k = VersionKeys(v)
+                p.hmget(k.meta, "method", "num_sids", "num_items", "published").exists(k.complete).exists(k.lease)
+            replies = p.execute()
+        active = self.active()
+        out = []
+        for i, v in enumerate(names):
+            (method, sids, items, published), complete, leased = replies[3 * i : 3 * i + 3]
+            state = "complete" if complete else "publishing" if leased else "partial"
+            out.append(VersionInfo(
+                version=v,
+                state=state,
+                active=v == active,
+                method=_str(method),
+                num_sids=int(sids) if sids is not None else None,
+                num_items=int(items) if items is not None else None,
+                published=float(published) if published is not None else None,
+            ))  # fmt: skip
+        return sorted(out, key=lambda i: (i.published or 0.0, i.version))
+
+    def gc(self, keep: int) -> list[str]:
+        """Delete all but the ``keep`` newest complete versions, and every partial one not being
+        published; the active version is always kept. Returns the versions removed."""
+        if keep < 0:
+            raise DataError("--keep must be >= 0")
+        infos = self.versions()
+        complete = [i.version for i in infos if i.state == "complete"]
+        kept = set(complete[len(complete) - keep :] if keep else []) | {self.active()}
+        removed = []
+        for info in infos:
+            if info.version in kept or info.state == "publishing":
+                continue
+            if self._drop(info.version):
+                removed.append(info.version)
+        return removed
+
+    def _drop(self, version: str) -> bool:
+        k = VersionKeys(version)
+
+        def unmark(p: redis.client.Pipeline) -> bool:
+            if _str(p.get(ACTIVE)) == version:
+                return False
+            p.multi()
+            p.delete(k.complete)  # from here on activate() refuses it
+            return True
+
+        if not self.r.transaction(unmark, ACTIVE, value_from_callable=True):
+            return False
+        self._unlink_namespace(k)
+        self.r.srem(VERSIONS, version)
+        return True
+
+    def _unlink_namespace(self, k: VersionKeys) -> None:
+        batch = []
+        for key in self.r.scan_iter(match=k.pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                self.r.unlink(*batch)
+                batch.clear()
+        if batch:
+            self.r.unlink(*batch)
+
+    # -- read ---------------------------------------------------------------------------------
+    def require_complete(self, version: str | None = None) -> str:
+        """The given version, else the active one; DataError unless it is complete."""
+        v = version or self.active()
+        if v is None:
+            raise DataError("no active index version in Redis: run `sa2crq index publish --activate` first")
+        if not self.r.exists(VersionKeys(v).complete):
+            raise DataError(f"index version {v} is not complete in Redis")
+        return v
+
+    def meta(self, version: str) -> dict:
+        raw = {_str(a): _str(b) for a, b in self.r.hgetall(VersionKeys(version).meta).items()}
+        if not raw:
+            raise DataError(f"unknown index version {version}")
+        return {
+            **raw,
+            "sizes": tuple(json.loads(raw["sizes"])),
+            "config": json.loads(raw["config"]),
+            **{f: int(raw.get(f) or 0) for f in ("num_sids", "num_items", "segments", "dedup", "dim")},
+        }
+
+    def _counts(self, version: str) -> tuple[int, int]:
+        m = self.meta(version)
+        return m["num_sids"], m["num_items"]
+
+    def sids_of(self, item_ids: list[str], version: str | None = None) -> list[tuple[int, ...] | None]:
+        v = self.require_complete(version)
+        return [None if s is None else parse_sid(_str(s)) for s in self.r.hmget(VersionKeys(v).item, item_ids)]
+
+    def items_of(self, sids: list[tuple[int, ...]], version: str | None = None) -> list[list[str]]:
+        v = self.require_complete(version)
+        raw = self.r.hmget(VersionKeys(v).sid, [format_sid(s) for s in sids])
+        return [[] if r is None else json.loads(r) for r in raw]
+
+    def quantizer_files(self, version: str) -> dict[str, bytes]:
+        return {_str(a): b for a, b in self.r.hgetall(VersionKeys(version).files).items()}
+
+    def log_since(self, version: str, after: str = "0-0") -> tuple[list[tuple[str, tuple[int, ...]]], str]:
+        """Cold-start inserts logged after stream id ``after``, in order, and the last id seen."""
+        items, last = [], after
+        for entry_id, fields in self.r.xrange(VersionKeys(version).log, min=f"({after}", max="+"):
+            items.extend((item, parse_sid(sid)) for item, sid in json.loads(fields[b"items"]))
+            last = _str(entry_id)
+        return items, last
+
+    def load_trie(self, version: str | None = None) -> tuple[Trie, str]:
+        """The trie of a complete version (default: active): its snapshot plus its insert log.
+
+        Returns the trie and the id of the last log entry applied, to resume from.
+        """
+        v = self.require_complete(version)
+        m = self.meta(v)
+        k = VersionKeys(v)
+        parts = {"codes": [], "lengths": [], "counts": [], "id_lengths": [], "id_bytes": []}
+        for n in range(m["segments"]):
+            with np.load(io.BytesIO(self.r.hget(k.snapshot, str(n))), allow_pickle=False) as z:
+                for name in parts:
+                    parts[name].append(z[name])
+        arrays = {name: np.concatenate(a) for name, a in parts.items()}
+        offsets = np.concatenate([[0], np.cumsum(arrays["id_lengths"], dtype=np.int64)])
+        trie = Trie.from_groups(m["sizes"], arrays["codes"], arrays["lengths"], arrays["counts"], offsets, arrays["id_bytes"], v)
+        inserted, last = self.log_since(v)
+        return trie.insert(inserted), last

@@ -1,0 +1,167 @@
+"""Keep an in-memory trie in step with the active Redis version, and keep serving without Redis.
+
+A daemon thread subscribes to ``sa2crq:events``, then (re)syncs: it loads the active version's
+trie if the version changed, else replays the version's insert log after the last entry it
+applied. Events only trigger that same resync, so a lost message costs nothing: the log, not the
+channel, is the source of truth. Subscribing before resyncing closes the gap where an event could
+slip between the two.
+
+When Redis goes away the last good trie keeps serving; the thread retries with exponential
+backoff and resyncs on reconnection (reloading if the active version changed meanwhile).
+``state()`` says which version is served, whether Redis is reachable and the last error: the
+service's readiness probe reports "degraded" from it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from indexer.data.catalog import DataError
+from service.index.embedded import resolve_url
+from service.index.keys import CHANNEL
+from service.index.redis_index import RedisIndex
+from service.index.trie import Trie
+
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class SyncState:
+    connected: bool
+    version: str | None  # the version of the trie being served
+    num_sids: int
+    num_items: int
+    last_sync: float | None  # unix time of the last successful sync with Redis
+    last_error: str | None
+    generation: int  # bumps on every swap of the served trie
+
+
+class TrieSync:
+    """``TrieSync(url).start()``; read ``.trie`` per request (an immutable snapshot) and ``.state()``."""
+
+    def __init__(self, url: str | None = None, backoff: tuple[float, float] = (0.1, 5.0), poll: float = 0.5):
+        self.url = resolve_url(url)
+        self.backoff = backoff
+        self.poll = poll
+        self._trie: Trie | None = None
+        self._log_id = "0-0"
+        self._lock = threading.Lock()
+        self._connected = False
+        self._last_sync: float | None = None
+        self._last_error: str | None = None
+        self._generation = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trie-sync", daemon=True)
+
+    @property
+    def trie(self) -> Trie | None:
+        return self._trie
+
+    def state(self) -> SyncState:
+        with self._lock:
+            t = self._trie
+            return SyncState(
+                connected=self._connected,
+                version=t.version if t else None,
+                num_sids=t.num_sids if t else 0,
+                num_items=t.num_items if t else 0,
+                last_sync=self._last_sync,
+                last_error=self._last_error,
+                generation=self._generation,
+            )
+
+    def start(self) -> "TrieSync":
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """True once a trie is loaded (there may be no active version yet)."""
+        return self._ready.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __enter__(self) -> "TrieSync":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- the thread ---------------------------------------------------------------------------
+    def _client(self) -> redis.Redis:
+        # No silent retries inside redis-py: an outage must surface here so we can resync after it.
+        return redis.Redis.from_url(
+            self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2, socket_timeout=30, health_check_interval=5
+        )
+
+    def _run(self) -> None:
+        delay = self.backoff[0]
+        while not self._stop.is_set():
+            client = self._client()
+            try:
+                with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    pubsub.subscribe(CHANNEL)
+                    index = RedisIndex(client)
+                    self._resync(index)
+                    delay = self.backoff[0]
+                    while not self._stop.is_set():
+                        message = pubsub.get_message(timeout=self.poll)
+                        if message is not None and self._concerns_us(message):
+                            self._resync(index)
+            except _REDIS_DOWN as e:
+                self._set(connected=False, last_error=f"Redis unreachable at {self.url}: {e}")
+            except DataError as e:
+                self._set(connected=True, last_error=str(e))
+            finally:
+                client.close()
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.backoff[1])
+
+    def _concerns_us(self, message: dict) -> bool:
+        try:
+            event = json.loads(message["data"])
+        except (ValueError, TypeError):
+            return False
+        current = self._trie.version if self._trie else None
+        return event.get("type") == "activate" or event.get("version") == current
+
+    def _resync(self, index: RedisIndex) -> None:
+        active = index.active()
+        current = self._trie
+        if active is None:
+            note = f"no active index version in Redis; serving {current.version}" if current else "no active index version in Redis yet"
+            self._set(connected=True, last_error=note, synced=True)
+            return
+        if current is None or current.version != active:
+            trie, log_id = index.load_trie(active)
+        else:
+            expected = index.meta(active)["num_items"]  # read before the log: inserts only add
+            items, log_id = index.log_since(active, self._log_id)
+            trie = current.insert(items)
+            if trie.num_items < expected:  # the log lost entries we never saw (e.g. Redis restored from a backup)
+                trie, log_id = index.load_trie(active)
+            elif trie is current:
+                self._set(connected=True, last_error=None, synced=True)
+                return
+        with self._lock:
+            self._trie, self._log_id = trie, log_id
+            self._generation += 1
+        self._set(connected=True, last_error=None, synced=True)
+        self._ready.set()
+
+    def _set(self, connected: bool, last_error: str | None, synced: bool = False) -> None:
+        with self._lock:
+            self._connected = connected
+            self._last_error = last_error
+            if synced:
+                self._last_sync = time.time()
