@@ -16,7 +16,7 @@ from indexer.cli import cli, main
 from indexer.data.catalog import Catalog, DataError
 from indexer.quantizers import load_quantizer
 from indexer.sids import format_sid
-from service.index import ACTIVE, CHANNEL, VersionKeys, add_items
+from service.index import RedisIndex, add_items
 from service.index.redis_index import LEASE_MS
 
 
@@ -38,18 +38,18 @@ def assert_matches_artifact(index, art, version=None):
     assert index.sids_of(list(sids), version) == list(sids.values())
     lists = artifact_lists(art)
     assert index.items_of(list(lists), version) == list(lists.values())
-    k = VersionKeys(version or art.version)
+    k = index.keys.of(version or art.version)
     assert index.r.hlen(k.sid) == len(lists)
     assert index.r.hlen(k.item) == len(sids)
 
 
 def keys_of(index, version) -> list[bytes]:
-    return list(index.r.scan_iter(match=VersionKeys(version).pattern))
+    return list(index.r.scan_iter(match=index.keys.of(version).pattern))
 
 
 def test_publish_activate_round_trip(index, small_store, artifact):
     with index.r.pubsub() as events:
-        events.subscribe(CHANNEL)
+        events.subscribe(index.keys.channel)
         result = index.publish(small_store, activate=True, progress=False)
         assert events.get_message(timeout=1)["type"] == "subscribe"
         announced = json.loads(events.get_message(timeout=1)["data"])
@@ -65,7 +65,7 @@ def test_publish_activate_round_trip(index, small_store, artifact):
     files = index.quantizer_files(artifact.version)
     for name in ("quantizer.json", "quantizer.safetensors"):
         assert files[name] == (artifact.path / name).read_bytes()
-    assert index.r.ttl(VersionKeys(artifact.version).lease) == -2  # lease released
+    assert index.r.ttl(index.keys.of(artifact.version).lease) == -2  # lease released
 
     again = index.publish(small_store, progress=False)
     assert not again.published and again.version == artifact.version
@@ -123,7 +123,7 @@ def test_publisher_killed_mid_write_is_never_activatable(index, redis_url, small
     with pytest.raises(DataError, match="partial"):
         index.activate(dead.version)
 
-    lease = VersionKeys(dead.version).lease
+    lease = index.keys.of(dead.version).lease
     assert 0 < index.r.pttl(lease) <= LEASE_MS
     index.r.delete(lease)  # what expiry does after LEASE_MS
     assert {i.version: i.state for i in index.versions()}[dead.version] == "partial"
@@ -154,7 +154,7 @@ def test_gc_keeps_the_active_and_the_newest_versions(index, small_store, artifac
     assert index.gc(keep=0) == [newest.version]
     assert [(i.version, i.active) for i in index.versions()] == [(artifact.version, True)]
     assert_matches_artifact(index, artifact)
-    assert index.r.get(ACTIVE) == artifact.version.encode()
+    assert index.r.get(index.keys.active) == artifact.version.encode()
 
 
 def test_cold_start_appends_without_renumbering(index, small_store, artifact, new_items):
@@ -264,3 +264,13 @@ def test_cli_without_redis_says_it_started_a_throwaway_server():
     assert "started an embedded Redis at unix://" in done.stderr
     assert "discarded when this command exits" in done.stderr
     assert done.stdout.strip() == "no index versions in Redis"
+
+
+def test_prefixes_are_independent_indexes(index, redis_client, small_store, artifact, renamed):
+    other = RedisIndex(redis_client, prefix="staging")
+    other.publish(small_store, activate=True, progress=False)
+    assert index.active() is None and index.versions() == []
+    index.publish_artifact(renamed("prod"), activate=True, progress=False)
+    assert other.active() == artifact.version and index.active() == f"{artifact.version}-prod"
+    assert index.gc(keep=0) == [] and other.gc(keep=0) == []
+    assert all(k.startswith(b"staging:") for k in redis_client.scan_iter(match=f"*{{{artifact.version}}}*"))

@@ -9,21 +9,19 @@
 
 from service.index.coldstart import InsertResult, add_items, frozen_quantizer
 from service.index.embedded import EmbeddedRedis, EmbeddedRedisError, connect, resolve_url, running_embedded
-from service.index.keys import ACTIVE, CHANNEL, VERSIONS, VersionKeys
+from service.index.keys import Keys, VersionKeys
 from service.index.mask import FINISHED, INVALID, SIDVocab, TrieMask
 from service.index.redis_index import PublishResult, RedisIndex, VersionInfo
 from service.index.sync import SyncState, TrieSync
 from service.index.trie import Trie
 
 __all__ = [
-    "ACTIVE",
-    "CHANNEL",
     "FINISHED",
     "INVALID",
-    "VERSIONS",
     "EmbeddedRedis",
     "EmbeddedRedisError",
     "InsertResult",
+    "Keys",
     "PublishResult",
     "RedisIndex",
     "SIDVocab",

@@ -21,7 +21,6 @@ from indexer.data.catalog import Catalog, DataError, check_vectors
 from indexer.embed import embed_texts
 from indexer.quantizers import Quantizer, load_quantizer
 from indexer.sids import format_sid, parse_sid
-from service.index.keys import CHANNEL, VersionKeys
 from service.index.redis_index import QUANTIZER_FILES, RedisIndex
 
 _INSERT = """
@@ -103,7 +102,7 @@ def add_items(
         x = embed_texts(catalog.texts, cache_dir=cache_dir, progress=progress)
     if x.shape[1] != meta["dim"]:
         raise DataError(f"new items have {x.shape[1]}-dimensional vectors but index {version} expects {meta['dim']}")
-    keys = VersionKeys(version)
+    keys = index.keys.of(version)
     clash = [i for i, s in zip(catalog.item_ids, index.r.hmget(keys.item, catalog.item_ids)) if s is not None]
     if clash:
         raise DataError(f"{len(clash)} item id(s) already in index {version}, e.g. {', '.join(map(repr, clash[:3]))}")
@@ -114,7 +113,7 @@ def add_items(
     lengths = q.lengths(codes)
     order = np.argsort(-np.asarray(catalog.popularity, dtype=np.float64), kind="stable")
     pairs = [(catalog.item_ids[i], format_sid(codes[i, : lengths[i]])) for i in order]
-    args = [version, CHANNEL, json.dumps(pairs)]
+    args = [version, index.keys.channel, json.dumps(pairs)]
     for item, sid in pairs:
         args += [item, sid, json.dumps(item)]
     reply = index.r.register_script(_INSERT)(keys=[keys.complete, keys.item, keys.sid, keys.meta, keys.log], args=args)

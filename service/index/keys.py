@@ -1,19 +1,20 @@
-"""The Redis key layout of the index, in one place.
+"""The Redis key layout of the index, in one place (``P`` is the prefix, ``sa2crq`` by default).
 
-    sa2crq:active                      string: id of the version the service serves
-    sa2crq:versions                    set: every version that has (or had) keys, complete or not
-    sa2crq:events                      pub/sub channel: JSON {"type": "activate" | "insert", ...}
-    sa2crq:{V}:meta                    hash: method, sizes, num_sids, num_items, published, ...
-    sa2crq:{V}:sid                     hash: SID "12-301-7" -> JSON list of item ids, most popular first
-    sa2crq:{V}:item                    hash: item id -> SID
-    sa2crq:{V}:snapshot                hash: segment number -> npz bytes of the published SID table
-    sa2crq:{V}:files                   hash: quantizer.json / quantizer.safetensors -> bytes
-    sa2crq:{V}:log                     stream: one entry per cold-start insert batch (items, SIDs)
-    sa2crq:{V}:lease                   string with TTL: held while a publisher writes V
-    sa2crq:{V}:complete                string: written last, after every count was verified
+    P:active                      string: id of the version the service serves
+    P:versions                    set: every version that has (or had) keys, complete or not
+    P:events                      pub/sub channel: JSON {"type": "activate" | "insert", ...}
+    P:{V}:meta                    hash: method, sizes, num_sids, num_items, published, ...
+    P:{V}:sid                     hash: SID "12-301-7" -> JSON list of item ids, most popular first
+    P:{V}:item                    hash: item id -> SID
+    P:{V}:snapshot                hash: segment number -> npz bytes of the published SID table
+    P:{V}:files                   hash: quantizer.json / quantizer.safetensors -> bytes
+    P:{V}:log                     stream: one entry per cold-start insert batch (items, SIDs)
+    P:{V}:lease                   string with TTL: held while a publisher writes V
+    P:{V}:complete                string: written last, after every count was verified
 
 ``{V}`` is a Redis Cluster hash tag, so one version's keys share a slot and the scripts that
-touch several of them (publish finalisation, inserts) stay single-slot.
+touch several of them (publish finalisation, inserts) stay single-slot. Another prefix gives an
+independent index in the same Redis (another environment, or a benchmark on a shared server).
 """
 
 from __future__ import annotations
@@ -23,18 +24,42 @@ from dataclasses import dataclass
 
 from indexer.data.catalog import DataError
 
-ACTIVE = "sa2crq:active"
-VERSIONS = "sa2crq:versions"
-CHANNEL = "sa2crq:events"
+DEFAULT_PREFIX = "sa2crq"
 
-# Store version ids look like index-20250101T120000-a1b2c3; refusing anything else keeps ids free of
-# hash-tag braces and SCAN glob characters.
+# Store version ids look like index-20250101T120000-a1b2c3; refusing anything else keeps ids (and
+# prefixes) free of hash-tag braces and SCAN glob characters.
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.fullmatch(self.prefix):
+            raise DataError(f"not a valid key prefix: {self.prefix!r}")
+
+    @property
+    def active(self) -> str:
+        return f"{self.prefix}:active"
+
+    @property
+    def versions(self) -> str:
+        return f"{self.prefix}:versions"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}:events"
+
+    def of(self, version: str) -> "VersionKeys":
+        return VersionKeys(version, self.prefix)
 
 
 @dataclass(frozen=True)
 class VersionKeys:
     version: str
+    prefix: str = DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
         if not _VERSION_RE.fullmatch(self.version):
@@ -42,7 +67,7 @@ class VersionKeys:
 
     @property
     def namespace(self) -> str:
-        return f"sa2crq:{{{self.version}}}"
+        return f"{self.prefix}:{{{self.version}}}"
 
     @property
     def pattern(self) -> str:

@@ -29,7 +29,7 @@ from indexer.build import IndexArtifact, load_index
 from indexer.data.catalog import DataError
 from indexer.sids import format_sid, parse_sid
 from model_store import Store
-from service.index.keys import ACTIVE, CHANNEL, VERSIONS, VersionKeys
+from service.index.keys import DEFAULT_PREFIX, Keys, VersionKeys
 from service.index.trie import Trie
 
 LEASE_MS = 60_000
@@ -98,10 +98,11 @@ def encode_segment(codes: np.ndarray, lengths: np.ndarray, counts: np.ndarray, i
 class RedisIndex:
     """Index versions in one Redis; every method is safe to call from several processes."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX):
         if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("RedisIndex needs a client without decode_responses: snapshots and quantizer files are bytes")
         self.r = client
+        self.keys = Keys(prefix)
         self._finalize = client.register_script(_FINALIZE)
 
     # -- publish ------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ class RedisIndex:
         """
         t0 = time.perf_counter()
         v = artifact.version
-        k = VersionKeys(v)
+        k = self.keys.of(v)
         if self.r.exists(k.complete):
             if activate:
                 self.activate(v)
@@ -172,7 +173,7 @@ class RedisIndex:
             "published": time.time(),
         }
         with self.r.pipeline(transaction=True) as p:  # registered and described before any data
-            p.sadd(VERSIONS, k.version).hset(k.meta, mapping=meta).pexpire(k.lease, LEASE_MS).execute()
+            p.sadd(self.keys.versions, k.version).hset(k.meta, mapping=meta).pexpire(k.lease, LEASE_MS).execute()
 
         total = num_sids + num_items
         bar = tqdm(total=total, desc=f"publish {k.version}", unit="key", disable=not progress)
@@ -206,30 +207,30 @@ class RedisIndex:
 
     # -- activate / list / gc -------------------------------------------------------------------
     def active(self) -> str | None:
-        return _str(self.r.get(ACTIVE))
+        return _str(self.r.get(self.keys.active))
 
     def activate(self, version: str) -> str | None:
-        """Point ``sa2crq:active`` at a complete version and announce it; returns the previous one."""
-        k = VersionKeys(version)
+        """Point the active key at a complete version and announce it; returns the previous one."""
+        k = self.keys.of(version)
 
         def flip(p: redis.client.Pipeline) -> str | None:
             if not p.exists(k.complete):
-                state = "partial (still publishing, failed or interrupted)" if p.sismember(VERSIONS, version) else "unknown"
+                state = "partial (still publishing, failed or interrupted)" if p.sismember(self.keys.versions, version) else "unknown"
                 raise DataError(f"cannot activate {version}: version is {state}; see `sa2crq index versions`")
-            previous = _str(p.get(ACTIVE))
+            previous = _str(p.get(self.keys.active))
             p.multi()
-            p.set(ACTIVE, version)
-            p.publish(CHANNEL, json.dumps({"type": "activate", "version": version, "previous": previous}))
+            p.set(self.keys.active, version)
+            p.publish(self.keys.channel, json.dumps({"type": "activate", "version": version, "previous": previous}))
             return previous
 
-        return self.r.transaction(flip, ACTIVE, k.complete, value_from_callable=True)
+        return self.r.transaction(flip, self.keys.active, k.complete, value_from_callable=True)
 
     def versions(self) -> list[VersionInfo]:
         """Every version with keys in Redis, oldest first."""
-        names = sorted(_str(v) for v in self.r.smembers(VERSIONS))
+        names = sorted(_str(v) for v in self.r.smembers(self.keys.versions))
         with self.r.pipeline(transaction=False) as p:
             for v in names:
-                k = VersionKeys(v)
+                k = self.keys.of(v)
                 p.hmget(k.meta, "method", "num_sids", "num_items", "published").exists(k.complete).exists(k.lease)
             replies = p.execute()
         active = self.active()
@@ -265,19 +266,19 @@ class RedisIndex:
         return removed
 
     def _drop(self, version: str) -> bool:
-        k = VersionKeys(version)
+        k = self.keys.of(version)
 
         def unmark(p: redis.client.Pipeline) -> bool:
-            if _str(p.get(ACTIVE)) == version:
+            if _str(p.get(self.keys.active)) == version:
                 return False
             p.multi()
             p.delete(k.complete)  # from here on activate() refuses it
             return True
 
-        if not self.r.transaction(unmark, ACTIVE, value_from_callable=True):
+        if not self.r.transaction(unmark, self.keys.active, value_from_callable=True):
             return False
         self._unlink_namespace(k)
-        self.r.srem(VERSIONS, version)
+        self.r.srem(self.keys.versions, version)
         return True
 
     def _unlink_namespace(self, k: VersionKeys) -> None:
@@ -296,12 +297,12 @@ class RedisIndex:
         v = version or self.active()
         if v is None:
             raise DataError("no active index version in Redis: run `sa2crq index publish --activate` first")
-        if not self.r.exists(VersionKeys(v).complete):
+        if not self.r.exists(self.keys.of(v).complete):
             raise DataError(f"index version {v} is not complete in Redis")
         return v
 
     def meta(self, version: str) -> dict:
-        raw = {_str(a): _str(b) for a, b in self.r.hgetall(VersionKeys(version).meta).items()}
+        raw = {_str(a): _str(b) for a, b in self.r.hgetall(self.keys.of(version).meta).items()}
         if not raw:
             raise DataError(f"unknown index version {version}")
         return {
@@ -317,20 +318,20 @@ class RedisIndex:
 
     def sids_of(self, item_ids: list[str], version: str | None = None) -> list[tuple[int, ...] | None]:
         v = self.require_complete(version)
-        return [None if s is None else parse_sid(_str(s)) for s in self.r.hmget(VersionKeys(v).item, item_ids)]
+        return [None if s is None else parse_sid(_str(s)) for s in self.r.hmget(self.keys.of(v).item, item_ids)]
 
     def items_of(self, sids: list[tuple[int, ...]], version: str | None = None) -> list[list[str]]:
         v = self.require_complete(version)
-        raw = self.r.hmget(VersionKeys(v).sid, [format_sid(s) for s in sids])
+        raw = self.r.hmget(self.keys.of(v).sid, [format_sid(s) for s in sids])
         return [[] if r is None else json.loads(r) for r in raw]
 
     def quantizer_files(self, version: str) -> dict[str, bytes]:
-        return {_str(a): b for a, b in self.r.hgetall(VersionKeys(version).files).items()}
+        return {_str(a): b for a, b in self.r.hgetall(self.keys.of(version).files).items()}
 
     def log_since(self, version: str, after: str = "0-0") -> tuple[list[tuple[str, tuple[int, ...]]], str]:
         """Cold-start inserts logged after stream id ``after``, in order, and the last id seen."""
         items, last = [], after
-        for entry_id, fields in self.r.xrange(VersionKeys(version).log, min=f"({after}", max="+"):
+        for entry_id, fields in self.r.xrange(self.keys.of(version).log, min=f"({after}", max="+"):
             items.extend((item, parse_sid(sid)) for item, sid in json.loads(fields[b"items"]))
             last = _str(entry_id)
         return items, last
@@ -342,7 +343,7 @@ class RedisIndex:
         """
         v = self.require_complete(version)
         m = self.meta(v)
-        k = VersionKeys(v)
+        k = self.keys.of(v)
         parts = {"codes": [], "lengths": [], "counts": [], "id_lengths": [], "id_bytes": []}
         for n in range(m["segments"]):
             with np.load(io.BytesIO(self.r.hget(k.snapshot, str(n))), allow_pickle=False) as z:

@@ -1,8 +1,8 @@
 """Keep an in-memory trie in step with the active Redis version, and keep serving without Redis.
 
-A daemon thread subscribes to ``sa2crq:events``, then (re)syncs: it loads the active version's
-trie if the version changed, else replays the version's insert log after the last entry it
-applied. Events only trigger that same resync, so a lost message costs nothing: the log, not the
+A daemon thread subscribes to the events channel (``sa2crq:events``), then (re)syncs: it loads
+the active version's trie if the version changed, else replays the version's insert log after
+the last entry it applied. Events only trigger that same resync, so a lost message costs nothing: the log, not the
 channel, is the source of truth. Subscribing before resyncing closes the gap where an event could
 slip between the two.
 
@@ -25,7 +25,7 @@ from redis.retry import Retry
 
 from indexer.data.catalog import DataError
 from service.index.embedded import resolve_url
-from service.index.keys import CHANNEL
+from service.index.keys import DEFAULT_PREFIX, Keys
 from service.index.redis_index import RedisIndex
 from service.index.trie import Trie
 
@@ -46,8 +46,11 @@ class SyncState:
 class TrieSync:
     """``TrieSync(url).start()``; read ``.trie`` per request (an immutable snapshot) and ``.state()``."""
 
-    def __init__(self, url: str | None = None, backoff: tuple[float, float] = (0.1, 5.0), poll: float = 0.5):
+    def __init__(
+        self, url: str | None = None, prefix: str = DEFAULT_PREFIX, backoff: tuple[float, float] = (0.1, 5.0), poll: float = 0.5
+    ):
         self.url = resolve_url(url)
+        self.keys = Keys(prefix)
         self.backoff = backoff
         self.poll = poll
         self._trie: Trie | None = None
@@ -110,8 +113,8 @@ class TrieSync:
             client = self._client()
             try:
                 with client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    pubsub.subscribe(CHANNEL)
-                    index = RedisIndex(client)
+                    pubsub.subscribe(self.keys.channel)
+                    index = RedisIndex(client, self.keys.prefix)
                     self._resync(index)
                     delay = self.backoff[0]
                     while not self._stop.is_set():
