@@ -1,0 +1,38 @@
+"""The engine interface: prompts in, ranked SIDs out, under one trie mask.
+
+Scores are sums of log-probabilities over the SID range (codes + ``<sid_end>``), optionally
+divided by ``(length + 1) ** length_penalty``. A beam finishes when it emits ``<sid_end>`` at a
+terminal node; decoding stops when no live beam can beat the ``num_sids``-th finished SID, or at
+depth L. Constrained decoding only ever yields SIDs of the index; unconstrained decoding (layer
+order kept, trie ignored) reports SIDs that are not in it with ``node == -1``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Hit:
+    sid: tuple[int, ...]
+    score: float
+    node: int  # trie node of the SID; -1 when it is not in the index
+
+
+@dataclass
+class DecodeStats:
+    """Per call: decode steps run and beams finished at each depth (for metrics)."""
+
+    steps: int = 0
+    finished_per_depth: dict[int, int] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    name: str
+
+    @abstractmethod
+    def decode(
+        self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True
+    ) -> tuple[list[list[Hit]], DecodeStats]:
+        """Top ``num_sids`` SIDs per prompt (best first), decoded with ``beam_width`` beams."""
