@@ -252,6 +252,39 @@ def index_add_items(items: Path, vectors: Path | None, redis_url: str | None, qu
     click.echo(f"added {len(result.items)} item(s) to {result.version}: {result.new_sids} new SID(s)", err=True)
 
 
+@cli.group()
+def decoder() -> None:
+    """Train the Qwen3 decoder that maps queries and histories to SIDs."""
+
+
+@decoder.command("train")
+@click.option("--store", type=click.Path(path_type=Path), required=True, help="Artifact store directory.")
+@click.option("--index-version", help="Index to train for. Default: the store's active index, else its newest.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder with items.jsonl + sequences.jsonl, and/or a BEIR corpus.jsonl + queries.jsonl + qrels/train.tsv.")
+@click.option("--base-model", type=click.Path(path_type=Path), help="Local Qwen3 checkpoint (e.g. Qwen3-1.7B); default: a tiny Qwen3.")
+@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate. Default 2e-3 (tiny) / 2e-5 (base model).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--activate", is_flag=True, help="Make the new version the active decoder of the store.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def decoder_train(store, index_version, data_dir, base_model, steps, batch_size, lr, seed, activate, quiet) -> None:
+    """Train a decoder for an index version and print the new decoder version id."""
+    from indexer.training.trainer import TrainConfig, train_decoder
+
+    if base_model is not None and not (base_model / "config.json").is_file():
+        raise click.BadParameter(f"{base_model} has no config.json (a transformers checkpoint folder)", param_hint="--base-model")
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr or (2e-5 if base_model else 2e-3), seed=seed)
+    st = Store(store)
+    version, summary = train_decoder(st, data_dir, cfg, index_version=index_version, base_model=base_model, progress=not quiet)
+    if activate:
+        st.activate("decoder", version)
+    if not quiet:
+        click.echo(json.dumps(summary))
+    click.echo(version)
+
+
 @cli.command()
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo"), show_default=True)
 @click.option("--items", "num_items", type=click.IntRange(min=1000), default=20_000, show_default=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers.utils import logging as transformers_logging
 
 from indexer.build import IndexArtifact, load_index
 from indexer.data.catalog import DataError
@@ -121,6 +122,8 @@ def train_decoder(
     train = [ex for ex in data.train if ex.target in in_index]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(cfg.seed)
+    if not progress:
+        transformers_logging.disable_progress_bar()
 
     if base_model is not None:
         tok = load_base_tokenizer(base_model)
