@@ -29,37 +29,41 @@ class SARQConfig:
 
     Args:
         budget: nats; one value for every checked layer, or one per checked prefix length
-            ``min_length .. L-1``. ``None`` picks ln(#head items / ``auto_items``): a prefix that
-            head statistics place fewer than ~``auto_items`` head items under is specific enough.
+            ``min_length .. L-1``. ``None`` calibrates on the head paths: at each checked layer
+            the budget is the ``auto_quantile`` quantile of head items' prefix information, so
+            that share of head paths runs deeper whatever the catalog size and codebook sizes.
         min_length: shortest SID (the paper checks from layer 2).
         direction: ``dense-longer`` (the paper's) or ``dense-shorter``.
         smoothing: additive constant ``a`` of the priors.
-        auto_items: see ``budget``.
+        auto_quantile: see ``budget``.
     """
 
     budget: float | tuple[float, ...] | None = None
     min_length: int = 2
     direction: Literal["dense-longer", "dense-shorter"] = "dense-longer"
     smoothing: float = 0.1
-    auto_items: float = 8.0
+    auto_quantile: float = 0.5
 
     def __post_init__(self) -> None:
         if self.direction not in ("dense-longer", "dense-shorter"):
             raise DataError(f"direction must be 'dense-longer' or 'dense-shorter', got {self.direction!r}")
         if self.min_length < 1:
             raise DataError("min_length must be >= 1")
-        if self.smoothing <= 0 or self.auto_items <= 0:
-            raise DataError("smoothing and auto_items must be positive")
+        if self.smoothing <= 0 or not 0.0 < self.auto_quantile < 1.0:
+            raise DataError("smoothing must be positive and auto_quantile in (0, 1)")
         budgets = self.budget if isinstance(self.budget, tuple) else (self.budget,)
         for b in budgets:
             if b is not None and not (math.isfinite(b) and b >= 0):
                 raise DataError(f"budget must be a finite non-negative number of nats, got {b}")
 
-    def budgets(self, num_layers: int, num_head: int) -> np.ndarray:
-        """Budget per checked prefix length ``min_length .. L-1``."""
+    def budgets(self, num_layers: int, head_info: np.ndarray) -> np.ndarray:
+        """Budget per checked prefix length ``min_length .. L-1``; ``head_info`` is the head
+        items' prefix information (N_head x L), used only to calibrate the default."""
         checked = max(0, num_layers - self.min_length)
         if self.budget is None:
-            return np.full(checked, math.log(max(num_head, 1) / self.auto_items))
+            if not len(head_info):
+                return np.full(checked, np.inf)
+            return np.quantile(head_info[:, self.min_length - 1 : num_layers - 1], self.auto_quantile, axis=0)
         if isinstance(self.budget, tuple):
             if len(self.budget) != checked:
                 raise DataError(

@@ -41,21 +41,23 @@ def test_truncation_stops_at_first_layer_over_budget():
         ]
     )
     cfg = SARQConfig(budget=1.2)
-    lengths = truncate(info, cfg.budgets(4, num_head=10), cfg)
+    lengths = truncate(info, cfg.budgets(4, info), cfg)
     assert lengths.tolist() == [4, 2, 3, 2]
     flipped = SARQConfig(budget=1.2, direction="dense-shorter")
-    assert truncate(info, flipped.budgets(4, 10), flipped).tolist() == [2, 4, 2, 4]
+    assert truncate(info, flipped.budgets(4, info), flipped).tolist() == [2, 4, 2, 4]
     per_layer = SARQConfig(budget=(1.0, 1.45))
-    assert truncate(info, per_layer.budgets(4, 10), per_layer).tolist() == [4, 2, 2, 2]
+    assert truncate(info, per_layer.budgets(4, info), per_layer).tolist() == [4, 2, 2, 2]
     one = SARQConfig(budget=0.6, min_length=1)
-    assert truncate(info, one.budgets(4, 10), one).tolist() == [2, 2, 2, 1]
+    assert truncate(info, one.budgets(4, info), one).tolist() == [2, 2, 2, 1]
 
 
 def test_auto_budget_and_validation():
-    cfg = SARQConfig(auto_items=4.0)
-    np.testing.assert_allclose(cfg.budgets(3, num_head=400), [math.log(100.0)])
+    head_info = np.array([[1.0, 2.0, 9.0, 9.0], [1.0, 4.0, 5.0, 9.0], [1.0, 6.0, 7.0, 9.0], [1.0, 8.0, 3.0, 9.0]])
+    # Default: per checked layer (lengths 2 and 3), the quantile of the head paths' information.
+    np.testing.assert_allclose(SARQConfig().budgets(4, head_info), [5.0, 6.0])
+    np.testing.assert_allclose(SARQConfig(auto_quantile=0.25).budgets(4, head_info), [3.5, 4.5])
     with pytest.raises(DataError, match="2 budgets given but 1 layers"):
-        SARQConfig(budget=(1.0, 2.0)).budgets(3, 10)
+        SARQConfig(budget=(1.0, 2.0)).budgets(3, head_info)
     with pytest.raises(DataError, match="budget"):
         SARQConfig(budget=float("nan"))
     with pytest.raises(DataError, match="direction"):

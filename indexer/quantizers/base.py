@@ -126,7 +126,7 @@ class Quantizer(ABC):
     def fit_priors(self, head_codes: np.ndarray) -> None:
         assert self.sarq is not None
         self.priors = PathPriors.fit(head_codes, self.sizes, self.sarq.smoothing)
-        self.budgets = self.sarq.budgets(len(self.sizes), len(head_codes))
+        self.budgets = self.sarq.budgets(len(self.sizes), self.priors.prefix_information(head_codes))
 
     def lengths(self, codes: np.ndarray) -> np.ndarray:
         if self.priors is None:
