@@ -12,6 +12,8 @@ from indexer.data.catalog import DataError
 from service.index import FINISHED, INVALID, SIDVocab, Trie, TrieMask
 
 BACKENDS = ["numpy", "torch"]
+# dense_min=1 gives every node a precomputed mask row, 3 a mix, 10**6 none: all paths of ``allowed``.
+DENSE_MIN = [1, 3, 10**6]
 
 
 def build(sids, sizes) -> Trie:
@@ -36,12 +38,13 @@ def test_vocab_layout():
         v.layer_code(14)
 
 
+@pytest.mark.parametrize("dense_min", DENSE_MIN)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_mask_on_variable_length_sids(backend):
+def test_mask_on_variable_length_sids(backend, dense_min):
     """(1,2) is both a complete SID and a prefix of (1,2,3); (1,) likewise; (2,) and (2,0) are only prefixes."""
     trie = build([(1,), (1, 2), (1, 2, 3), (2, 0, 5)], (3, 4, 6))
     vocab = SIDVocab((3, 4, 6), base=50)
-    mask = TrieMask(trie, vocab, backend=backend)
+    mask = TrieMask(trie, vocab, backend=backend, dense_min=dense_min)
     end = None
     expected = {
         (): {(0, 1), (0, 2)},
@@ -83,11 +86,12 @@ def test_mask_refuses_a_mismatched_vocabulary():
         TrieMask(build([(1,)], (3, 4)), SIDVocab((3, 5)))
 
 
+@pytest.mark.parametrize("dense_min", DENSE_MIN)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_batched_mask_equals_the_trie_everywhere(artifact, backend):
+def test_batched_mask_equals_the_trie_everywhere(artifact, backend, dense_min):
     trie = Trie.from_artifact(artifact).insert([("late", (1,)), ("later", (15, 31, 63))])
     vocab = SIDVocab(trie.sizes, base=7)
-    mask = TrieMask(trie, vocab, backend=backend)
+    mask = TrieMask(trie, vocab, backend=backend, dense_min=dense_min)
     nodes = torch.arange(trie.num_nodes)
     rows = mask.allowed(nodes)
     for node in range(trie.num_nodes):
@@ -109,12 +113,12 @@ def indexes(draw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(index=indexes(), backend=st.sampled_from(BACKENDS), data=st.data())
-def test_random_walks_under_the_mask_only_produce_index_sids(index, backend, data):
+@given(index=indexes(), backend=st.sampled_from(BACKENDS), dense_min=st.sampled_from(DENSE_MIN), data=st.data())
+def test_random_walks_under_the_mask_only_produce_index_sids(index, backend, dense_min, data):
     sizes, sids = index
     trie = build(sids, sizes)
     vocab = SIDVocab(sizes)
-    mask = TrieMask(trie, vocab, backend=backend)
+    mask = TrieMask(trie, vocab, backend=backend, dense_min=dense_min)
 
     beams = 8
     nodes = torch.full((beams,), mask.root)

@@ -19,6 +19,8 @@ import torch
 from indexer.data.catalog import DataError
 from service.index.trie import Trie
 
+DENSE_ROWS_BYTES = 32 << 20
+"""At most this much memory for precomputed mask rows of high fan-out nodes."""
 INVALID = -1
 """``step`` result: the token is not a continuation of that node."""
 FINISHED = -2
@@ -93,7 +95,9 @@ class TrieMask:
     node is terminal. Moves are keyed ``node * num_local + local`` and stored node after node,
     each block in local-id order (children are sorted by code, ``<sid_end>`` is the last local
     id), so the keys are globally ascending: ``step`` is one searchsorted over all moves and
-    ``allowed`` scatters each beam's block into its mask row.
+    ``allowed`` scatters each beam's block into its mask row. Nodes with many moves (the root and
+    popular prefixes, where beams spend the first steps) also get a precomputed mask row, copied
+    instead of scattered; ``dense_min`` sets the threshold, within a ``DENSE_ROWS_BYTES`` budget.
 
     On CPU the kernels run in numpy over zero-copy views of the tensors, because torch's
     per-op dispatch (~5 us) would dominate these tiny batched ops; elsewhere they are the same
@@ -104,7 +108,9 @@ class TrieMask:
 
     root = Trie.ROOT
 
-    def __init__(self, trie: Trie, vocab: SIDVocab, device: str | torch.device = "cpu", backend: str = "auto"):
+    def __init__(
+        self, trie: Trie, vocab: SIDVocab, device: str | torch.device = "cpu", backend: str = "auto", dense_min: int = 64
+    ):
         if vocab.sizes != trie.sizes:
             raise DataError(f"vocabulary sizes {vocab.sizes} differ from the index's {trie.sizes}")
         self.trie = trie
@@ -134,34 +140,45 @@ class TrieMask:
         key[at] = ends * self.num_local + self.end
         target[at] = FINISHED
 
-        if backend == "numpy":
-            self._start, self._count, self._key, self._target = start, count.astype(np.int64), key, target
-        else:
-            as_tensor = lambda a: torch.tensor(a, dtype=torch.int64, device=self.device)  # noqa: E731
-            self._start, self._count, self._key, self._target = map(as_tensor, (start, count, key, target))
+        dense = np.flatnonzero(count >= dense_min)
+        budget = DENSE_ROWS_BYTES // self.num_local
+        if len(dense) > budget:
+            dense = np.sort(dense[np.argsort(-count[dense], kind="stable")[:budget]])
+        row_of = np.zeros(n, dtype=np.int64)  # row 0 is all False: nodes without a dense row
+        row_of[dense] = np.arange(1, len(dense) + 1)
+        rows = np.zeros((len(dense) + 1, self.num_local), dtype=bool)
+        moves = _ranges(start[dense], count[dense])
+        owner = np.repeat(dense, count[dense])
+        rows[row_of[owner], key[moves] - owner * self.num_local] = True
+        scatter_count = count.astype(np.int64)
+        scatter_count[dense] = 0
+
+        tables = (start, scatter_count, key, target, row_of, rows)
+        if backend == "torch":
+            tables = tuple(torch.tensor(t, device=self.device) for t in tables)
+        self._start, self._scatter_count, self._key, self._target, self._row_of, self._rows = tables
 
     def allowed(self, nodes: torch.Tensor) -> torch.Tensor:
         """Bool [B, num_local]: each beam's children's SID tokens, plus ``<sid_end>`` at terminal nodes."""
         if self.backend == "numpy":
             return torch.from_numpy(self._allowed_np(nodes.numpy()))
-        start, count = self._start[nodes], self._count[nodes]
+        mask = self._rows.index_select(0, self._row_of[nodes])
+        count = self._scatter_count[nodes]
         csum = torch.cumsum(count, 0)
         total = int(csum[-1]) if len(csum) else 0  # the one host sync: it sizes the scatter
-        # The k-th move overall belongs to beam b = beam[k] and is move k - (first of b) of its block.
-        first_move = torch.repeat_interleave(start - csum + count, count, output_size=total)
-        row_shift = torch.repeat_interleave((torch.arange(len(nodes), device=self.device) - nodes) * self.num_local, count, output_size=total)
-        mask = torch.zeros((len(nodes), self.num_local), dtype=torch.bool, device=self.device)
-        mask.view(-1).index_fill_(0, self._key[torch.arange(total, device=self.device) + first_move] + row_shift, True)
+        if total:
+            # The k-th scattered move belongs to beam b and is move k - (first of b) of b's block.
+            first = torch.repeat_interleave(self._start[nodes] - csum + count, count, output_size=total)
+            row_shift = torch.repeat_interleave((torch.arange(len(nodes), device=self.device) - nodes) * self.num_local, count, output_size=total)
+            mask.view(-1).index_fill_(0, self._key[torch.arange(total, device=self.device) + first] + row_shift, True)
         return mask
 
     def _allowed_np(self, nodes: np.ndarray) -> np.ndarray:
-        start, count = self._start[nodes], self._count[nodes]
-        csum = np.cumsum(count)
-        total = int(csum[-1]) if len(csum) else 0
-        first_move = np.repeat(start - csum + count, count)
-        row_shift = np.repeat((np.arange(len(nodes)) - nodes) * self.num_local, count)
-        mask = np.zeros((len(nodes), self.num_local), dtype=bool)
-        mask.reshape(-1)[self._key[np.arange(total) + first_move] + row_shift] = True
+        mask = self._rows[self._row_of[nodes]]
+        count = self._scatter_count[nodes]
+        if count.any():
+            row_shift = np.repeat((np.arange(len(nodes)) - nodes) * self.num_local, count)
+            mask.reshape(-1)[self._key[_ranges(self._start[nodes], count)] + row_shift] = True
         return mask
 
     def step(self, nodes: torch.Tensor, local_tokens: torch.Tensor) -> torch.Tensor:
@@ -183,3 +200,9 @@ class TrieMask:
 
     def items(self, node: int) -> list[str]:
         return self.trie.items_of(node)
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``arange(s, s + c)`` for every (s, c), concatenated."""
+    csum = np.cumsum(counts)
+    return np.arange(csum[-1] if len(csum) else 0) + np.repeat(starts - csum + counts, counts)
