@@ -94,15 +94,13 @@ class RQVAE(Quantizer):
         return torch.cat([self.net.encoder(torch.from_numpy(x[i : i + _CHUNK])) for i in range(0, len(x), _CHUNK)])
 
     @torch.no_grad()
-    def _init_codebooks(self, z: torch.Tensor, rows: slice | None, anchor_only: bool) -> None:
-        """Layer-wise k-means on residuals; ``rows`` selects which codewords to (re)initialise."""
+    def _init_codebooks(self, z: torch.Tensor) -> None:
+        """Layer-wise k-means on the residuals of ``z``, for the anchor (head) rows of each layer."""
         r = z.clone()
-        flag = torch.full((len(z),), anchor_only)
+        flag = torch.ones(len(z), dtype=torch.bool)
         for layer, book in enumerate(self.net.codebooks):
-            sel = rows or slice(0, self.net.anchors[layer])
-            k = len(range(*sel.indices(len(book))))
-            if k:
-                book[sel] = torch.from_numpy(kmeans(r.numpy(), k, self.cfg.kmeans_iters, self.cfg.seed + layer))
+            a = self.net.anchors[layer]
+            book[:a] = torch.from_numpy(kmeans(r.numpy(), a, self.cfg.kmeans_iters, self.cfg.seed + layer))
             r -= book[self.net.assign(r, layer, flag)]
 
     def _lengths(self, codes: torch.Tensor) -> torch.Tensor:
@@ -163,7 +161,7 @@ class RQVAE(Quantizer):
     def _fit(self, x: np.ndarray, head: np.ndarray, progress: bool) -> None:
         self._build(x.shape[1], (0,) * self.cfg.num_layers)
         self._check_sizes(len(x), "items")
-        self._init_codebooks(self._latents(x), None, anchor_only=True)
+        self._init_codebooks(self._latents(x))
         self._train(x, True, x[head] if self.sarq else None, "joint", progress)
 
     def _check_sizes(self, n: int, what: str) -> None:
@@ -222,7 +220,7 @@ class ACRQ(RQVAE):
         self._check_sizes(len(head_x), "head items")
 
         # Stage 1: the head curriculum learns the anchor manifold.
-        self._init_codebooks(self._latents(head_x), None, anchor_only=True)
+        self._init_codebooks(self._latents(head_x))
         self._train(head_x, True, head_x if self.sarq else None, "head", progress)
         if self.sarq is not None:
             # Stage 2 truncates tail paths with the head priors, never with tail statistics.
