@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -274,3 +275,13 @@ def test_prefixes_are_independent_indexes(index, redis_client, small_store, arti
     assert other.active() == artifact.version and index.active() == f"{artifact.version}-prod"
     assert index.gc(keep=0) == [] and other.gc(keep=0) == []
     assert all(k.startswith(b"staging:") for k in redis_client.scan_iter(match=f"*{{{artifact.version}}}*"))
+
+
+def test_publish_round_trips_unusual_item_ids(index, artifact, renamed):
+    """Ids pass through JSON in Python and in Redis's Lua (cjson): quotes, slashes, unicode, controls."""
+    odd = np.array([f'{i}/"é\\\n\t日本 {i}' if i % 3 else str(i) for i in range(len(artifact.item_ids))])
+    art = dataclasses.replace(renamed("odd"), item_ids=odd)
+    index.publish_artifact(art, activate=True, progress=False)
+    assert_matches_artifact(index, art)
+    loaded, _ = index.load_trie()
+    assert sorted(loaded.item(r) for r in range(loaded.num_items)) == sorted(odd.tolist())

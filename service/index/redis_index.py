@@ -38,6 +38,39 @@ SEGMENT_SIDS = 65_536
 """SIDs per snapshot segment: a few MB each, far below Redis's 512 MB value limit."""
 QUANTIZER_FILES = ("quantizer.json", "quantizer.safetensors")
 
+# Redis builds the lookup hashes from one JSON argument per chunk: packing millions of separate
+# HSET arguments in redis-py costs several times more than the whole write does in Redis.
+_WRITE_CHUNK = """
+-- KEYS: lease sid item; ARGV: token lease_ms [[sid, ...], [item count, ...], [item, ...]]
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('SA2CRQ lease lost: another publisher took this version over')
+end
+local chunk = cjson.decode(ARGV[3])
+local sids, counts, items = chunk[1], chunk[2], chunk[3]
+local sid_args, item_args, at = {}, {}, 0
+local function flush(key, args)  -- HSET in slices: unpack() is limited to a few thousand values
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
+  return {}
+end
+for g = 1, #sids do
+  local sid, list = sids[g], {}
+  for i = at + 1, at + counts[g] do
+    list[#list + 1] = items[i]
+    item_args[#item_args + 1] = items[i]
+    item_args[#item_args + 1] = sid
+    if #item_args >= 4000 then item_args = flush(KEYS[3], item_args) end
+  end
+  at = at + counts[g]
+  sid_args[#sid_args + 1] = sid
+  sid_args[#sid_args + 1] = cjson.encode(list)
+  if #sid_args >= 4000 then sid_args = flush(KEYS[2], sid_args) end
+end
+flush(KEYS[2], sid_args)
+flush(KEYS[3], item_args)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
 _FINALIZE = """
 -- KEYS: lease sid item snapshot files meta complete; ARGV: token num_sids num_items segments files now
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -95,6 +128,15 @@ def encode_segment(codes: np.ndarray, lengths: np.ndarray, counts: np.ndarray, i
     return buf.getvalue()
 
 
+def format_sids(codes: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """``format_sid`` of every row, one length at a time (a per-row call is ~10x slower)."""
+    out = np.empty(len(lengths), dtype=object)
+    for n in np.unique(lengths):
+        rows = np.flatnonzero(lengths == n)
+        out[rows] = list(map("-".join(["{}"] * int(n)).format, *codes[rows, :n].T.tolist()))
+    return out.tolist()
+
+
 class RedisIndex:
     """Index versions in one Redis; every method is safe to call from several processes."""
 
@@ -103,6 +145,7 @@ class RedisIndex:
             raise ValueError("RedisIndex needs a client without decode_responses: snapshots and quantizer files are bytes")
         self.r = client
         self.keys = Keys(prefix)
+        self._write_chunk = client.register_script(_WRITE_CHUNK)
         self._finalize = client.register_script(_FINALIZE)
 
     # -- publish ------------------------------------------------------------------------------
@@ -114,7 +157,7 @@ class RedisIndex:
         self,
         artifact: IndexArtifact,
         activate: bool = False,
-        chunk_size: int = 20_000,
+        chunk_size: int = 10_000,
         progress: bool = True,
         on_chunk: Callable[[int, int], None] | None = None,
     ) -> PublishResult:
@@ -153,9 +196,9 @@ class RedisIndex:
         table = art.table()
         first = table.order[table.starts[:-1]]
         g_codes, g_lengths, counts = art.codes[first], art.lengths[first], table.group_sizes
-        ids = [str(i) for i in art.item_ids[table.order]]  # grouped by SID, most popular first
+        ids = art.item_ids[table.order].astype(str).tolist()  # grouped by SID, most popular first
         num_sids, num_items = table.num_sids, len(ids)
-        sids = [format_sid(c[:n]) for c, n in zip(g_codes, g_lengths)]
+        sids = format_sids(g_codes, g_lengths)
         files = {name: (art.path / name).read_bytes() for name in QUANTIZER_FILES}
         segments = range(0, num_sids, SEGMENT_SIDS)
         meta = {
@@ -178,15 +221,15 @@ class RedisIndex:
         total = num_sids + num_items
         bar = tqdm(total=total, desc=f"publish {k.version}", unit="key", disable=not progress)
         done = 0
-        starts = table.starts
-        encoded = [json.dumps(i) for i in ids]
+        starts, group_sizes = table.starts.tolist(), counts.tolist()
         for lo in range(0, num_sids, chunk_size):
             hi = min(lo + chunk_size, num_sids)
-            a, b = int(starts[lo]), int(starts[hi])
-            sid_lists = {sids[g]: "[" + ",".join(encoded[starts[g] : starts[g + 1]]) + "]" for g in range(lo, hi)}
-            item_sids = {ids[i]: sids[g] for g in range(lo, hi) for i in range(starts[g], starts[g + 1])}
-            with self.r.pipeline(transaction=False) as p:
-                p.hset(k.sid, mapping=sid_lists).hset(k.item, mapping=item_sids).pexpire(k.lease, LEASE_MS).execute()
+            a, b = starts[lo], starts[hi]
+            groups = json.dumps([sids[lo:hi], group_sizes[lo:hi], ids[a:b]])
+            try:
+                self._write_chunk(keys=[k.lease, k.sid, k.item], args=[token, LEASE_MS, groups])
+            except redis.ResponseError as e:
+                raise DataError(f"publish of {k.version} stopped: {e}") from e
             done += (hi - lo) + (b - a)
             bar.update((hi - lo) + (b - a))
             if on_chunk:
