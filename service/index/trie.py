@@ -209,10 +209,6 @@ class Trie:
         return int(self.terminal.sum())
 
     @property
-    def max_depth(self) -> int:
-        return len(self.sizes)
-
-    @property
     def nbytes(self) -> int:
         return sum(getattr(self, f).nbytes for f in self.__dataclass_fields__ if isinstance(getattr(self, f), np.ndarray))
 
