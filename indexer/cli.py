@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import numpy as np
 
 from indexer.data.catalog import DataError
 from model_store import Store, StoreError
@@ -287,7 +288,7 @@ def decoder_train(store, index_version, data_dir, base_model, steps, batch_size,
 
 @cli.command()
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo"), show_default=True)
-@click.option("--items", "num_items", type=click.IntRange(min=1000), default=20_000, show_default=True)
+@click.option("--items", "num_items", type=click.IntRange(min=1000), default=10_000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(workdir: Path, num_items: int, seed: int) -> None:
     """Main job on embedded defaults: generate a catalog, build its SA²CRQ index, print the report."""
@@ -296,6 +297,7 @@ def demo(workdir: Path, num_items: int, seed: int) -> None:
     from indexer.data.synthetic import SyntheticConfig, generate, write
     from indexer.quantizers import QuantizerConfig
     from indexer.report import print_report
+    from indexer.split import head_mask
 
     click.echo(f"[1/2] generating a {num_items}-item long-tail catalog in {workdir}/data")
     paths = write(generate(SyntheticConfig(num_items=num_items, seed=seed)), workdir / "data", num_users=num_items // 4, seed=seed)
@@ -303,7 +305,10 @@ def demo(workdir: Path, num_items: int, seed: int) -> None:
     catalog = catalog.with_popularity(count_popularity(catalog, paths["sequences"]))
     click.echo("[2/2] embedding with MiniLM and building the SA²CRQ index")
     st = Store(workdir / "store")
-    cfg = BuildConfig(method="sa2crq", quantizer=QuantizerConfig(sizes=(128, 256, 512), seed=seed))
+    # ACRQ trains layer sizes M < 2M < 4M on head items only: fit 4M to the head count.
+    n_head = int(head_mask(catalog.popularity).sum())
+    m = max(8, min(128, 2 ** int(np.log2(max(n_head // 4, 1)))))
+    cfg = BuildConfig(method="sa2crq", quantizer=QuantizerConfig(sizes=(m, 2 * m, 4 * m), seed=seed))
     version, report = build_index(catalog, cfg, st, cache_dir=workdir / "cache")
     st.activate("index", version)
     print_report(report, title=f"sa2crq {version}")
