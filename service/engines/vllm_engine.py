@@ -1,0 +1,231 @@
+"""The vLLM engine: the shared constrained beam search driven step by step over vLLM's ``AsyncLLM``.
+
+Per step every live beam is one engine request: prompt + the beam's SID tokens, one new token,
+the top ``min(2W, S)`` log-probs, temperature 0, and the beam's allowed SID tokens packed into
+``extra_args`` for ``SIDMaskProcessor`` (see vllm_processor.py for why the mask travels with the
+request). With ``logprobs_mode="processed_logits"`` those log-probs are the processor's masked
+SID-range log-softmax verbatim, and per-beam top-2W is all ``BeamSearch`` needs to select
+exactly what the torch engine selects. All requests of a step are in flight together, so vLLM
+batches them; prefix caching lets the beams of a request share their prompt's KV blocks.
+
+``AsyncLLM`` is bound to the event loop it runs on, so the engine owns one loop in a background
+thread: ``decode`` (any thread) and ``decode_async`` (any loop) both run the search there.
+vLLM is imported lazily: importing this module does not need it installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import threading
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from service.decoder.bundle import Decoder, DecoderSpec
+from service.engines.base import DecodeStats, Engine, Hit
+from service.engines.beam import NEG, BeamSearch
+from service.index.mask import TrieMask
+
+log = logging.getLogger(__name__)
+
+PROCESSOR = "service.engines.vllm_processor:SIDMaskProcessor"
+"""By name, because the EngineCore process imports it itself."""
+
+CPU_ENV = {
+    # The engine process shares the machine with this one: one OpenMP thread measured ~10x
+    # faster per step than two on 2 cores. A worker inside EngineCore saves a process and
+    # seconds of start-up.
+    "OMP_NUM_THREADS": "1",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+}
+"""Defaults for the engine process on CPU; variables already set in the environment win."""
+
+
+@contextmanager
+def _environ_defaults(values: dict[str, str]):
+    """Set the absent ``values`` while vLLM spawns its engine process (which inherits them), then unset them."""
+    added = [key for key in values if key not in os.environ]
+    os.environ.update({key: values[key] for key in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def max_prompt_len(spec: DecoderSpec) -> int:
+    """Longest prompt the spec's template builds (see PromptBuilder.build)."""
+    p = spec.prompt
+    per_item = 1 + (p.title_tokens if p.history_mode != "sid" else 0) + (len(spec.sizes) if p.history_mode != "title" else 0)
+    return (1 + p.query_tokens) + (1 + p.history_items * per_item) + 1
+
+
+class VLLMEngine(Engine):
+    name = "vllm"
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        mask: Callable[[], TrieMask] | TrieMask,
+        *,
+        max_beam_width: int = 128,
+        max_model_len: int | None = None,
+        max_num_seqs: int | None = None,
+        kv_cache_bytes: int | None = None,
+        length_penalty: float = 0.0,
+        **engine_args: Any,
+    ):
+        """Start vLLM on ``decoder``'s checkpoint and warm it up.
+
+        Args:
+            mask: a TrieMask, or a callable returning the current one (the trie can be swapped).
+            max_beam_width: widest beam ``decode`` accepts; sizes ``max_logprobs`` (2x).
+            max_model_len: longest prompt + SID; default: the prompt template's cap + L + 1.
+            max_num_seqs: beams vLLM runs at once (more queue); default max(256, max_beam_width).
+            kv_cache_bytes: KV cache size; default 256 MiB on CPU, ``gpu_memory_utilization`` on GPU.
+            engine_args: any other ``AsyncEngineArgs`` field, overriding the defaults below.
+        """
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+
+        self.decoder = decoder
+        self._mask = mask if callable(mask) else (lambda: mask)
+        self.max_beam_width = max_beam_width
+        self.length_penalty = length_penalty
+        cpu = current_platform.is_cpu()
+        spec = decoder.spec
+        defaults: dict[str, Any] = dict(
+            model=str(decoder.path / "model"),
+            skip_tokenizer_init=True,  # prompts arrive as token ids
+            max_model_len=max_model_len or max_prompt_len(spec) + len(spec.sizes) + 1,
+            max_num_seqs=max_num_seqs or max(256, max_beam_width),
+            max_logprobs=2 * max_beam_width,
+            logprobs_mode="processed_logits",
+            logits_processors=[PROCESSOR],
+            enable_prefix_caching=True,
+            kv_cache_memory_bytes=kv_cache_bytes or (256 << 20 if cpu else None),
+            disable_log_stats=True,
+        )
+        if cpu:
+            # float32 matches the torch engine; CPU attention wants blocks in multiples of 32;
+            # eager skips minutes of torch.compile for no gain on tiny models.
+            defaults.update(dtype="float32", block_size=32, enforce_eager=True)
+        args = AsyncEngineArgs(**{**defaults, **engine_args})
+
+        self._ids = (f"beam-{i}" for i in itertools.count())  # unique per AsyncLLM, which this engine owns
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine-loop", daemon=True)
+        self._thread.start()
+        try:
+            with _environ_defaults(CPU_ENV) if cpu else nullcontext():
+                self._llm = self._run(self._start(args)).result()
+            self._check_vocab()
+            self._run(self._warm_up()).result()
+        except BaseException:
+            self.close()
+            raise
+
+    # Lifecycle.
+
+    async def _start(self, args):
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(args)
+
+    def _check_vocab(self) -> None:
+        vocab = self.decoder.spec.vocab
+        size = self._llm.model_config.get_vocab_size()
+        if vocab.base + vocab.num_local > size:
+            raise ValueError(f"SID range [{vocab.base}, {vocab.base + vocab.num_local}) exceeds the model's vocabulary ({size})")
+
+    async def _warm_up(self) -> None:
+        # The first requests pay seconds of one-off set-up; pay them here, on the masked path.
+        vocab = self.decoder.spec.vocab
+        row = np.ones(vocab.num_local, dtype=bool)
+        await asyncio.gather(*(self._top_logprobs([vocab.base] * n, row, 2) for n in (1, 2)))
+
+    def close(self) -> None:
+        """Stop the vLLM engine (its process included) and the loop thread. Idempotent."""
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            self._run(self._shutdown(llm)).result()
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    @staticmethod
+    async def _shutdown(llm) -> None:
+        llm.shutdown()
+
+    def __enter__(self) -> "VLLMEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # Decoding.
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True) -> tuple[list[list[Hit]], DecodeStats]:
+        return self._run(self._decode(prompts, beam_width, num_sids, constrained)).result()
+
+    async def decode_async(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True) -> tuple[list[list[Hit]], DecodeStats]:
+        """``decode`` for a caller on any event loop (e.g. the FastAPI app's)."""
+        return await asyncio.wrap_future(self._run(self._decode(prompts, beam_width, num_sids, constrained)))
+
+    async def _decode(self, prompts, beam_width, num_sids, constrained):
+        if self._llm is None:
+            raise RuntimeError("the vLLM engine is closed")
+        if not 1 <= beam_width <= self.max_beam_width:
+            raise ValueError(f"beam_width must be in [1, {self.max_beam_width}], got {beam_width}")
+        search = BeamSearch(self._mask(), len(prompts), beam_width, num_sids, constrained, self.length_penalty)
+        while search.advance(await self._step(search, prompts)) is not None:
+            pass
+        return search.results(), search.stats
+
+    async def _step(self, search: BeamSearch, prompts: list[list[int]]) -> torch.Tensor:
+        """Masked log-probs [R*W, S] of this step: each live beam's top 2W, -inf elsewhere."""
+        base, S, W = search.vocab.base, search.S, search.W
+        rows = torch.nonzero(search.live).view(-1).tolist()
+        allowed = search.allowed().numpy()
+        suffixes = (search.tokens + base).tolist()
+        k = min(2 * W, S)
+        tops = await asyncio.gather(*(self._top_logprobs(prompts[r // W] + suffixes[r], allowed[r], k) for r in rows))
+        at_row, at_local, values = [], [], []
+        for r, top in zip(rows, tops):
+            for token, value in top.items():
+                if base <= token < base + S and value > NEG:  # the rest of a short top-k is masked ids
+                    at_row.append(r)
+                    at_local.append(token - base)
+                    values.append(value)
+        logp = torch.full((search.R * W, S), NEG)
+        logp[at_row, at_local] = torch.tensor(values)
+        return logp
+
+    async def _top_logprobs(self, prompt: list[int], allowed: np.ndarray, k: int) -> dict[int, float]:
+        """One beam, one step: token id -> masked log-prob for the top ``k`` tokens."""
+        from vllm import SamplingParams
+        from vllm.inputs import tokens_input
+
+        from service.engines.vllm_processor import mask_args
+
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=k,
+            detokenize=False,
+            skip_clone=True,  # nothing mutates it; a deep copy of the mask bytes per request is waste
+            extra_args=mask_args(allowed, self.decoder.spec.base),
+        )
+        final = None
+        async for out in self._llm.generate(tokens_input(prompt), params, request_id=next(self._ids)):
+            final = out
+        return {token: lp.logprob for token, lp in final.outputs[0].logprobs[0].items()}
