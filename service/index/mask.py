@@ -95,9 +95,11 @@ class TrieMask:
     node is terminal. Moves are keyed ``node * num_local + local`` and stored node after node,
     each block in local-id order (children are sorted by code, ``<sid_end>`` is the last local
     id), so the keys are globally ascending: ``step`` is one searchsorted over all moves and
-    ``allowed`` scatters each beam's block into its mask row. Nodes with many moves (the root and
-    popular prefixes, where beams spend the first steps) also get a precomputed mask row, copied
-    instead of scattered; ``dense_min`` sets the threshold, within a ``DENSE_ROWS_BYTES`` budget.
+    ``allowed`` writes each beam's block into its mask row. Nodes with many moves (the root and
+    popular prefixes, where beams spend the first steps) get a precomputed mask row, copied;
+    ``dense_min`` sets the threshold, within a ``DENSE_ROWS_BYTES`` budget. The other nodes' moves
+    are written through a fixed-width window over their blocks (width = their largest block), so
+    the torch kernel needs no host sync at all.
 
     On CPU the kernels run in numpy over zero-copy views of the tensors, because torch's
     per-op dispatch (~5 us) would dominate these tiny batched ops; elsewhere they are the same
@@ -147,38 +149,42 @@ class TrieMask:
         row_of = np.zeros(n, dtype=np.int64)  # row 0 is all False: nodes without a dense row
         row_of[dense] = np.arange(1, len(dense) + 1)
         rows = np.zeros((len(dense) + 1, self.num_local), dtype=bool)
-        moves = _ranges(start[dense], count[dense])
-        owner = np.repeat(dense, count[dense])
-        rows[row_of[owner], key[moves] - owner * self.num_local] = True
-        scatter_count = count.astype(np.int64)
-        scatter_count[dense] = 0
+        owner = np.repeat(np.arange(n, dtype=np.int64), count)
+        local = key - owner * self.num_local
+        in_dense = row_of[owner] > 0
+        rows[row_of[owner[in_dense]], local[in_dense]] = True
+        sparse_count = np.where(row_of > 0, 0, count)
+        width = int(sparse_count.max(initial=0))
+        # Padding keeps every window and every searchsorted hit in bounds; the sentinel key matches nothing.
+        local = np.concatenate([local, np.zeros(width, dtype=np.int64)])
+        key = np.concatenate([key, [np.iinfo(np.int64).max]])
+        target = np.concatenate([target, [INVALID]])
 
-        tables = (start, scatter_count, key, target, row_of, rows)
+        tables = (start[:-1], sparse_count, local, np.arange(width), key, target, row_of, rows)
         if backend == "torch":
             tables = tuple(torch.tensor(t, device=self.device) for t in tables)
-        self._start, self._scatter_count, self._key, self._target, self._row_of, self._rows = tables
+        self._start, self._sparse_count, self._local, self._window, self._key, self._target, self._row_of, self._rows = tables
 
     def allowed(self, nodes: torch.Tensor) -> torch.Tensor:
         """Bool [B, num_local]: each beam's children's SID tokens, plus ``<sid_end>`` at terminal nodes."""
         if self.backend == "numpy":
             return torch.from_numpy(self._allowed_np(nodes.numpy()))
         mask = self._rows.index_select(0, self._row_of[nodes])
-        count = self._scatter_count[nodes]
-        csum = torch.cumsum(count, 0)
-        total = int(csum[-1]) if len(csum) else 0  # the one host sync: it sizes the scatter
-        if total:
-            # The k-th scattered move belongs to beam b and is move k - (first of b) of b's block.
-            first = torch.repeat_interleave(self._start[nodes] - csum + count, count, output_size=total)
-            row_shift = torch.repeat_interleave((torch.arange(len(nodes), device=self.device) - nodes) * self.num_local, count, output_size=total)
-            mask.view(-1).index_fill_(0, self._key[torch.arange(total, device=self.device) + first] + row_shift, True)
-        return mask
+        cols = self._local[self._start[nodes][:, None] + self._window]
+        # Window slots past a node's block repeat its first move (every node has one, and a dense
+        # row already holds it), so writing them is harmless.
+        cols = torch.where(self._window < self._sparse_count[nodes][:, None], cols, cols[:, :1])
+        return mask.scatter_(1, cols, True)
 
     def _allowed_np(self, nodes: np.ndarray) -> np.ndarray:
         mask = self._rows[self._row_of[nodes]]
-        count = self._scatter_count[nodes]
-        if count.any():
-            row_shift = np.repeat((np.arange(len(nodes)) - nodes) * self.num_local, count)
-            mask.reshape(-1)[self._key[_ranges(self._start[nodes], count)] + row_shift] = True
+        count = self._sparse_count[nodes]
+        width = int(count.max(initial=0))  # usually well below the table's width
+        if width:
+            window = self._window[:width]
+            cols = self._local[self._start[nodes][:, None] + window]
+            cols = np.where(window < count[:, None], cols, cols[:, :1])
+            np.put_along_axis(mask, cols, True, axis=1)
         return mask
 
     def step(self, nodes: torch.Tensor, local_tokens: torch.Tensor) -> torch.Tensor:
@@ -187,12 +193,12 @@ class TrieMask:
         if self.backend == "numpy":
             return torch.from_numpy(self._step_np(nodes.numpy(), local_tokens.numpy()))
         query = nodes * self.num_local + local_tokens
-        idx = torch.searchsorted(self._key, query).clamp_(max=len(self._key) - 1)
+        idx = torch.searchsorted(self._key, query)
         return torch.where(self._key[idx] == query, self._target[idx], INVALID)
 
     def _step_np(self, nodes: np.ndarray, local_tokens: np.ndarray) -> np.ndarray:
         query = nodes * self.num_local + local_tokens
-        idx = np.minimum(np.searchsorted(self._key, query), len(self._key) - 1)
+        idx = np.searchsorted(self._key, query)
         return np.where(self._key[idx] == query, self._target[idx], INVALID)
 
     def sid(self, node: int) -> tuple[int, ...]:
@@ -201,8 +207,3 @@ class TrieMask:
     def items(self, node: int) -> list[str]:
         return self.trie.items_of(node)
 
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``arange(s, s + c)`` for every (s, c), concatenated."""
-    csum = np.cumsum(counts)
-    return np.arange(csum[-1] if len(csum) else 0) + np.repeat(starts - csum + counts, counts)
