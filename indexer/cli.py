@@ -159,7 +159,10 @@ def _redis_index(url: str | None):
         raise click.ClickException(str(e)) from None
     if running_embedded():
         click.echo(f"started an embedded Redis at {resolved}; its data is discarded when this command exits", err=True)
-    client = redis.Redis.from_url(resolved)
+    try:
+        client = redis.Redis.from_url(resolved)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--redis / SA2CRQ_REDIS_URL") from None
     try:
         yield RedisIndex(client)
     except redis.RedisError as e:

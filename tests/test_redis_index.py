@@ -285,3 +285,11 @@ def test_publish_round_trips_unusual_item_ids(index, artifact, renamed):
     assert_matches_artifact(index, art)
     loaded, _ = index.load_trie()
     assert sorted(loaded.item(r) for r in range(loaded.num_items)) == sorted(odd.tolist())
+
+
+def test_cli_malformed_redis_url_exits_2(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["sa2crq", "index", "versions", "--redis", "localhost:6379"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    assert "redis://" in capsys.readouterr().err
