@@ -293,3 +293,14 @@ def test_cli_malformed_redis_url_exits_2(monkeypatch, capsys):
         main()
     assert exit_.value.code == 2
     assert "redis://" in capsys.readouterr().err
+
+
+def test_publish_clears_leftovers_of_an_interrupted_gc(index, small_store, artifact):
+    """gc died after unmarking a version and deleting some of its keys: republishing starts clean."""
+    index.publish(small_store, progress=False)
+    k = index.keys.of(artifact.version)
+    index.r.delete(k.complete, k.meta, k.snapshot)  # what a gc killed mid-way leaves
+    index.r.hset(k.sid, "99-99", '["stale"]')
+    assert index.publish(small_store, activate=True, progress=False).published
+    assert_matches_artifact(index, artifact)
+    assert index.items_of([(99, 99)]) == [[]]

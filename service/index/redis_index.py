@@ -173,8 +173,8 @@ class RedisIndex:
             if activate:
                 self.activate(v)
             return PublishResult(v, *self._counts(v), time.perf_counter() - t0, published=False, activated=activate)
-        if self.r.exists(k.meta) and not self.r.exists(k.lease):
-            self._unlink_namespace(k)  # left over by a publisher that died: start afresh
+        if not self.r.exists(k.lease):
+            self._unlink_namespace(k)  # leftovers of a publisher that died or of an interrupted gc
         token = secrets.token_hex(8)
         if not self.r.set(k.lease, token, nx=True, px=LEASE_MS):
             raise DataError(f"version {v} is being published by another process right now")
@@ -219,28 +219,27 @@ class RedisIndex:
             p.sadd(self.keys.versions, k.version).hset(k.meta, mapping=meta).pexpire(k.lease, LEASE_MS).execute()
 
         total = num_sids + num_items
-        bar = tqdm(total=total, desc=f"publish {k.version}", unit="key", disable=not progress)
-        done = 0
         starts, group_sizes = table.starts.tolist(), counts.tolist()
-        for lo in range(0, num_sids, chunk_size):
-            hi = min(lo + chunk_size, num_sids)
-            a, b = starts[lo], starts[hi]
-            groups = json.dumps([sids[lo:hi], group_sizes[lo:hi], ids[a:b]])
-            try:
-                self._write_chunk(keys=[k.lease, k.sid, k.item], args=[token, LEASE_MS, groups])
-            except redis.ResponseError as e:
-                raise DataError(f"publish of {k.version} stopped: {e}") from e
-            done += (hi - lo) + (b - a)
-            bar.update((hi - lo) + (b - a))
-            if on_chunk:
-                on_chunk(done, total)
+        done = 0
+        with tqdm(total=total, desc=f"publish {k.version}", unit="key", disable=not progress) as bar:
+            for lo in range(0, num_sids, chunk_size):
+                hi = min(lo + chunk_size, num_sids)
+                a, b = starts[lo], starts[hi]
+                groups = json.dumps([sids[lo:hi], group_sizes[lo:hi], ids[a:b]])
+                try:
+                    self._write_chunk(keys=[k.lease, k.sid, k.item], args=[token, LEASE_MS, groups])
+                except redis.ResponseError as e:
+                    raise DataError(f"publish of {k.version} stopped: {e}") from e
+                done += (hi - lo) + (b - a)
+                bar.update((hi - lo) + (b - a))
+                if on_chunk:
+                    on_chunk(done, total)
         for n, lo in enumerate(segments):
             hi = min(lo + SEGMENT_SIDS, num_sids)
             seg = encode_segment(g_codes[lo:hi], g_lengths[lo:hi], counts[lo:hi], ids[starts[lo] : starts[hi]])
             with self.r.pipeline(transaction=False) as p:
                 p.hset(k.snapshot, str(n), seg).pexpire(k.lease, LEASE_MS).execute()
         self.r.hset(k.files, mapping=files)
-        bar.close()
         keys = [k.lease, k.sid, k.item, k.snapshot, k.files, k.meta, k.complete]
         try:
             self._finalize(keys=keys, args=[token, num_sids, num_items, len(segments), len(files), time.time()])
