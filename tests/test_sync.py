@@ -117,3 +117,14 @@ def test_resync_replays_inserts_and_flips_missed_while_disconnected(own_server, 
         index.activate(other.version)
         wait_for(lambda: sync.state().version == other.version)  # reloaded on reconnection
         assert sync.state().connected
+
+
+def test_foreign_messages_on_the_channel_are_ignored(index, redis_url, small_store, new_items):
+    index.publish(small_store, activate=True, progress=False)
+    with TrieSync(redis_url) as sync:
+        assert sync.wait_ready(10)
+        for junk in ("not json", "42", '{"type": "insert"}', '["activate"]'):
+            index.r.publish(index.keys.channel, junk)
+        add_items(index, new_items(1), progress=False)
+        wait_for(lambda: sync.trie.node_of_item("new-0") >= 0)
+        assert sync.state().connected and sync.state().last_error is None

@@ -125,6 +125,8 @@ class TrieSync:
                 self._set(connected=False, last_error=f"Redis unreachable at {self.url}: {e}")
             except DataError as e:
                 self._set(connected=True, last_error=str(e))
+            except Exception as e:  # noqa: BLE001 - a dead sync thread would freeze the trie silently
+                self._set(connected=False, last_error=f"index sync failed: {e!r}")
             finally:
                 client.close()
             self._stop.wait(delay)
@@ -134,6 +136,8 @@ class TrieSync:
         try:
             event = json.loads(message["data"])
         except (ValueError, TypeError):
+            return False
+        if not isinstance(event, dict):
             return False
         current = self._trie.version if self._trie else None
         return event.get("type") == "activate" or event.get("version") == current
