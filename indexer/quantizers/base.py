@@ -157,9 +157,12 @@ def _tuples(d: dict) -> dict:
 def load_quantizer(directory: Path) -> Quantizer:
     meta = json.loads((directory / "quantizer.json").read_text())
     tensors = load_file(str(directory / "quantizer.safetensors"))
-    cls = REGISTRY[meta["name"]]
-    sarq = SARQConfig(**_tuples(meta["sarq"])) if meta["sarq"] else None
-    q = cls(QuantizerConfig(**_tuples(meta["config"])), sarq)
+    try:
+        cls = REGISTRY[meta["name"]]
+        sarq = SARQConfig(**_tuples(meta["sarq"])) if meta["sarq"] else None
+        q = cls(QuantizerConfig(**_tuples(meta["config"])), sarq)
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{directory}: quantizer written by an incompatible indexer version ({e}); rebuild the index") from None
     q.num_head = meta["num_head"]
     q._load_tensors({k[2:]: v for k, v in tensors.items() if k.startswith("q.")}, meta)
     priors = {k[7:]: v for k, v in tensors.items() if k.startswith("priors.")}
