@@ -62,7 +62,7 @@ def main() -> None:
         m, ips = r["mean_sid_length"], r["items_per_sid"]
         table.add_row(method, str(r["num_sids"]), f"{m['head']:.2f}", f"{m['tail']:.2f}", f"{ips['mean']:.2f}", f"{ips['p99']:.0f}",
                       str(ips["max"]), f"{r['collision_rate']:.3f}", f"{r['reconstruction_mse']:.4f}", f"{wall:.0f}")
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":
