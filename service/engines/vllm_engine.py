@@ -1,7 +1,7 @@
 """The vLLM engine: the shared constrained beam search driven step by step over vLLM's ``AsyncLLM``.
 
 Per step every live beam is one engine request: prompt + the beam's SID tokens, one new token,
-the top ``min(2W, S)`` log-probs, temperature 0, and the beam's allowed SID tokens packed into
+the top ``min(2W, allowed)`` log-probs, temperature 0, and the beam's allowed SID tokens packed into
 ``extra_args`` for ``SIDMaskProcessor`` (see vllm_processor.py for why the mask travels with the
 request). With ``logprobs_mode="processed_logits"`` those log-probs are the processor's masked
 SID-range log-softmax verbatim, and per-beam top-2W is all ``BeamSearch`` needs to select
@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable
 
@@ -37,9 +38,10 @@ PROCESSOR = "service.engines.vllm_processor:SIDMaskProcessor"
 """By name, because the EngineCore process imports it itself."""
 
 CPU_ENV = {
-    # The engine process shares the machine with this one: one OpenMP thread measured ~10x
-    # faster per step than two on 2 cores. A worker inside EngineCore saves a process and
-    # seconds of start-up.
+    # Tiny per-beam ops gain nothing from intra-op threads and their spin-waits steal the core
+    # this (client) process needs; vLLM 0.32 also drops to one thread for serving when this is
+    # unset, setting it keeps that true for start-up and other versions. A worker inside
+    # EngineCore saves a process and ~13 s of start-up on 2 cores.
     "OMP_NUM_THREADS": "1",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
 }
@@ -116,6 +118,7 @@ class VLLMEngine(Engine):
             # eager skips minutes of torch.compile for no gain on tiny models.
             defaults.update(dtype="float32", block_size=32, enforce_eager=True)
         args = AsyncEngineArgs(**{**defaults, **engine_args})
+        started = time.perf_counter()
 
         self._ids = (f"beam-{i}" for i in itertools.count())  # unique per AsyncLLM, which this engine owns
         self._loop = asyncio.new_event_loop()
@@ -129,6 +132,7 @@ class VLLMEngine(Engine):
         except BaseException:
             self.close()
             raise
+        log.info("vLLM engine up in %.1f s (%s, max beam %d)", time.perf_counter() - started, current_platform.device_type, max_beam_width)
 
     # Lifecycle.
 
@@ -144,10 +148,12 @@ class VLLMEngine(Engine):
             raise ValueError(f"SID range [{vocab.base}, {vocab.base + vocab.num_local}) exceeds the model's vocabulary ({size})")
 
     async def _warm_up(self) -> None:
+        from service.engines.vllm_processor import mask_args
+
         # The first requests pay seconds of one-off set-up; pay them here, on the masked path.
         vocab = self.decoder.spec.vocab
-        row = np.ones(vocab.num_local, dtype=bool)
-        await asyncio.gather(*(self._top_logprobs([vocab.base] * n, row, 2) for n in (1, 2)))
+        args = mask_args(np.ones(vocab.num_local, dtype=bool), vocab.base)
+        await asyncio.gather(*(self._top_logprobs([vocab.base] * n, args, 2) for n in (1, 2)))
 
     def close(self) -> None:
         """Stop the vLLM engine (its process included) and the loop thread. Idempotent."""
@@ -193,39 +199,40 @@ class VLLMEngine(Engine):
 
     async def _step(self, search: BeamSearch, prompts: list[list[int]]) -> torch.Tensor:
         """Masked log-probs [R*W, S] of this step: each live beam's top 2W, -inf elsewhere."""
+        from service.engines.vllm_processor import mask_args
+
         base, S, W = search.vocab.base, search.S, search.W
         rows = torch.nonzero(search.live).view(-1).tolist()
         allowed = search.allowed().numpy()
+        # Past a beam's allowed count the top-k is only -inf entries: asking for fewer saves
+        # vLLM building them (its per-entry cost dominated the client at beam 100).
+        k = np.minimum(2 * W, allowed.sum(1)).tolist()
         suffixes = (search.tokens + base).tolist()
-        k = min(2 * W, S)
-        tops = await asyncio.gather(*(self._top_logprobs(prompts[r // W] + suffixes[r], allowed[r], k) for r in rows))
-        at_row, at_local, values = [], [], []
-        for r, top in zip(rows, tops):
-            for token, value in top.items():
-                if base <= token < base + S and value > NEG:  # the rest of a short top-k is masked ids
-                    at_row.append(r)
-                    at_local.append(token - base)
-                    values.append(value)
+        tops = await asyncio.gather(*(self._top_logprobs(prompts[r // W] + suffixes[r], mask_args(allowed[r], base), k[r]) for r in rows))
+        row = np.repeat(rows, [len(tokens) for tokens, _ in tops])
+        token = np.concatenate([tokens for tokens, _ in tops]) - base
+        value = np.concatenate([values for _, values in tops]).astype(np.float32)
+        keep = (token >= 0) & (token < S) & (value > NEG)  # a short allowed set pads its top-k with masked ids
         logp = torch.full((search.R * W, S), NEG)
-        logp[at_row, at_local] = torch.tensor(values)
+        logp[row[keep], token[keep]] = torch.from_numpy(value[keep])
         return logp
 
-    async def _top_logprobs(self, prompt: list[int], allowed: np.ndarray, k: int) -> dict[int, float]:
-        """One beam, one step: token id -> masked log-prob for the top ``k`` tokens."""
+    async def _top_logprobs(self, prompt: list[int], extra_args: dict, k: int) -> tuple[list[int], list[float]]:
+        """One beam, one step: the top ``k`` token ids and their masked log-probs (plus the sampled one)."""
         from vllm import SamplingParams
         from vllm.inputs import tokens_input
-
-        from service.engines.vllm_processor import mask_args
 
         params = SamplingParams(
             max_tokens=1,
             temperature=0.0,
             logprobs=k,
+            flat_logprobs=True,  # plain lists instead of a Logprob object per entry
             detokenize=False,
-            skip_clone=True,  # nothing mutates it; a deep copy of the mask bytes per request is waste
-            extra_args=mask_args(allowed, self.decoder.spec.base),
+            skip_clone=True,  # nothing mutates it, and the copy cost ~0.7 ms a request
+            extra_args=extra_args,
         )
         final = None
         async for out in self._llm.generate(tokens_input(prompt), params, request_id=next(self._ids)):
             final = out
-        return {token: lp.logprob for token, lp in final.outputs[0].logprobs[0].items()}
+        top = final.outputs[0].logprobs  # one position: the whole flat container
+        return top.token_ids, top.logprobs
