@@ -52,6 +52,8 @@ def engines(trained):
     current = {"mask": mask}
     with VLLMEngine(decoder, lambda: current["mask"], max_beam_width=MAX_BEAM) as vllm_engine:
         yield vllm_engine, TorchEngine(decoder, mask), current
+    with pytest.raises(RuntimeError, match="closed"):
+        vllm_engine.decode([[decoder.spec.base]], beam_width=2, num_sids=1)
 
 
 @pytest.fixture(scope="module")

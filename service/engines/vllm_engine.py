@@ -90,7 +90,7 @@ class VLLMEngine(Engine):
             max_model_len: longest prompt + SID; default: the prompt template's cap + L + 1.
             max_num_seqs: beams vLLM runs at once (more queue); default max(256, max_beam_width).
             kv_cache_bytes: KV cache size; default 256 MiB on CPU, ``gpu_memory_utilization`` on GPU.
-            engine_args: any other ``AsyncEngineArgs`` field, overriding the defaults below.
+            engine_args: any other ``AsyncEngineArgs`` field; also overrides the defaults set here.
         """
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
@@ -181,17 +181,21 @@ class VLLMEngine(Engine):
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True) -> tuple[list[list[Hit]], DecodeStats]:
-        return self._run(self._decode(prompts, beam_width, num_sids, constrained)).result()
+        return self._submit(prompts, beam_width, num_sids, constrained).result()
 
     async def decode_async(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True) -> tuple[list[list[Hit]], DecodeStats]:
         """``decode`` for a caller on any event loop (e.g. the FastAPI app's)."""
-        return await asyncio.wrap_future(self._run(self._decode(prompts, beam_width, num_sids, constrained)))
+        return await asyncio.wrap_future(self._submit(prompts, beam_width, num_sids, constrained))
 
-    async def _decode(self, prompts, beam_width, num_sids, constrained):
+    def _submit(self, prompts, beam_width, num_sids, constrained):
+        """Checks in the caller's thread, then the search on the engine's loop."""
         if self._llm is None:
             raise RuntimeError("the vLLM engine is closed")
         if not 1 <= beam_width <= self.max_beam_width:
             raise ValueError(f"beam_width must be in [1, {self.max_beam_width}], got {beam_width}")
+        return self._run(self._decode(prompts, beam_width, num_sids, constrained))
+
+    async def _decode(self, prompts, beam_width, num_sids, constrained):
         search = BeamSearch(self._mask(), len(prompts), beam_width, num_sids, constrained, self.length_penalty)
         while search.advance(await self._step(search, prompts)) is not None:
             pass
