@@ -13,7 +13,6 @@ import argparse
 import resource
 import time
 
-import numpy as np
 
 from indexer.data.synthetic import SyntheticConfig, generate
 from indexer.quantizers import REGISTRY, QuantizerConfig

@@ -107,3 +107,34 @@ def items_file(tmp_path):
         return path, tmp_path / f"{name}.npy"
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory):
+    """A tiny decoder trained briefly on a SARQ index whose trie a beam can cover whole.
+
+    Returns (decoder, trie, mask, artifact). Small codebooks with SARQ give variable-length SIDs.
+    """
+    from indexer.build import BuildConfig, build_index, load_index
+    from indexer.data.catalog import count_popularity, load_items
+    from indexer.data.synthetic import write
+    from indexer.quantizers import QuantizerConfig
+    from indexer.training.trainer import TrainConfig, train_decoder
+    from service.decoder.bundle import load_decoder
+    from service.decoder.model import TinyConfig
+    from service.index import SIDVocab, Trie, TrieMask
+
+    d = tmp_path_factory.mktemp("tiny_decoder")
+    synth = generate(SyntheticConfig(num_items=400, dim=16, seed=2))
+    paths = write(synth, d / "data", num_users=150, seed=2)
+    cat = load_items(paths["items"]).with_vectors(synth.catalog.vectors)
+    cat = cat.with_popularity(count_popularity(cat, paths["sequences"]))
+    store = Store(d / "store")
+    cfg = BuildConfig(method="sarq", quantizer=QuantizerConfig(sizes=(4, 4, 6), epochs=3, latent_dim=8, hidden=(32,)))
+    build_index(cat, cfg, store, progress=False)
+    tiny = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
+    train_decoder(store, d / "data", TrainConfig(steps=30, batch_size=16, tiny=tiny, text_vocab=300), progress=False)
+    decoder = load_decoder(store)
+    art = load_index(store, decoder.spec.index_version)
+    trie = Trie.from_artifact(art)
+    return decoder, trie, TrieMask(trie, SIDVocab(art.sizes, decoder.spec.base)), art

@@ -1,47 +1,17 @@
 """Torch engine: exact against exhaustive scoring, valid SIDs only, unconstrained reports misses."""
 
 import numpy as np
-import pytest
 
-from indexer.build import BuildConfig, build_index, load_index
-from indexer.data.catalog import count_popularity, load_items
-from indexer.data.synthetic import SyntheticConfig, generate, write
-from indexer.quantizers import QuantizerConfig
-from indexer.training.trainer import TrainConfig, train_decoder
-from model_store import Store
-from service.decoder.bundle import load_decoder
-from service.decoder.model import TinyConfig
 from service.engines.torch_engine import TorchEngine, score_sids
-from service.index import SIDVocab, Trie, TrieMask
 
-TINY = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    d = tmp_path_factory.mktemp("engine")
-    synth = generate(SyntheticConfig(num_items=400, dim=16, seed=2))
-    paths = write(synth, d / "data", num_users=150, seed=2)
-    cat = load_items(paths["items"]).with_vectors(synth.catalog.vectors)
-    cat = cat.with_popularity(count_popularity(cat, paths["sequences"]))
-    store = Store(d / "store")
-    # Small codebooks with SARQ: a trie with variable-length SIDs that a beam can cover whole.
-    cfg = BuildConfig(method="sarq", quantizer=QuantizerConfig(sizes=(4, 4, 6), epochs=3, latent_dim=8, hidden=(32,)))
-    build_index(cat, cfg, store, progress=False)
-    train_decoder(store, d / "data", TrainConfig(steps=30, batch_size=16, tiny=TINY, text_vocab=300), progress=False)
-    decoder = load_decoder(store)
-    art = load_index(store, decoder.spec.index_version)
-    trie = Trie.from_artifact(art)
-    mask = TrieMask(trie, SIDVocab(art.sizes, decoder.spec.base))
-    return decoder, trie, mask, art
 
 
 def _all_sids(trie):
     return [trie.sid_of(int(n)) for n in trie.terminal_nodes()]
 
 
-def test_beam_covering_the_trie_equals_exhaustive_scoring(trained):
-    decoder, trie, mask, art = trained
+def test_beam_covering_the_trie_equals_exhaustive_scoring(tiny_decoder):
+    decoder, trie, mask, art = tiny_decoder
     sids = _all_sids(trie)
     assert len({len(s) for s in sids}) > 1, "the fixture should have variable-length SIDs"
     engine = TorchEngine(decoder, mask)
@@ -60,8 +30,8 @@ def test_beam_covering_the_trie_equals_exhaustive_scoring(trained):
     assert stats.steps >= 2
 
 
-def test_constrained_results_are_index_sids(trained):
-    decoder, trie, mask, art = trained
+def test_constrained_results_are_index_sids(tiny_decoder):
+    decoder, trie, mask, art = tiny_decoder
     valid = set(_all_sids(trie))
     engine = TorchEngine(decoder, mask)
     prompts = [decoder.prompt_ids(q, []) for q in ("red", "garden hose pro", "wireless speaker black", "toys")]
@@ -71,8 +41,8 @@ def test_constrained_results_are_index_sids(trained):
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-def test_unconstrained_flags_sids_outside_the_index(trained):
-    decoder, trie, mask, art = trained
+def test_unconstrained_flags_sids_outside_the_index(tiny_decoder):
+    decoder, trie, mask, art = tiny_decoder
     valid = set(_all_sids(trie))
     engine = TorchEngine(decoder, mask)
     results, _ = engine.decode([decoder.prompt_ids("pet bed", [])], beam_width=40, num_sids=40, constrained=False)

@@ -11,44 +11,16 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from indexer.build import BuildConfig, build_index, load_index  # noqa: E402
-from indexer.data.catalog import count_popularity, load_items  # noqa: E402
-from indexer.data.synthetic import SyntheticConfig, generate, write  # noqa: E402
-from indexer.quantizers import QuantizerConfig  # noqa: E402
-from indexer.training.trainer import TrainConfig, train_decoder  # noqa: E402
-from model_store import Store  # noqa: E402
-from service.decoder.bundle import load_decoder  # noqa: E402
-from service.decoder.model import TinyConfig  # noqa: E402
 from service.engines.torch_engine import TorchEngine  # noqa: E402
 from service.engines.vllm_engine import VLLMEngine  # noqa: E402
-from service.index import SIDVocab, Trie, TrieMask  # noqa: E402
+from service.index import Trie, TrieMask  # noqa: E402
 
-TINY = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
 MAX_BEAM = 48
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    d = tmp_path_factory.mktemp("vllm_engine")
-    synth = generate(SyntheticConfig(num_items=400, dim=16, seed=2))
-    paths = write(synth, d / "data", num_users=150, seed=2)
-    cat = load_items(paths["items"]).with_vectors(synth.catalog.vectors)
-    cat = cat.with_popularity(count_popularity(cat, paths["sequences"]))
-    store = Store(d / "store")
-    # Small codebooks with SARQ: variable-length SIDs, and a trie a beam can cover whole.
-    cfg = BuildConfig(method="sarq", quantizer=QuantizerConfig(sizes=(4, 4, 6), epochs=3, latent_dim=8, hidden=(32,)))
-    build_index(cat, cfg, store, progress=False)
-    train_decoder(store, d / "data", TrainConfig(steps=30, batch_size=16, tiny=TINY, text_vocab=300), progress=False)
-    decoder = load_decoder(store)
-    art = load_index(store, decoder.spec.index_version)
-    trie = Trie.from_artifact(art)
-    mask = TrieMask(trie, SIDVocab(art.sizes, decoder.spec.base))
-    return decoder, trie, mask, art
-
-
-@pytest.fixture(scope="module")
-def engines(trained):
-    decoder, trie, mask, _ = trained
+def engines(tiny_decoder):
+    decoder, trie, mask, _ = tiny_decoder
     current = {"mask": mask}
     with VLLMEngine(decoder, lambda: current["mask"], max_beam_width=MAX_BEAM) as vllm_engine:
         yield vllm_engine, TorchEngine(decoder, mask), current
@@ -57,8 +29,8 @@ def engines(trained):
 
 
 @pytest.fixture(scope="module")
-def prompts(trained):
-    decoder, trie, _, art = trained
+def prompts(tiny_decoder):
+    decoder, trie, _, art = tiny_decoder
     history = [(art.item_ids[i], trie.sid_of(trie.node_of_item(art.item_ids[i]))) for i in (3, 8, 1)]
     return [
         decoder.prompt_ids(None, history),
@@ -80,9 +52,9 @@ def assert_same_hits(got, want):
 
 
 @pytest.mark.parametrize("beam_width", [4, 16, 36])
-def test_top_sids_equal_the_torch_engine(engines, trained, prompts, beam_width):
+def test_top_sids_equal_the_torch_engine(engines, tiny_decoder, prompts, beam_width):
     vllm_engine, torch_engine, _ = engines
-    _, trie, _, _ = trained
+    _, trie, _, _ = tiny_decoder
     k = min(beam_width, 10)
     got, stats = vllm_engine.decode(prompts, beam_width=beam_width, num_sids=k)
     want, want_stats = torch_engine.decode(prompts, beam_width=beam_width, num_sids=k)
@@ -94,9 +66,9 @@ def test_top_sids_equal_the_torch_engine(engines, trained, prompts, beam_width):
         assert all(h.sid in valid and trie.sid_of(h.node) == h.sid for h in hits)
 
 
-def test_unconstrained_equals_the_torch_engine_and_flags_misses(engines, trained, prompts):
+def test_unconstrained_equals_the_torch_engine_and_flags_misses(engines, tiny_decoder, prompts):
     vllm_engine, torch_engine, _ = engines
-    _, trie, _, _ = trained
+    _, trie, _, _ = tiny_decoder
     got, _ = vllm_engine.decode(prompts[:2], beam_width=40, num_sids=40, constrained=False)
     want, _ = torch_engine.decode(prompts[:2], beam_width=40, num_sids=40, constrained=False)
     assert_same_hits(got, want)
@@ -116,10 +88,10 @@ def test_concurrent_async_decodes_from_another_loop(engines, prompts):
     assert_same_hits([hits for (hits,), _ in results], want)
 
 
-def test_a_swapped_trie_takes_effect_on_the_next_decode(engines, trained, prompts):
+def test_a_swapped_trie_takes_effect_on_the_next_decode(engines, tiny_decoder, prompts):
     """The engine process never holds the trie: a mask swap (new version, cold-start insert) is seen at once."""
     vllm_engine, _, current = engines
-    decoder, trie, mask, art = trained
+    decoder, trie, mask, art = tiny_decoder
     before, _ = vllm_engine.decode(prompts[:1], beam_width=8, num_sids=3)
     dropped = {h.node for h in before[0]}  # the best SIDs lose their items: they must disappear from the results
     keep = np.array([trie.node_of_item(i) not in dropped for i in art.item_ids])

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from indexer.data.catalog import DataError
 from indexer.quantizers.base import Quantizer, QuantizerConfig
 from indexer.quantizers.rq_kmeans import kmeans
-from indexer.sarq import PathPriors, SARQConfig, truncate
+from indexer.sarq import SARQConfig, truncate
 
 _CHUNK = 8192
 
