@@ -12,6 +12,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from service.index.mask import TrieMask
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -33,6 +35,10 @@ class Engine(ABC):
 
     @abstractmethod
     def decode(
-        self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True
+        self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None
     ) -> tuple[list[list[Hit]], DecodeStats]:
-        """Top ``num_sids`` SIDs per prompt (best first), decoded with ``beam_width`` beams."""
+        """Top ``num_sids`` SIDs per prompt (best first), decoded with ``beam_width`` beams.
+
+        ``mask`` pins the trie snapshot for this call (the service decodes and maps SIDs to items
+        under one snapshot); default: the engine's current mask.
+        """

@@ -37,8 +37,8 @@ class TorchEngine(Engine):
         return out.last_hidden_state[:, -1]
 
     @torch.inference_mode()
-    def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True):
-        mask = self._mask()
+    def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None):
+        mask = mask or self._mask()
         search = BeamSearch(mask, len(prompts), beam_width, num_sids, constrained, self.length_penalty)
         vocab, R, W, dev = mask.vocab, len(prompts), beam_width, self.device
 

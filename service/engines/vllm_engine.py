@@ -180,23 +180,23 @@ class VLLMEngine(Engine):
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True) -> tuple[list[list[Hit]], DecodeStats]:
-        return self._submit(prompts, beam_width, num_sids, constrained).result()
+    def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None) -> tuple[list[list[Hit]], DecodeStats]:
+        return self._submit(prompts, beam_width, num_sids, constrained, mask).result()
 
-    async def decode_async(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True) -> tuple[list[list[Hit]], DecodeStats]:
+    async def decode_async(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None) -> tuple[list[list[Hit]], DecodeStats]:
         """``decode`` for a caller on any event loop (e.g. the FastAPI app's)."""
-        return await asyncio.wrap_future(self._submit(prompts, beam_width, num_sids, constrained))
+        return await asyncio.wrap_future(self._submit(prompts, beam_width, num_sids, constrained, mask))
 
-    def _submit(self, prompts, beam_width, num_sids, constrained):
+    def _submit(self, prompts, beam_width, num_sids, constrained, mask=None):
         """Checks in the caller's thread, then the search on the engine's loop."""
         if self._llm is None:
             raise RuntimeError("the vLLM engine is closed")
         if not 1 <= beam_width <= self.max_beam_width:
             raise ValueError(f"beam_width must be in [1, {self.max_beam_width}], got {beam_width}")
-        return self._run(self._decode(prompts, beam_width, num_sids, constrained))
+        return self._run(self._decode(prompts, beam_width, num_sids, constrained, mask or self._mask()))
 
-    async def _decode(self, prompts, beam_width, num_sids, constrained):
-        search = BeamSearch(self._mask(), len(prompts), beam_width, num_sids, constrained, self.length_penalty)
+    async def _decode(self, prompts, beam_width, num_sids, constrained, mask):
+        search = BeamSearch(mask, len(prompts), beam_width, num_sids, constrained, self.length_penalty)
         while search.advance(await self._step(search, prompts)) is not None:
             pass
         return search.results(), search.stats
