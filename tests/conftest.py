@@ -110,11 +110,14 @@ def items_file(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def tiny_decoder(tmp_path_factory):
+def tiny_stack(tmp_path_factory):
     """A tiny decoder trained briefly on a SARQ index whose trie a beam can cover whole.
 
-    Returns (decoder, trie, mask, artifact). Small codebooks with SARQ give variable-length SIDs.
+    Small codebooks with SARQ give variable-length SIDs. Returns a namespace: store, data_dir
+    (items.jsonl + sequences.jsonl), decoder, trie, mask, art (the index artifact).
     """
+    from types import SimpleNamespace
+
     from indexer.build import BuildConfig, build_index, load_index
     from indexer.data.catalog import count_popularity, load_items
     from indexer.data.synthetic import write
@@ -131,10 +134,60 @@ def tiny_decoder(tmp_path_factory):
     cat = cat.with_popularity(count_popularity(cat, paths["sequences"]))
     store = Store(d / "store")
     cfg = BuildConfig(method="sarq", quantizer=QuantizerConfig(sizes=(4, 4, 6), epochs=3, latent_dim=8, hidden=(32,)))
-    build_index(cat, cfg, store, progress=False)
+    version, _ = build_index(cat, cfg, store, progress=False)
+    store.activate("index", version)
     tiny = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
-    train_decoder(store, d / "data", TrainConfig(steps=30, batch_size=16, tiny=tiny, text_vocab=300), progress=False)
+    decoder_version, _ = train_decoder(store, d / "data", TrainConfig(steps=30, batch_size=16, tiny=tiny, text_vocab=300), progress=False)
+    store.activate("decoder", decoder_version)
     decoder = load_decoder(store)
     art = load_index(store, decoder.spec.index_version)
     trie = Trie.from_artifact(art)
-    return decoder, trie, TrieMask(trie, SIDVocab(art.sizes, decoder.spec.base)), art
+    mask = TrieMask(trie, SIDVocab(art.sizes, decoder.spec.base))
+    return SimpleNamespace(store=store, data_dir=d / "data", decoder=decoder, trie=trie, mask=mask, art=art, catalog=cat)
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tiny_stack):
+    """(decoder, trie, mask, artifact) of ``tiny_stack``."""
+    return tiny_stack.decoder, tiny_stack.trie, tiny_stack.mask, tiny_stack.art
+
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def start_service(tiny_stack):
+    """Starts the real service (uvicorn on a free port) on the tiny decoder, with its own embedded Redis.
+
+    ``start_service(**settings)`` returns a namespace: url, runtime, redis (the EmbeddedRedis, which a
+    test may stop and restart), redis_url, store, data_dir, admin_token. Everything stops at the end
+    of the session.
+    """
+    from types import SimpleNamespace
+
+    from service.server import BackgroundServer
+    from service.settings import Settings
+
+    running = []
+
+    def start(**overrides) -> SimpleNamespace:
+        redis_server = EmbeddedRedis().start()
+        with redis_server.client() as client:
+            RedisIndex(client).publish(tiny_stack.store, tiny_stack.decoder.spec.index_version, activate=True, progress=False)
+        defaults = dict(store=tiny_stack.store.root, redis_url=redis_server.url, port=0, admin_token=ADMIN_TOKEN, max_beam_width=32)
+        settings = Settings(_env_file=None, **{**defaults, **overrides})
+        server = BackgroundServer(settings).start()
+        running.append((server, redis_server))
+        return SimpleNamespace(url=server.url, runtime=server.runtime, redis=redis_server, redis_url=redis_server.url,
+                               store=tiny_stack.store, data_dir=tiny_stack.data_dir, admin_token=ADMIN_TOKEN, server=server)
+
+    yield start
+    for server, redis_server in running:
+        server.stop()
+        redis_server.close()
+
+
+@pytest.fixture(scope="session")
+def live_service(start_service):
+    """One shared service with default settings; tests that stop its Redis or flip its index start their own."""
+    return start_service()

@@ -1,0 +1,64 @@
+"""Service settings: environment variables with the ``SA2CRQ_`` prefix, or a ``.env`` file.
+
+Every field is listed in the README's settings table; ``python -m service.settings`` prints that
+table from this class, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SA2CRQ_", env_file=".env", extra="ignore", frozen=True)
+
+    store: Path = Field(Path("demo/store"), description="Artifact store holding the decoder (and the index it was built for).")
+    decoder_version: str | None = Field(None, description="Decoder version to serve; default: the store's active decoder.")
+    redis_url: str | None = Field(None, description="Redis holding the index; empty: an embedded Redis started with the service, "
+                                                     "published from the store's active index.")
+    redis_prefix: str = Field("sa2crq", description="Key prefix of the index in Redis.")
+    engine: Literal["torch", "vllm"] = Field("torch", description="Decoding engine: torch (CPU default) or vllm.")
+    device: str = Field("cpu", description="Torch engine device (cpu, cuda, cuda:1, ...).")
+    torch_threads: int | None = Field(None, ge=1, description="Intra-op threads of the torch engine; default: torch's choice.")
+    vllm_gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM engine: share of GPU memory it may take.")
+    host: str = Field("127.0.0.1", description="Bind address of `sa2crq serve`.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of `sa2crq serve` (0: any free port).")
+    beam_width: int = Field(20, ge=1, description="Beams when a request gives none (raised to k, up to max_beam_width).")
+    max_beam_width: int = Field(128, ge=1, description="Widest beam a request may ask for.")
+    max_k: int = Field(1000, ge=1, description="Largest k a request may ask for.")
+    max_query_chars: int = Field(2000, ge=1, description="Longest text query accepted.")
+    max_history: int = Field(500, ge=1, description="Longest history accepted (the prompt keeps the newest items).")
+    max_body_bytes: int = Field(8 << 20, ge=1024, description="Largest request body accepted; beyond it: 413.")
+    max_batch: int = Field(16, ge=1, description="Requests decoded together at most.")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill once it has its first request.")
+    queue_size: int = Field(256, ge=1, description="Requests waiting at most; beyond it: 429 with Retry-After.")
+    concurrent_batches: int = Field(1, ge=1, description="Batches decoded at once (more helps vLLM on a GPU; 1 suits the CPU).")
+    request_timeout_s: float = Field(10.0, gt=0, description="A request not answered within it gets 503 with Retry-After.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token for POST /items; unset: POST /items is disabled (403).")
+    max_insert_items: int = Field(1000, ge=1, description="Items per POST /items call at most.")
+    stats_window_s: float = Field(60.0, gt=0, description="Sliding window of GET /stats.")
+    ready_timeout_s: float = Field(60.0, gt=0, description="How long start-up waits for the first index from Redis.")
+    log_level: str = Field("info", description="Log level of the service and uvicorn.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if self.beam_width > self.max_beam_width:
+            raise ValueError(f"beam_width ({self.beam_width}) exceeds max_beam_width ({self.max_beam_width})")
+        return self
+
+
+def settings_table() -> str:
+    """The README's settings table (markdown)."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, f in Settings.model_fields.items():
+        default = "" if f.default is None else f"`{f.default}`"
+        rows.append(f"| `SA2CRQ_{name.upper()}` | {default} | {f.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())
