@@ -292,21 +292,28 @@ def decoder_train(store, index_version, data_dir, base_model, steps, batch_size,
 @cli.command()
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo"), show_default=True)
 @click.option("--items", "num_items", type=click.IntRange(min=1000), default=10_000, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=800, show_default=True, help="Decoder training steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(workdir: Path, num_items: int, seed: int) -> None:
-    """Main job on embedded defaults: generate a catalog, build its SA²CRQ index, print the report."""
+@click.option("--redis", "redis_url", help="Also publish the index to this Redis and activate it (the compose/k8s indexer job).")
+@click.option("--serve/--no-serve", default=True, show_default=True, help="Start the service and send sample requests.")
+@click.option("--keep-serving", is_flag=True, help="Keep the service up after the samples, until Ctrl-C.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Service port (0: any free port).")
+def demo(workdir: Path, num_items: int, steps: int, seed: int, redis_url: str | None, serve: bool, keep_serving: bool, port: int) -> None:
+    """Main job on embedded defaults: catalog → SA²CRQ index → tiny decoder → service → sample answers."""
     from indexer.build import BuildConfig, build_index
     from indexer.data.catalog import count_popularity, load_items
     from indexer.data.synthetic import SyntheticConfig, generate, write
     from indexer.quantizers import QuantizerConfig
     from indexer.report import print_report
     from indexer.split import head_mask
+    from indexer.training.trainer import TrainConfig, train_decoder
 
-    click.echo(f"[1/2] generating a {num_items}-item long-tail catalog in {workdir}/data")
+    total = 4 + serve
+    click.echo(f"[1/{total}] generating a {num_items}-item long-tail catalog in {workdir}/data")
     paths = write(generate(SyntheticConfig(num_items=num_items, seed=seed)), workdir / "data", num_users=num_items // 4, seed=seed)
     catalog = load_items(paths["items"])
-    catalog = catalog.with_popularity(count_popularity(catalog, paths["sequences"]))
-    click.echo("[2/2] embedding with MiniLM and building the SA²CRQ index")
+    catalog = catalog.with_popularity(count_popularity(catalog, paths["sequences"], holdout_last=2))
+    click.echo(f"[2/{total}] embedding with MiniLM and building the SA²CRQ index")
     st = Store(workdir / "store")
     # ACRQ trains layer sizes M < 2M < 4M on head items only: fit 4M to the head count.
     n_head = int(head_mask(catalog.popularity).sum())
@@ -315,7 +322,25 @@ def demo(workdir: Path, num_items: int, seed: int) -> None:
     version, report = build_index(catalog, cfg, st, cache_dir=workdir / "cache")
     st.activate("index", version)
     print_report(report, title=f"sa2crq {version}")
-    click.echo(f"index {version} is active in {st.root}; plots: {st.root / version}/*.png")
+    click.echo(f"[3/{total}] training the tiny Qwen3 decoder ({steps} steps; the last item of each history is held out)")
+    decoder_version, summary = train_decoder(st, workdir / "data", TrainConfig(steps=steps, seed=seed), index_version=version)
+    st.activate("decoder", decoder_version)
+    click.echo(f"decoder {decoder_version}: {json.dumps(summary)}")
+    if redis_url:
+        click.echo(f"[4/{total}] publishing index {version} to {redis_url}")
+        with _redis_index(redis_url) as idx:
+            idx.publish(st, version, activate=True, progress=False)
+    else:
+        click.echo(f"[4/{total}] index {version} and decoder {decoder_version} are active in {st.root}")
+    if serve:
+        from service.demo import run_samples
+
+        click.echo(f"[5/{total}] starting the service ({'Redis at ' + redis_url if redis_url else 'embedded Redis'}, torch engine)")
+        run_samples(st.root, workdir / "data", redis_url, port, keep_serving)
+
+
+from indexer.evaluation.cli import eval_cmd  # noqa: E402  (registered last: it imports nothing from here)
+cli.add_command(eval_cmd, "eval")
 
 
 def main() -> None:

@@ -1,0 +1,302 @@
+"""Run every method and baseline on one EvalData and collect their results.
+
+Each generative run (a method, or a SARQ method at one budget) gets ``OUT/methods/NAME/``: a
+``fingerprint.json`` (everything its result depends on), an artifact ``store/`` with its index and
+decoder, ``ranked.jsonl`` (per case: the items and SIDs returned) and ``result.json``, written
+last. A re-run with the same fingerprint reuses ``result.json`` (or a finished index / decoder in
+the store); a different fingerprint starts that run afresh. Baselines work the same way under
+``OUT/baselines/NAME/``.
+
+Decoding goes through ``service.retriever.Retriever`` with the torch engine, the pipeline the
+service runs, so a method's numbers are what the service would return for the same requests. All
+cut-offs K come from one request per case with ``k = max(K)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from indexer.build import METHODS, BuildConfig, build_index, load_index
+from indexer.data.catalog import DataError
+from indexer.evaluation.baselines import BASELINES, SASRecConfig
+from indexer.evaluation.cases import EvalData
+from indexer.evaluation.metrics import coverage, hallucination_rate, ret_per, score
+from indexer.quantizers import QuantizerConfig
+from indexer.sarq import SARQConfig
+from indexer.split import SplitConfig
+from indexer.training.trainer import TrainConfig, train_decoder
+from model_store import Store
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One comparison. Every method shares the quantizer and decoder budgets (sizes, epochs, steps, seed).
+
+    Args:
+        methods: indexing methods (``indexer.build.METHODS``).
+        budgets: SARQ budgets in nats; each adaptive method runs once per budget. Empty: the
+            automatic budget (median head-path information).
+        baselines: names in ``BASELINES``.
+        ks: cut-offs K; the decoder is asked for ``max(ks)`` items per case.
+        quantizer, split, train, sasrec: budgets of the index, head/tail split, decoder, SASRec.
+        beam_width: the service's default beam; a case asking for more items gets ``max(ks)`` beams.
+        batch_size: cases decoded together.
+        max_cases: score a seeded sample of this many cases (None: all).
+        hallucination_cases: cases decoded with the constraint off (the first ones of the sample).
+        hallucination_k: SIDs generated per such case.
+        seed: case sampling and the baselines (the quantizer and decoder carry their own seeds).
+    """
+
+    methods: tuple[str, ...] = ("rq-kmeans", "rq-vae", "acrq", "sarq", "sa2crq")
+    budgets: tuple[float, ...] = ()
+    baselines: tuple[str, ...] = ("popularity", "bm25", "dense", "sasrec")
+    ks: tuple[int, ...] = (1, 5, 10, 20, 100)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    beam_width: int = 20
+    batch_size: int = 32
+    max_cases: int | None = None
+    hallucination_cases: int = 500
+    hallucination_k: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise DataError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise DataError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+        if not self.methods and not self.baselines:
+            raise DataError("nothing to evaluate: no methods and no baselines")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise DataError(f"cut-offs K must be positive integers, got {self.ks}")
+        if any(not (np.isfinite(b) and b >= 0) for b in self.budgets):
+            raise DataError(f"budgets must be finite non-negative numbers of nats, got {self.budgets}")
+        if self.budgets and not any(METHODS[m][1] for m in self.methods):
+            raise DataError("--budgets applies to sarq and sa2crq, and neither is among the methods")
+        if self.beam_width < 1 or self.batch_size < 1 or self.hallucination_k < 1 or self.hallucination_cases < 0:
+            raise DataError("beam_width, batch_size and hallucination_k must be positive")
+        if self.max_cases is not None and self.max_cases < 1:
+            raise DataError("max_cases must be positive")
+        object.__setattr__(self, "ks", tuple(sorted(set(self.ks))))
+
+    @property
+    def max_k(self) -> int:
+        return max(self.ks)
+
+    def runs(self) -> list[tuple[str, BuildConfig]]:
+        """(run name, index config) per method, and per budget for the SARQ methods."""
+        out = []
+        for m in self.methods:
+            budgets = self.budgets if METHODS[m][1] and self.budgets else (None,)
+            for b in budgets:
+                name = m if b is None else f"{m}@{b:g}"
+                out.append((name, BuildConfig(method=m, quantizer=self.quantizer, sarq=SARQConfig(budget=b), split=self.split)))
+        return out
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj))
+
+
+def write_json(path: Path, obj) -> None:
+    """Write then rename, so a reader (or a resumed run) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def cases_digest(data: EvalData) -> str:
+    h = hashlib.sha256()
+    for c in data.cases:
+        h.update(json.dumps([c.query, list(c.history), sorted(c.relevant)]).encode())
+    return h.hexdigest()[:16]
+
+
+def sample_cases(data: EvalData, max_cases: int | None, seed: int) -> EvalData:
+    """A seeded sample of the cases, in their original order (the same for every method)."""
+    if max_cases is None or max_cases >= len(data.cases):
+        return data
+    keep = np.sort(np.random.default_rng(seed).permutation(len(data.cases))[:max_cases])
+    return dataclasses.replace(data, cases=[data.cases[i] for i in keep])
+
+
+class _RunDir:
+    """A run's folder, reset when its fingerprint changes; ``result.json`` marks it finished."""
+
+    def __init__(self, path: Path, fingerprint: dict):
+        self.path = path
+        self.fingerprint = _jsonable(fingerprint)
+        fp = path / "fingerprint.json"
+        if path.exists() and (not fp.is_file() or json.loads(fp.read_text()) != self.fingerprint):
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if not fp.is_file():
+            write_json(fp, self.fingerprint)
+
+    def finished(self) -> dict | None:
+        p = self.path / "result.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def finish(self, result: dict) -> dict:
+        write_json(self.path / "result.json", result)
+        return result
+
+
+def _scores(data: EvalData, rankings: list[list[str]], ks) -> dict:
+    out = score(rankings, [c.relevant for c in data.cases], data.case_head(), ks).summary()
+    out["coverage"] = coverage(rankings, ks)
+    out["ret_per"] = ret_per(rankings)
+    return out
+
+
+def open_retriever(store: Store, beam_width: int, max_k: int):
+    """The service's pipeline on the store's active decoder and its index: (Retriever, Trie)."""
+    from service.decoder.bundle import load_decoder
+    from service.engines.torch_engine import TorchEngine
+    from service.index.mask import TrieMask
+    from service.index.trie import Trie
+    from service.retriever import Retriever
+
+    decoder = load_decoder(store)
+    trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
+    engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab))
+    return Retriever(decoder, engine, beam_width=beam_width, max_beam_width=max(beam_width, max_k)), trie
+
+
+def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bool = True) -> tuple[dict, list[dict]]:
+    """Score the store's active decoder on its index through the service's Retriever.
+
+    Returns (metrics, per-case records of the items and SIDs returned).
+    """
+    from service.retriever import Query
+
+    retriever, trie = open_retriever(store, cfg.beam_width, cfg.max_k)
+    records: list[dict] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(data.cases), desc="decode", unit="case", disable=not progress)
+    for i in range(0, len(data.cases), cfg.batch_size):
+        chunk = data.cases[i : i + cfg.batch_size]
+        results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=cfg.max_k) for c in chunk])
+        for r in results:
+            records.append({
+                "items": [h.item_id for h in r.items],
+                "scores": [round(h.score, 6) for h in r.items],
+                "sids": ["-".join(map(str, h.sid)) for h in r.sids],
+            })
+        bar.update(len(chunk))
+    bar.close()
+    seconds = time.perf_counter() - t0
+
+    hcases = data.cases[: cfg.hallucination_cases]
+    valid: list[list[bool]] = []
+    for i in range(0, len(hcases), cfg.batch_size):
+        chunk = hcases[i : i + cfg.batch_size]
+        results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=cfg.hallucination_k) for c in chunk], constrained=False)
+        valid += [[h.node >= 0 for h in r.sids] for r in results]
+
+    metrics = _scores(data, [r["items"] for r in records], cfg.ks)
+    metrics["hallucination"] = hallucination_rate(valid)
+    metrics["hallucination_detail"] = {"cases": len(valid), "sids_per_case": cfg.hallucination_k, "constrained": False}
+    metrics["decode_ms_per_case"] = 1e3 * seconds / max(len(data.cases), 1)
+    return metrics, records
+
+
+def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, out: Path,
+               cache_dir: Path | None = None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    fingerprint = {
+        "build": build.as_dict(), "train": dataclasses.asdict(cfg.train), "ks": cfg.ks, "beam_width": cfg.beam_width,
+        "hallucination": [cfg.hallucination_cases, cfg.hallucination_k], "cases": cases_digest(data),
+        "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None,
+    }
+    run = _RunDir(out / "methods" / name, fingerprint)
+    if (done := run.finished()) is not None:
+        log(f"{name}: finished earlier, reusing {run.path / 'result.json'}")
+        return done
+    store = Store(run.path / "store")
+    timing = {}
+    if store.active("index") is None:
+        log(f"{name}: building the index")
+        t = time.perf_counter()
+        version, _ = build_index(data.catalog, build, store, cache_dir=cache_dir, progress=progress)
+        store.activate("index", version)
+        timing["build_s"] = time.perf_counter() - t
+    if store.active("decoder") is None:
+        log(f"{name}: training the decoder ({cfg.train.steps} steps)")
+        t = time.perf_counter()
+        version, _ = train_decoder(store, data.data_dir, cfg.train, index_version=store.active("index"), data=data.training, progress=progress)
+        store.activate("decoder", version)
+        timing["train_s"] = time.perf_counter() - t
+    log(f"{name}: decoding {len(data.cases)} cases")
+    t = time.perf_counter()
+    metrics, records = evaluate_decoder(store, data, cfg, progress)
+    timing["eval_s"] = time.perf_counter() - t
+    with open(run.path / "ranked.jsonl", "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+
+    art = load_index(store, store.active("index"))
+    decoder_manifest = store.open(store.active("decoder"), kind="decoder").manifest
+    return run.finish({
+        **metrics,
+        "method": build.method,
+        "budget": build.sarq.budget,
+        "sid_length": art.report["mean_sid_length"],
+        "quality": art.report,
+        "index_version": art.version,
+        "decoder_version": decoder_manifest.version,
+        "decoder_summary": decoder_manifest.config.get("summary", {}),
+        "store": str(store.root),
+        "timing_s": timing,
+    })
+
+
+def run_baseline(name: str, data: EvalData, cfg: EvalConfig, out: Path,
+                 cache_dir: Path | None = None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    baseline = BASELINES[name](seed=cfg.seed, cache_dir=cache_dir, progress=progress, sasrec=cfg.sasrec)
+    fingerprint = {"baseline": name, "config": baseline.config(), "ks": cfg.ks, "seed": cfg.seed, "cases": cases_digest(data),
+                   "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None}
+    run = _RunDir(out / "baselines" / name, fingerprint)
+    if (done := run.finished()) is not None:
+        log(f"{name}: finished earlier, reusing {run.path / 'result.json'}")
+        return done
+    if (reason := baseline.skip_reason(data)) is not None:
+        log(f"{name}: skipped ({reason})")
+        return run.finish({"skipped": reason})
+    log(f"{name}: ranking {len(data.cases)} cases")
+    t = time.perf_counter()
+    rankings = baseline.rank(data, cfg.max_k)
+    seconds = time.perf_counter() - t
+    with open(run.path / "ranked.jsonl", "w", encoding="utf-8") as f:
+        for r in rankings:
+            f.write(json.dumps({"items": r}) + "\n")
+    return run.finish({**_scores(data, rankings, cfg.ks), "hallucination": None, "config": baseline.config(), "timing_s": {"total_s": seconds}})
+
+
+def run_all(data: EvalData, cfg: EvalConfig, out: Path, cache_dir: Path | None = None, progress: bool = True,
+            log: Callable[[str], None] = print) -> dict:
+    """Every run of ``cfg`` on a sample of ``data``'s cases; returns the report dict (see report.py)."""
+    from indexer.evaluation.report import build_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = sample_cases(data, cfg.max_cases, cfg.seed)
+    methods = {name: run_method(name, b, data, cfg, out, cache_dir, progress, log) for name, b in cfg.runs()}
+    baselines = {name: run_baseline(name, data, cfg, out, cache_dir, progress, log) for name in cfg.baselines}
+    return build_report(data, cfg, methods, baselines, out)

@@ -1,0 +1,142 @@
+"""The evaluation runner end to end on synthetic histories: report, resume, and equality with the service pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from indexer.data.synthetic import SyntheticConfig, generate, write
+from indexer.evaluation.baselines import SASRecConfig
+from indexer.evaluation.cases import load_eval_data
+from indexer.evaluation.metrics import recall_at
+from indexer.evaluation.runner import EvalConfig, evaluate_decoder, run_all, sample_cases
+from indexer.quantizers import QuantizerConfig
+from indexer.training.trainer import TrainConfig
+from model_store import Store
+from service.decoder.model import TinyConfig
+
+TINY = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
+CFG = EvalConfig(
+    methods=("rq-kmeans", "sa2crq"),
+    baselines=("popularity", "bm25", "dense", "sasrec"),
+    ks=(1, 5, 10, 20),
+    quantizer=QuantizerConfig(sizes=(4, 8, 16), epochs=3, latent_dim=8, hidden=(32,)),
+    train=TrainConfig(steps=40, batch_size=16, warmup=10, tiny=TINY, text_vocab=300),
+    sasrec=SASRecConfig(dim=32, epochs=3),
+    max_cases=40,
+    hallucination_cases=16,
+)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    synth = generate(SyntheticConfig(num_items=400, dim=16, seed=2))
+    paths = write(synth, d / "data", num_users=150, seed=2)
+    data = load_eval_data(d / "data", vectors=paths["vectors"])
+    logs: list[str] = []
+    report = run_all(data, CFG, d / "out", progress=False, log=logs.append)
+    return data, report, d / "out", logs
+
+
+def test_report_schema_and_files(evaluated):
+    data, report, out, _ = evaluated
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["methods"].keys() == {"rq-kmeans", "sa2crq"}
+    assert on_disk["baselines"]["bm25"] == {"skipped": "the cases have no text queries"}
+    for kind in ("methods", "baselines"):
+        for name in ("rq-kmeans", "sa2crq") if kind == "methods" else ("popularity", "dense", "sasrec"):
+            r = on_disk[kind][name]
+            for metric in ("recall", "ndcg", "mrr"):
+                assert set(r[metric]) == {"1", "5", "10", "20"}
+                for k, g in r[metric].items():
+                    assert set(g) == {"overall", "head", "tail"}
+                    assert all(0.0 <= v <= 1.0 for v in g.values())
+            assert r["recall"]["1"]["overall"] <= r["recall"]["20"]["overall"]
+            assert 0 < r["ret_per"] <= 20
+            assert 0 < r["coverage"]["1"] <= r["coverage"]["20"] <= len(data.catalog)
+    for name in ("rq-kmeans", "sa2crq"):
+        r = on_disk["methods"][name]
+        assert 0.0 <= r["hallucination"] <= 1.0
+        assert r["hallucination_detail"]["cases"] == 16
+        assert set(r["sid_length"]) == {"overall", "head", "tail"}
+        assert r["quality"]["num_items"] == len(data.catalog)
+    assert on_disk["methods"]["rq-kmeans"]["sid_length"]["overall"] == 3.0  # fixed length
+    assert on_disk["methods"]["sa2crq"]["sid_length"]["overall"] < 3.0  # SARQ shortens some
+    assert on_disk["baselines"]["popularity"]["hallucination"] is None
+    assert on_disk["data"]["cases"] == 40
+    assert on_disk["data"]["head_cases"] + on_disk["data"]["tail_cases"] == 40
+    assert on_disk["seeds"]["quantizer"] == 0 and on_disk["packages"]["torch"]
+    assert on_disk["config"]["train"]["steps"] == 40
+    for plot in ("items_per_sid.png", "layer_tokens.png", "sid_length.png", "recall.png"):
+        assert (out / plot).stat().st_size > 1000
+    md = (out / "report.md").read_text()
+    assert "| sa2crq |" in md and "| sasrec |" in md and "bm25: the cases have no text queries" in md
+
+
+def test_metrics_recomputed_from_returned_items(evaluated):
+    data, report, out, _ = evaluated
+    cases = sample_cases(data, CFG.max_cases, CFG.seed).cases
+    for name in ("rq-kmeans", "sa2crq"):
+        ranked = [json.loads(line)["items"] for line in (out / "methods" / name / "ranked.jsonl").open()]
+        assert len(ranked) == len(cases)
+        expected = np.mean([recall_at(r, c.relevant, 10) for r, c in zip(ranked, cases)])
+        assert report["methods"][name]["recall"]["10"]["overall"] == pytest.approx(expected)
+
+
+def test_eval_equals_the_service_pipeline(evaluated):
+    """The items and scores the evaluation recorded are what a Retriever built as the service builds it returns."""
+    from indexer.build import load_index
+    from service.decoder.bundle import load_decoder
+    from service.engines.torch_engine import TorchEngine
+    from service.index.mask import TrieMask
+    from service.index.trie import Trie
+    from service.retriever import Query, Retriever
+
+    data, report, out, _ = evaluated
+    cases = sample_cases(data, CFG.max_cases, CFG.seed).cases[:12]
+    store = Store(out / "methods" / "sa2crq" / "store")
+    decoder = load_decoder(store)
+    trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
+    retriever = Retriever(decoder, TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)), beam_width=20, max_beam_width=128)
+    # one request at a time, as HTTP requests arrive, against the eval's batches of 32
+    results = [retriever.retrieve(trie, [Query(c.query, c.history, k=20)])[0][0] for c in cases]
+    recorded = [json.loads(line) for line in (out / "methods" / "sa2crq" / "ranked.jsonl").open()][:12]
+    for res, rec in zip(results, recorded):
+        assert [h.item_id for h in res.items] == rec["items"]
+        assert [h.score for h in res.items] == pytest.approx(rec["scores"], abs=1e-4)
+
+
+def test_live_service_matches_eval(request, evaluated):
+    """Against the HTTP service when the suite provides one (the lead's ``live_service`` fixture)."""
+    try:
+        live = request.getfixturevalue("live_service")
+    except pytest.FixtureLookupError:
+        pytest.skip("no live_service fixture in this suite")
+    import httpx
+
+    data = load_eval_data(live.data_dir)
+    data = sample_cases(data, 8, 0)
+    cfg = EvalConfig(methods=(), baselines=("popularity",), ks=(10,), hallucination_cases=0)
+    _, records = evaluate_decoder(live.store, data, cfg, progress=False)
+    for case, rec in zip(data.cases, records):
+        body = {"k": 10, **({"query": case.query} if case.query else {}), **({"history": list(case.history)} if case.history else {})}
+        got = httpx.post(f"{live.url}/retrieve", json=body, timeout=30).json()
+        assert [it["item_id"] for it in got["items"]] == rec["items"]
+
+
+def test_resume_reuses_finished_runs(evaluated):
+    data, report, out, logs = evaluated
+    assert not any("reusing" in m for m in logs)
+    index_version = report["methods"]["rq-kmeans"]["index_version"]
+    (out / "methods" / "rq-kmeans" / "result.json").unlink()  # as if killed while decoding
+    logs2: list[str] = []
+    again = run_all(data, CFG, out, progress=False, log=logs2.append)
+    assert sum("reusing" in m for m in logs2) == 5  # sa2crq and the four baselines
+    assert not any("building" in m or "training" in m for m in logs2)  # rq-kmeans kept its index and decoder
+    assert again["methods"]["rq-kmeans"]["index_version"] == index_version
+    for kind in ("methods", "baselines"):
+        for name, r in report[kind].items():
+            assert again[kind][name].get("recall") == r.get("recall")
