@@ -80,6 +80,9 @@ def test_compose_wires_redis_indexer_and_service(compose):
     s = compose["services"]
     assert s["redis"]["command"][:3] == ["redis-server", "--appendonly", "yes"]
     assert _mounts(s["redis"])["/data"] == "redis-data"
+    # Redis is published to the host's loopback only
+    assert [p if isinstance(p, str) else f"{p['host_ip']}:{p['published']}:{p['target']}" for p in s["redis"]["ports"]] \
+        in (["127.0.0.1:6380:6379/tcp"], ["127.0.0.1:6380:6379"])
     indexer = s["indexer"]["command"]
     assert indexer[:2] == ["sa2crq", "demo"] and "--no-serve" in indexer
     assert indexer[indexer.index("--redis") + 1] == "redis://redis:6379/0"
