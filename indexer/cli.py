@@ -292,7 +292,7 @@ def decoder_train(store, index_version, data_dir, base_model, steps, batch_size,
 @cli.command()
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo"), show_default=True)
 @click.option("--items", "num_items", type=click.IntRange(min=1000), default=10_000, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=800, show_default=True, help="Decoder training steps.")
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True, help="Decoder training steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--redis", "redis_url", help="Also publish the index to this Redis and activate it (the compose/k8s indexer job).")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Start the service and send sample requests.")
@@ -341,6 +341,9 @@ def demo(workdir: Path, num_items: int, steps: int, seed: int, redis_url: str | 
 
 from indexer.evaluation.cli import eval_cmd  # noqa: E402  (registered last: it imports nothing from here)
 cli.add_command(eval_cmd, "eval")
+
+from service.cli import serve_cmd  # noqa: E402
+cli.add_command(serve_cmd)
 
 
 def main() -> None:

@@ -112,6 +112,9 @@ async def _disconnected(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
 
+BODY_ERRORS = {400: {"description": "The body is not decodable (e.g. not UTF-8)"}, 413: {"description": "The body is too large"}}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     s = settings or Settings()
     rt = Runtime(s)
@@ -147,7 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/retrieve",
         response_model=RetrieveResponse,
-        responses={422: {"description": "Invalid input (the detail names the field)"},
+        responses={**BODY_ERRORS,
+                   422: {"description": "Invalid input (the detail names the field)"},
                    429: {"description": "Queue full; see Retry-After"},
                    503: {"description": "Not ready, or not answered within the timeout; see Retry-After"}},
     )
@@ -197,7 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/items",
         response_model=InsertResponse,
-        responses={401: {"description": "Missing or wrong admin token"}, 403: {"description": "Inserts are disabled"},
+        responses={**BODY_ERRORS, 401: {"description": "Missing or wrong admin token"}, 403: {"description": "Inserts are disabled"},
                    409: {"description": "An item id is already in the index"}, 422: {"description": "Invalid items"},
                    503: {"description": "Redis unreachable"}},
     )

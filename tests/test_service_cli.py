@@ -1,0 +1,40 @@
+"""`sa2crq serve` argument checks and the demo's serving step (samples over HTTP, embedded Redis)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from service.demo import run_samples
+
+
+def _serve(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "indexer.cli", "serve", *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_serve_refuses_a_store_without_a_decoder(tmp_path):
+    r = _serve("--store", str(tmp_path / "empty"))
+    assert r.returncode == 2
+    assert "no decoder version in store" in r.stderr and "sa2crq demo" in r.stderr
+
+
+def test_serve_refuses_bad_settings(tmp_path, monkeypatch):
+    import os
+
+    env = {**os.environ, "SA2CRQ_BEAM_WIDTH": "500", "SA2CRQ_MAX_BEAM_WIDTH": "128"}
+    r = _serve("--store", str(tmp_path), env=env)
+    assert r.returncode == 2
+    assert "beam_width (500) exceeds max_beam_width (128)" in r.stderr
+    r = _serve("--engine", "onnx")
+    assert r.returncode == 2 and "onnx" in r.stderr
+
+
+def test_demo_samples_run_on_an_embedded_redis(tiny_stack, capsys):
+    run_samples(tiny_stack.store.root, tiny_stack.data_dir, redis_url=None)
+    out = capsys.readouterr().out
+    assert "service up at http://127.0.0.1:" in out
+    assert out.count("POST /retrieve") == 3
+    assert "by text query" in out and "by history and query" in out
+    recall = float(out.split("Recall@10 on 200 held-out next items: ")[1].split()[0])
+    assert 0 <= recall <= 1
+    assert "'errors': 0" in out
