@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     store: Path = Field(Path("demo/store"), description="Artifact store holding the decoder (and the index it was built for).")
     decoder_version: str | None = Field(None, description="Decoder version to serve; default: the store's active decoder.")
     redis_url: str | None = Field(None, description="Redis holding the index; empty: an embedded Redis started with the service, "
-                                                     "published from the store's active index.")
+                                                     "holding the store's index the decoder was trained for.")
     redis_prefix: str = Field("sa2crq", description="Key prefix of the index in Redis.")
     engine: Literal["torch", "vllm"] = Field("torch", description="Decoding engine: torch (CPU default) or vllm.")
     device: str = Field("cpu", description="Torch engine device (cpu, cuda, cuda:1, ...).")

@@ -38,3 +38,12 @@ def test_demo_samples_run_on_an_embedded_redis(tiny_stack, capsys):
     recall = float(out.split("Recall@10 on 200 held-out next items: ")[1].split()[0])
     assert 0 <= recall <= 1
     assert "'errors': 0" in out
+
+
+def test_readme_lists_every_setting():
+    from pathlib import Path
+
+    from service.settings import settings_table
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert settings_table() in readme
