@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from indexer.data.catalog import DataError
-from indexer.evaluation.cases import Case, EvalData
+from indexer.evaluation.cases import EvalData
 
 BASELINES: dict[str, type["Baseline"]] = {}
 

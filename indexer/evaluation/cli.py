@@ -27,7 +27,8 @@ def _csv(kind):
 @click.option("--budgets", callback=_csv(float), help="SARQ budgets in nats: sarq and sa2crq run once per budget. Default: automatic.")
 @click.option("--baselines", callback=_csv(str), default="popularity,bm25,dense,sasrec", show_default=True,
               help="Baselines to run ('' for none); those that do not fit the cases are reported as skipped.")
-@click.option("--test", type=click.Path(path_type=Path), help='History cases JSONL {"history": [ids], "target": id}, or with --test-qrels a BEIR queries JSONL.')
+@click.option("--test", type=click.Path(path_type=Path),
+              help='History cases JSONL {"history": [ids], "target": id}, or with --test-qrels a BEIR queries JSONL.')
 @click.option("--test-qrels", type=click.Path(path_type=Path), help="qrels TSV scoring the --test queries.")
 @click.option("--k", "ks", callback=_csv(int), default="1,5,10,20,100", show_default=True, help="Cut-offs K.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder; a re-run reuses the runs finished there.")
