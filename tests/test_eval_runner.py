@@ -140,3 +140,18 @@ def test_resume_reuses_finished_runs(evaluated):
     for kind in ("methods", "baselines"):
         for name, r in report[kind].items():
             assert again[kind][name].get("recall") == r.get("recall")
+
+
+def test_changed_decoder_budget_keeps_the_index(evaluated):
+    """Runs last in this module: it replaces the rq-kmeans run's decoder."""
+    import dataclasses
+
+    data, report, out, _ = evaluated
+    before = report["methods"]["rq-kmeans"]
+    cfg = dataclasses.replace(CFG, methods=("rq-kmeans",), baselines=(), train=dataclasses.replace(CFG.train, steps=5))
+    logs: list[str] = []
+    after = run_all(data, cfg, out, progress=False, log=logs.append)["methods"]["rq-kmeans"]
+    assert not any("building" in m for m in logs) and any("training" in m for m in logs)
+    assert after["index_version"] == before["index_version"]
+    assert after["decoder_version"] != before["decoder_version"]
+    assert after["decoder_summary"]["steps"] == 5

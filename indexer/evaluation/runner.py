@@ -4,7 +4,8 @@ Each generative run (a method, or a SARQ method at one budget) gets ``OUT/method
 ``fingerprint.json`` (everything its result depends on), an artifact ``store/`` with its index and
 decoder, ``ranked.jsonl`` (per case: the items and SIDs returned) and ``result.json``, written
 last. A re-run with the same fingerprint reuses ``result.json`` (or a finished index / decoder in
-the store); a different fingerprint starts that run afresh. Baselines work the same way under
+the store); a different fingerprint redoes the run, keeping its index when only the decoder or
+evaluation settings changed. Baselines work the same way under
 ``OUT/baselines/NAME/``.
 
 Decoding goes through ``service.retriever.Retriever`` with the torch engine, the pipeline the
@@ -139,16 +140,25 @@ def sample_cases(data: EvalData, max_cases: int | None, seed: int) -> EvalData:
 
 
 class _RunDir:
-    """A run's folder, reset when its fingerprint changes; ``result.json`` marks it finished."""
+    """A run's folder, reset when its fingerprint changes; ``result.json`` marks it finished.
+
+    A fingerprint's ``index`` part names what the run's index depends on: when only the rest
+    changed (decoder steps, cut-offs, cases), the index in ``store/`` is kept and the decoder and
+    results are redone.
+    """
 
     def __init__(self, path: Path, fingerprint: dict):
         self.path = path
         self.fingerprint = _jsonable(fingerprint)
         fp = path / "fingerprint.json"
-        if path.exists() and (not fp.is_file() or json.loads(fp.read_text()) != self.fingerprint):
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        if not fp.is_file():
+        old = json.loads(fp.read_text()) if fp.is_file() else None
+        if old != self.fingerprint:
+            if old is not None and "index" in old and old["index"] == self.fingerprint.get("index"):
+                for name in ("result.json", "ranked.jsonl", "store/active/decoder"):
+                    (path / name).unlink(missing_ok=True)
+            elif path.exists():
+                shutil.rmtree(path)
+            path.mkdir(parents=True, exist_ok=True)
             write_json(fp, self.fingerprint)
 
     def finished(self) -> dict | None:
@@ -222,9 +232,9 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
 def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, out: Path,
                cache_dir: Path | None = None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     fingerprint = {
-        "build": build.as_dict(), "train": dataclasses.asdict(cfg.train), "ks": cfg.ks, "beam_width": cfg.beam_width,
+        "index": {"build": build.as_dict(), "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None},
+        "train": dataclasses.asdict(cfg.train), "ks": cfg.ks, "beam_width": cfg.beam_width,
         "hallucination": [cfg.hallucination_cases, cfg.hallucination_k], "cases": cases_digest(data),
-        "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None,
     }
     run = _RunDir(out / "methods" / name, fingerprint)
     if (done := run.finished()) is not None:
