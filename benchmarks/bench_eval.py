@@ -9,7 +9,11 @@
 Each data set runs ``indexer.evaluation.run_all`` (what ``sa2crq eval`` runs) into
 ``OUT/<dataset>/``; a re-run reuses finished methods and baselines.
 
-    python benchmarks/bench_eval.py [--datasets games,scifact] [--out /tmp/bench-eval]
+    OMP_NUM_THREADS=1 python benchmarks/bench_eval.py [--datasets games,scifact] [--out /tmp/bench-eval]
+
+The defaults fit a shared 2-core CPU (about an hour per data set there). ``OMP_NUM_THREADS=1``:
+with other jobs on the two cores, torch's two threads waiting on each other ran decoder steps
+several times slower than one thread.
 """
 
 from __future__ import annotations
@@ -56,15 +60,15 @@ def main() -> None:
     ap.add_argument("--methods", default="rq-kmeans,rq-vae,acrq,sarq,sa2crq")
     ap.add_argument("--baselines", default="popularity,bm25,dense,sasrec")
     ap.add_argument("--ks", default="1,5,10,20,100")
-    ap.add_argument("--epochs", type=int, default=30, help="quantizer epochs (per ACRQ stage)")
+    ap.add_argument("--epochs", type=int, default=20, help="quantizer epochs (per ACRQ stage)")
     ap.add_argument("--games-sizes", default="256,512,1024")
-    ap.add_argument("--games-steps", type=int, default=800, help="decoder steps on games")
-    ap.add_argument("--eval-users", type=int, default=1000, help="games users scored")
+    ap.add_argument("--games-steps", type=int, default=1000, help="decoder steps on games")
+    ap.add_argument("--eval-users", type=int, default=300, help="games users scored")
     ap.add_argument("--scifact-sizes", default="64,128,256")
-    ap.add_argument("--scifact-steps", type=int, default=500, help="decoder steps on scifact")
+    ap.add_argument("--scifact-steps", type=int, default=300, help="decoder steps on scifact")
     ap.add_argument("--heldout", type=float, default=0.2, help="share of scifact training claims held out")
-    ap.add_argument("--sasrec-epochs", type=int, default=10)
-    ap.add_argument("--hallucination-cases", type=int, default=200)
+    ap.add_argument("--sasrec-epochs", type=int, default=5)
+    ap.add_argument("--hallucination-cases", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
