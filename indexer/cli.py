@@ -292,13 +292,14 @@ def decoder_train(store, index_version, data_dir, base_model, steps, batch_size,
 @cli.command()
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo"), show_default=True)
 @click.option("--items", "num_items", type=click.IntRange(min=1000), default=10_000, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Quantizer training epochs per stage.")
 @click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True, help="Decoder training steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--redis", "redis_url", help="Also publish the index to this Redis and activate it (the compose/k8s indexer job).")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Start the service and send sample requests.")
 @click.option("--keep-serving", is_flag=True, help="Keep the service up after the samples, until Ctrl-C.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Service port (0: any free port).")
-def demo(workdir: Path, num_items: int, steps: int, seed: int, redis_url: str | None, serve: bool, keep_serving: bool, port: int) -> None:
+def demo(workdir: Path, num_items: int, epochs: int, steps: int, seed: int, redis_url: str | None, serve: bool, keep_serving: bool, port: int) -> None:
     """Main job on embedded defaults: catalog → SA²CRQ index → tiny decoder → service → sample answers."""
     from indexer.build import BuildConfig, build_index
     from indexer.data.catalog import count_popularity, load_items
@@ -318,7 +319,7 @@ def demo(workdir: Path, num_items: int, steps: int, seed: int, redis_url: str | 
     # ACRQ trains layer sizes M < 2M < 4M on head items only: fit 4M to the head count.
     n_head = int(head_mask(catalog.popularity).sum())
     m = max(8, min(128, 2 ** int(np.log2(max(n_head // 4, 1)))))
-    cfg = BuildConfig(method="sa2crq", quantizer=QuantizerConfig(sizes=(m, 2 * m, 4 * m), seed=seed))
+    cfg = BuildConfig(method="sa2crq", quantizer=QuantizerConfig(sizes=(m, 2 * m, 4 * m), epochs=epochs, seed=seed))
     version, report = build_index(catalog, cfg, st, cache_dir=workdir / "cache")
     st.activate("index", version)
     print_report(report, title=f"sa2crq {version}")

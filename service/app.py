@@ -36,6 +36,7 @@ from service.settings import Settings
 
 log = logging.getLogger("sa2crq.service")
 
+
 class BodyLimit:
     """Refuses bodies over ``limit`` bytes with 413 before anything parses them (ASGI middleware)."""
 
@@ -63,13 +64,16 @@ class BodyLimit:
         except _TooLarge:
             await _too_large(self.limit, send)
 
+
 class _TooLarge(Exception):
     pass
+
 
 async def _too_large(limit: int, send) -> None:
     body = f'{{"detail": "request body exceeds {limit} bytes"}}'.encode()
     await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})
+
 
 class Observe:
     """Counts and times every request, whatever answers it (validation, body limit, endpoint)."""
@@ -104,13 +108,21 @@ def _error(status: int, detail: Any, retry_after: int | None = None) -> JSONResp
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
+
+def _unknown(e: UnknownItems) -> JSONResponse:
+    return _error(422, [{"loc": ["body", "history", p], "msg": f"unknown item id {i!r} in index {e.version}", "type": "value_error"}
+                        for p, i in zip(e.positions, e.ids)])
+
+
 def _field_error(loc: list, msg: str) -> JSONResponse:
     return _error(422, [{"loc": loc, "msg": msg, "type": "value_error"}])
+
 
 async def _disconnected(request: Request) -> None:
     """Returns when the client goes away (the body is already read, so only a disconnect can arrive)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
 
 BODY_ERRORS = {400: {"description": "The body is not decodable (e.g. not UTF-8)"}, 413: {"description": "The body is too large"}}
 
@@ -164,8 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             future = rt.submit(query)
         except UnknownItems as e:
-            return _error(422, [{"loc": ["body", "history", p], "msg": f"unknown item id {i!r} in index {rt.sync.state().version}",
-                                 "type": "value_error"} for p, i in zip(e.positions, e.ids)])
+            return _unknown(e)
         except QueueFull as e:
             rt.metrics.rejected.labels("queue_full").inc()
             return _error(429, str(e), e.retry_after_s)
@@ -185,8 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             result = future.result()
         except UnknownItems as e:  # the index flipped between submit and decode
-            return _error(422, [{"loc": ["body", "history", p], "msg": f"unknown item id {i!r} in index {rt.sync.state().version}",
-                                 "type": "value_error"} for p, i in zip(e.positions, e.ids)])
+            return _unknown(e)
         except (NotReady, IndexMismatch) as e:
             return _error(503, f"not ready: {e}", 5)
         rt.observe_result(result)
@@ -225,8 +235,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             result = await asyncio.to_thread(add_items, index, catalog, vectors, None, False)
         except DataError as e:
-            status = 409 if "already in index" in str(e) else 422
-            return _error(status, str(e)) if status == 409 else _field_error(["body", "items"], str(e))
+            if "already in index" in str(e):
+                return _error(409, str(e))
+            return _field_error(["body", "items"], str(e))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             return _error(503, f"Redis unreachable: {e}", 5)
         finally:

@@ -46,11 +46,12 @@ def run_samples(store: Path, data_dir: Path, redis_url: str | None, port: int = 
                 r = http.post("/retrieve", json=body)
                 r.raise_for_status()
                 _show(console, title, body, r.json(), titles, tgt)
+            held_out = sequences[:200]
             hits = 0
-            for seq in sequences[:200]:
+            for seq in held_out:
                 items = http.post("/retrieve", json={"history": seq[:-1], "k": 10}).json()["items"]
                 hits += seq[-1] in {i["item_id"] for i in items}
-            console.print(f"Recall@10 on 200 held-out next items: {hits / 200:.3f}")
+            console.print(f"Recall@10 on {len(held_out)} held-out next items: {hits / max(len(held_out), 1):.3f}")
             console.print(f"/stats: {http.get('/stats').json()}")
         console.print(f"try: curl -s -X POST {server.url}/retrieve -H 'content-type: application/json' "
                       f"-d '{json.dumps({'query': words, 'k': 5})}'")

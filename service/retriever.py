@@ -21,7 +21,7 @@ class UnknownItems(ValueError):
     """History ids that the served index does not hold; ``positions`` index the request's history."""
 
     def __init__(self, positions: list[int], ids: list[str], version: str):
-        self.positions, self.ids = positions, ids
+        self.positions, self.ids, self.version = positions, ids, version
         shown = ", ".join(repr(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
         super().__init__(f"{len(ids)} unknown item id(s) in index {version}: {shown}")
 

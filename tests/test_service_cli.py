@@ -35,7 +35,7 @@ def test_demo_samples_run_on_an_embedded_redis(tiny_stack, capsys):
     assert "service up at http://127.0.0.1:" in out
     assert out.count("POST /retrieve") == 3
     assert "by text query" in out and "by history and query" in out
-    recall = float(out.split("Recall@10 on 200 held-out next items: ")[1].split()[0])
+    recall = float(out.split(" held-out next items: ")[1].split()[0])
     assert 0 <= recall <= 1
     assert "'errors': 0" in out
 
