@@ -18,7 +18,6 @@ import itertools
 import os
 
 from locust import FastHttpUser, constant, events, task
-
 from mix import DEFAULT_MIX, Catalog, RequestMix, beam_list, check_answer, int_list, parse_mix
 
 

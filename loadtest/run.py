@@ -57,8 +57,10 @@ def read_stats(out: Path) -> tuple[dict, list[dict], list[dict]]:
         rows = list(csv.DictReader(f))
     total = next(r for r in rows if r["Name"] == "Aggregated")
     per_name = [r for r in rows if r["Name"] != "Aggregated"]
-    failures_csv = out / "locust_failures.csv"
-    failures = list(csv.DictReader(open(failures_csv, newline=""))) if failures_csv.exists() else []
+    failures = []
+    if (out / "locust_failures.csv").exists():
+        with open(out / "locust_failures.csv", newline="") as f:
+            failures = list(csv.DictReader(f))
     return total, per_name, failures
 
 

@@ -40,13 +40,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+# mix.py sits beside this script (loadtest/ is a folder of scripts, not a package)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from indexer.build import load_index  # noqa: E402
-from model_store import Store  # noqa: E402
-from service.index.embedded import EmbeddedRedis, connect  # noqa: E402
-from service.index.redis_index import RedisIndex  # noqa: E402
+from mix import DEFAULT_MIX, Catalog, RequestMix, beam_list, check_answer, int_list, parse_mix
 
-from mix import DEFAULT_MIX, Catalog, RequestMix, beam_list, check_answer, int_list, parse_mix  # noqa: E402
+from indexer.build import load_index
+from model_store import Store
+from service.index.embedded import EmbeddedRedis, connect
+from service.index.redis_index import RedisIndex
 
 PHASES = ("before", "during", "after")
 RESTART_AT, FLIP_AT, FLIP_BACK_AT, FLIP_BACK_BY = 0.40, 0.50, 0.58, 0.62
@@ -195,7 +196,9 @@ async def run(args: argparse.Namespace, url: str, chaos: Chaos) -> tuple[list[Sa
     limits = httpx.Limits(max_connections=args.max_in_flight, max_keepalive_connections=args.max_in_flight)
     async with httpx.AsyncClient(base_url=url, timeout=args.timeout, limits=limits) as client:
         t0 = time.monotonic()
-        now = lambda: time.monotonic() - t0  # noqa: E731
+
+        def now() -> float:
+            return time.monotonic() - t0
 
         async def one(sent: float, body: dict) -> None:
             start = time.monotonic()
@@ -273,12 +276,11 @@ def report(samples: list[Sample], readiness: list[tuple[float, str]], duration: 
         chosen = [s for s in samples if name == "total" or phase_of(s.sent, duration) == name]
         states = Counter(st for t, st in readiness if name == "total" or phase_of(t, duration) == name)
         ok = np.array([s.seconds for s in chosen if s.problem is None]) * 1000
-        q = (lambda p: f"{np.quantile(ok, p):8.1f}") if len(ok) else (lambda p: f"{'-':>8}")
-        top = f"{ok.max():8.1f}" if len(ok) else f"{'-':>8}"
+        p50, p99, top = (f"{v:8.1f}" for v in np.quantile(ok, [0.5, 0.99, 1.0])) if len(ok) else [f"{'-':>8}"] * 3
         lo, hi = ((0, duration) if name == "total" else (PHASES.index(name) * duration / 3, (PHASES.index(name) + 1) * duration / 3))
         versions = Counter(s.version for s in chosen if s.version)
         lines.append(f"{name:<8} {f'{lo:.0f}-{hi:.0f}':>11} {len(chosen):>9} {sum(s.problem is not None for s in chosen):>9} "
-                     f"{q(0.5)} {q(0.99)} {top}  "
+                     f"{p50} {p99} {top}  "
                      f"{', '.join(f'{k} {v}' for k, v in sorted(states.items()))}  "
                      f"{', '.join(f'{k} x{v}' for k, v in versions.most_common())}")
     problems = Counter(s.problem for s in samples if s.problem)
