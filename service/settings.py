@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     stats_window_s: float = Field(60.0, gt=0, description="Sliding window of GET /stats.")
     ready_timeout_s: float = Field(60.0, gt=0, description="How long start-up waits for the first index from Redis.")
     log_level: str = Field("info", description="Log level of the service and uvicorn.")
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _blank_token_is_no_token(cls, v: SecretStr | None) -> SecretStr | None:
+        # An empty Secret must not turn into "the empty bearer token is valid".
+        return v if v is not None and v.get_secret_value().strip() else None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":

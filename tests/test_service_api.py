@@ -183,7 +183,14 @@ def test_inserted_items_are_retrievable_at_once(http, live_service, tiny_stack):
     assert mixed.status_code == 422
 
 
+def test_a_blank_admin_token_disables_inserts():
+    from service.settings import Settings
+
+    assert Settings(_env_file=None, admin_token="  ").admin_token is None
+    assert Settings(_env_file=None, admin_token="s3cret").admin_token.get_secret_value() == "s3cret"
+
+
 def test_inserts_disabled_without_a_token(start_service):
-    svc = start_service(admin_token=None)
+    svc = start_service(admin_token="")
     r = httpx.post(f"{svc.url}/items", json={"items": [{"item_id": "z", "title": "t"}]}, headers={"Authorization": "Bearer x"})
     assert r.status_code == 403 and "SA2CRQ_ADMIN_TOKEN" in r.json()["detail"]
