@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from service.settings import Settings
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+# Finite and inside float32, which is what vectors are stored as.
+Component = Annotated[float, Field(allow_inf_nan=False, ge=-1e30, le=1e30)]
 
 
 class _RetrieveBase(BaseModel):
@@ -57,8 +59,8 @@ class NewItem(BaseModel):
 
     item_id: ItemId
     title: str = Field("", max_length=2000, description="Item text; embedded with MiniLM when no vector is given.")
-    popularity: float = Field(0.0, ge=0, description="Orders items that share a SID (more popular first).")
-    vector: list[float] | None = Field(None, max_length=8192, description="Embedding, for indexes built from given vectors.")
+    popularity: float = Field(0.0, ge=0, allow_inf_nan=False, description="Orders items that share a SID (more popular first).")
+    vector: list[Component] | None = Field(None, max_length=8192, description="Embedding, for indexes built from given vectors.")
 
 
 def insert_request_model(s: Settings) -> type[BaseModel]:

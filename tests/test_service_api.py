@@ -179,6 +179,8 @@ def test_inserted_items_are_retrievable_at_once(http, live_service, tiny_stack):
     assert http.post("/items", headers=auth, json={"items": [{"item_id": "cold-0", "vector": vector}]}).status_code == 409
     bad_dim = http.post("/items", headers=auth, json={"items": [{"item_id": "cold-9", "vector": [0.1] * 3}]})
     assert bad_dim.status_code == 422 and "dimensional" in bad_dim.json()["detail"][0]["msg"]
+    huge = http.post("/items", headers=auth, json={"items": [{"item_id": "cold-h", "vector": [1e300] * 16}]})
+    assert huge.status_code == 422 and huge.json()["detail"][0]["loc"][:4] == ["body", "items", 0, "vector"]
     mixed = http.post("/items", headers=auth, json={"items": [{"item_id": "a", "title": "t"}, {"item_id": "a", "title": "t"}]})
     assert mixed.status_code == 422
 
