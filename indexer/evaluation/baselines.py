@@ -163,6 +163,11 @@ class SASRecModel(torch.nn.Module):
     def __init__(self, num_items: int, cfg: SASRecConfig):
         super().__init__()
         self.items = torch.nn.Embedding(num_items + 1, cfg.dim, padding_idx=0)  # row 0 = padding
+        # Unit-norm item rows: with N(0, 1) rows the first logits (LayerNorm output · item row) are
+        # ~±dim and the loss starts near 50 instead of ln(num_items).
+        torch.nn.init.normal_(self.items.weight, std=cfg.dim**-0.5)
+        with torch.no_grad():
+            self.items.weight[0].zero_()
         self.positions = torch.nn.Embedding(cfg.max_len, cfg.dim)
         self.dropout = torch.nn.Dropout(cfg.dropout)
         block = torch.nn.TransformerEncoderLayer(cfg.dim, cfg.heads, cfg.dim * 2, cfg.dropout, batch_first=True, norm_first=True)
