@@ -72,7 +72,8 @@ def check_vectors(vectors: np.ndarray, n: int) -> None:
         raise DataError(f"vectors contain NaN or inf in {int(bad.sum())} rows (first: row {int(np.argmax(bad))})")
 
 
-def _read_jsonl(path: Path):
+def read_jsonl(path: Path):
+    """(line number, object) per non-blank line; DataError naming the line otherwise."""
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     with open(path, encoding="utf-8") as f:
@@ -93,7 +94,7 @@ def load_items(path: str | Path) -> Catalog:
     path = Path(path)
     ids, texts, pops = [], [], []
     any_pop = False
-    for lineno, row in _read_jsonl(path):
+    for lineno, row in read_jsonl(path):
         item_id = row.get("item_id", row.get("_id"))
         if item_id is None or isinstance(item_id, (dict, list, bool)):
             raise DataError(f"{path}:{lineno}: missing field 'item_id' (or '_id')")
@@ -120,7 +121,7 @@ def load_sequences(path: str | Path) -> list[list[str]]:
     """Interaction histories, oldest first, item ids as strings."""
     path = Path(path)
     out = []
-    for lineno, row in _read_jsonl(path):
+    for lineno, row in read_jsonl(path):
         items = row.get("item_ids")
         if not isinstance(items, list):
             raise DataError(f"{path}:{lineno}: missing list field 'item_ids'")

@@ -15,14 +15,13 @@ sequence, or the pairs of ``qrels/train.tsv``.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from indexer.data.catalog import Catalog, DataError, count_popularity, load_qrels, load_sequences, load_vectors
+from indexer.data.catalog import Catalog, DataError, count_popularity, load_qrels, load_sequences, load_vectors, read_jsonl
 from indexer.split import SplitConfig, head_mask
 from indexer.training.examples import TrainingData, load_training_data
 
@@ -72,37 +71,24 @@ class EvalData:
 
 def _history_cases(path: Path, known: dict[str, int]) -> list[Case]:
     cases = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("history"), list) or "target" not in row:
-                hint = " (a BEIR queries file needs --test-qrels)" if isinstance(row, dict) and "_id" in row else ""
-                raise DataError(f"{path}:{lineno}: expected {{\"history\": [ids], \"target\": id}}{hint}")
-            history, target = tuple(str(i) for i in row["history"]), str(row["target"])
-            unknown = [i for i in (*history, target) if i not in known]
-            if unknown:
-                raise DataError(f"{path}:{lineno}: item {unknown[0]!r} is not in the catalog")
-            cases.append(Case(row.get("query") or None, history, frozenset({target})))
+    for lineno, row in read_jsonl(path):
+        if not isinstance(row.get("history"), list) or "target" not in row:
+            hint = " (a BEIR queries file needs --test-qrels)" if "_id" in row else ""
+            raise DataError(f"{path}:{lineno}: expected {{\"history\": [ids], \"target\": id}}{hint}")
+        history, target = tuple(str(i) for i in row["history"]), str(row["target"])
+        unknown = [i for i in (*history, target) if i not in known]
+        if unknown:
+            raise DataError(f"{path}:{lineno}: item {unknown[0]!r} is not in the catalog")
+        cases.append(Case(row.get("query") or None, history, frozenset({target})))
     return cases
 
 
 def _query_cases(queries: Path, qrels: Path, known: dict[str, int]) -> list[Case]:
-    if not queries.is_file():
-        raise DataError(f"file not found: {queries}")
     texts = {}
-    with open(queries, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    texts[str(row["_id"])] = str(row["text"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise DataError(f"{queries}:{lineno}: expected a JSON object with '_id' and 'text'") from None
+    for lineno, row in read_jsonl(queries):
+        if "_id" not in row or not isinstance(row.get("text"), str):
+            raise DataError(f"{queries}:{lineno}: expected a JSON object with '_id' and 'text'")
+        texts[str(row["_id"])] = row["text"]
     relevant: dict[str, set[str]] = defaultdict(set)
     for q, doc, s in load_qrels(qrels):
         if s > 0:
