@@ -66,7 +66,7 @@ class BodyLimit:
 
 
 class _TooLarge(Exception):
-    pass
+    """Raised inside the app when a streamed body passes the limit."""
 
 
 async def _too_large(limit: int, send) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import httpx
 import pytest
 
 from indexer.data.synthetic import SyntheticConfig, generate, write
@@ -109,14 +110,9 @@ def test_eval_equals_the_service_pipeline(evaluated):
         assert [h.score for h in res.items] == pytest.approx(rec["scores"], abs=1e-4)
 
 
-def test_live_service_matches_eval(request, evaluated):
-    """Against the HTTP service when the suite provides one (the lead's ``live_service`` fixture)."""
-    try:
-        live = request.getfixturevalue("live_service")
-    except pytest.FixtureLookupError:
-        pytest.skip("no live_service fixture in this suite")
-    import httpx
-
+def test_live_service_matches_eval(live_service):
+    """The eval's rankings are what the HTTP service answers for the same cases."""
+    live = live_service
     data = load_eval_data(live.data_dir)
     data = sample_cases(data, 8, 0)
     cfg = EvalConfig(methods=(), baselines=("popularity",), ks=(10,), hallucination_cases=0)
