@@ -39,7 +39,30 @@ def _budget(_ctx, _param, value: str | None):
     return parts[0] if len(parts) == 1 else parts
 
 
+TORCH_HINT = (
+    "PyTorch is not installed: pip install -c requirements.lock torch "
+    "(the CPU build; off our machines add --extra-index-url https://download.pytorch.org/whl/cpu)"
+)
+
+
+def _version(ctx: click.Context, _param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    click.echo(f"sa2crq {of('sa2crq')} (torch {of('torch')}, transformers {of('transformers')}, Python {platform.python_version()})")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version, help="Show the version and exit.")
 def cli() -> None:
     """SA²CRQ generative retrieval: build variable-length semantic IDs, publish, serve."""
 
@@ -361,6 +384,11 @@ def main() -> None:
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        click.echo(f"error: {TORCH_HINT}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

