@@ -13,12 +13,11 @@ import argparse
 import resource
 import time
 
-
 from indexer.data.synthetic import SyntheticConfig, generate
 from indexer.quantizers import REGISTRY, QuantizerConfig
 from indexer.sarq import SARQConfig
-from indexer.sids import SIDTable
 from indexer.split import head_mask
+from sidcore.sid import SIDTable
 
 
 def main() -> None:

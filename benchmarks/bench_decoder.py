@@ -20,16 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from indexer.build import BuildConfig, build_index, load_index
+from indexer.build import BuildConfig, build_index
 from indexer.data.catalog import count_popularity, load_items
 from indexer.quantizers import QuantizerConfig
 from indexer.training.examples import load_training_data
 from indexer.training.trainer import TrainConfig, train_decoder
 from model_store import Store
-from service.decoder.bundle import load_decoder
-from service.engines.torch_engine import TorchEngine
-from service.index import SIDVocab, Trie, TrieMask
-from service.retrieve import rank_items
+from sidcore.decoder.bundle import load_decoder
+from sidcore.decoder.vocab import SIDVocab
+from sidcore.engines.torch_engine import TorchEngine
+from sidcore.index import Trie, TrieMask
+from sidcore.index.artifact import load_index
+from sidcore.retriever import Retriever
 
 
 def recall_at(engine, decoder, trie, examples, k: int, beam: int, batch: int) -> float:
@@ -38,7 +40,7 @@ def recall_at(engine, decoder, trie, examples, k: int, beam: int, batch: int) ->
         chunk = examples[i : i + batch]
         prompts = [decoder.prompt_ids(ex.query, [(h, trie.sid_of(trie.node_of_item(h))) for h in ex.history]) for ex in chunk]
         results, _ = engine.decode(prompts, beam_width=beam, num_sids=beam)
-        hits += sum(ex.target in {it.item_id for it in rank_items(r, trie, k)} for ex, r in zip(chunk, results))
+        hits += sum(ex.target in {it.item_id for it in Retriever.items(r, trie, k)} for ex, r in zip(chunk, results))
     return hits / len(examples)
 
 

@@ -28,8 +28,9 @@ import numpy as np
 from indexer.data.catalog import load_qrels
 from indexer.evaluation.baselines import SASRecConfig
 from indexer.evaluation.cases import load_eval_data
+from indexer.evaluation.config import EvalConfig
 from indexer.evaluation.report import markdown
-from indexer.evaluation.runner import EvalConfig, run_all
+from indexer.evaluation.runner import run_all
 from indexer.quantizers import QuantizerConfig
 from indexer.training.trainer import TrainConfig
 

@@ -20,10 +20,10 @@ from rich.table import Table
 
 from indexer.build import BuildConfig, build_index
 from indexer.data.catalog import count_popularity, load_items
-from indexer.embed import embed_texts
 from indexer.quantizers import QuantizerConfig
 from indexer.report import print_report
 from model_store import Store
+from sidcore.embed import embed_texts
 
 
 def main() -> None:

@@ -34,10 +34,13 @@ import psutil
 import redis
 import torch
 
+from indexer.coldstart import add_items
 from indexer.data.catalog import Catalog
 from indexer.quantizers import REGISTRY, QuantizerConfig
 from model_store import Store
-from service.index import EmbeddedRedis, RedisIndex, SIDVocab, Trie, TrieMask, TrieSync, add_items
+from service.sync import TrieSync
+from sidcore.decoder.vocab import SIDVocab
+from sidcore.index import EmbeddedRedis, RedisIndex, Trie, TrieMask
 
 SIZES = (512, 2048, 4096)
 DIM = 16

@@ -19,14 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.data.catalog import Catalog, DataError
-from indexer.embed import MODEL_NAME, embed_texts
-from indexer.quantizers import REGISTRY, Quantizer, QuantizerConfig, load_quantizer
+from indexer.data.catalog import Catalog
+from indexer.dedup import dedup_suffix
+from indexer.quantizers import REGISTRY, QuantizerConfig
 from indexer.report import plot_report, quality_report
 from indexer.sarq import SARQConfig
-from indexer.sids import SIDTable, dedup_suffix
 from indexer.split import SplitConfig, head_mask
-from model_store import Store, Version
+from model_store import Store
+from sidcore.embed import MODEL_NAME, embed_texts
+from sidcore.errors import DataError
+from sidcore.index.artifact import REPORT_FILE, save_items
+from sidcore.sid import SIDTable
 
 METHODS: dict[str, tuple[str, bool]] = {
     "rq-kmeans": ("rq-kmeans", False),
@@ -63,46 +66,6 @@ class BuildConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class IndexArtifact:
-    """A loaded index version: per-item SIDs plus the quantizer that produced them."""
-
-    version: str
-    config: dict
-    item_ids: np.ndarray
-    codes: np.ndarray
-    lengths: np.ndarray
-    popularity: np.ndarray
-    head: np.ndarray
-    sizes: tuple[int, ...]
-    report: dict
-    path: Path
-
-    def table(self) -> SIDTable:
-        return SIDTable.build(self.codes, self.lengths, self.sizes, self.popularity)
-
-    def quantizer(self) -> Quantizer:
-        return load_quantizer(self.path)
-
-
-def load_index(store: Store, version: str | None = None) -> IndexArtifact:
-    v: Version = store.open(store.resolve("index", version), kind="index")
-    with np.load(v.file("items.npz"), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    return IndexArtifact(
-        version=v.id,
-        config=v.manifest.config,
-        item_ids=arrays["item_ids"],
-        codes=arrays["codes"],
-        lengths=arrays["lengths"],
-        popularity=arrays["popularity"],
-        head=arrays["head"],
-        sizes=tuple(int(m) for m in arrays["sizes"]),
-        report=v.json("report.json"),
-        path=v.path,
-    )
 
 
 def item_vectors(catalog: Catalog, cache_dir: Path | None = None, progress: bool = True) -> tuple[np.ndarray, str]:
@@ -143,15 +106,7 @@ def build_index(
     config = {**cfg.as_dict(), "embedder": embedder, "dim": int(vectors.shape[1])}
     with store.new_version("index", config) as d:
         quantizer.save(d)
-        np.savez(
-            d / "items.npz",
-            item_ids=np.asarray(catalog.item_ids),
-            codes=codes.astype(np.int32),
-            lengths=lengths.astype(np.int8),
-            popularity=np.asarray(catalog.popularity, dtype=np.float64),
-            head=head,
-            sizes=np.asarray(sizes, dtype=np.int64),
-        )
-        (d / "report.json").write_text(json.dumps(report, indent=2))
+        save_items(d, catalog.item_ids, codes, lengths, catalog.popularity, head, sizes)
+        (d / REPORT_FILE).write_text(json.dumps(report, indent=2))
         plot_report(table, head, d)
     return store.last_version, report

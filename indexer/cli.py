@@ -1,20 +1,18 @@
-"""``sa2crq`` command line: a thin shell over the indexer, store and service modules.
+"""The offline commands of ``sa2crq`` (``data``, ``index``, ``decoder``): thin shells over the
+indexer, the store and the Redis index. ``sa2crq.cli`` mounts them.
 
-Bad input exits with status 2 and a one-line message naming the problem; nothing is written.
+Bad input raises ``DataError`` (exit 2 with a one-line message naming the problem); nothing is written.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
-import numpy as np
 
-from indexer.data.catalog import DataError
-from model_store import Store, StoreError
+from model_store import Store
 
 
 def _sizes(_ctx, _param, value: str | None):
@@ -39,35 +37,7 @@ def _budget(_ctx, _param, value: str | None):
     return parts[0] if len(parts) == 1 else parts
 
 
-TORCH_HINT = (
-    "PyTorch is not installed: pip install -c requirements.lock torch "
-    "(the CPU build; off our machines add --extra-index-url https://download.pytorch.org/whl/cpu)"
-)
-
-
-def _version(ctx: click.Context, _param, value: bool) -> None:
-    if not value or ctx.resilient_parsing:
-        return
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    def of(package: str) -> str:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return "not installed"
-
-    click.echo(f"sa2crq {of('sa2crq')} (torch {of('torch')}, transformers {of('transformers')}, Python {platform.python_version()})")
-    ctx.exit()
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version, help="Show the version and exit.")
-def cli() -> None:
-    """SA²CRQ generative retrieval: build variable-length semantic IDs, publish, serve."""
-
-
-@cli.group()
+@click.group()
 def data() -> None:
     """Data sets: generate synthetic catalogs."""
 
@@ -87,7 +57,7 @@ def data_synth(out: Path, num_items: int, users: int, dim: int, seed: int) -> No
         click.echo(f"{name}: {p}")
 
 
-@cli.group()
+@click.group()
 def index() -> None:
     """Build and inspect index versions; publish them to Redis and serve them."""
 
@@ -159,7 +129,7 @@ def index_report(store: Path, version: str | None, as_json: bool) -> None:
         print_report(report, title=f"{v.manifest.config['method']} {v.id}")
 
 
-def _redis_option(f):
+def redis_option(f):
     return click.option(
         "--redis",
         "redis_url",
@@ -170,11 +140,11 @@ def _redis_option(f):
 
 
 @contextmanager
-def _redis_index(url: str | None):
+def redis_index(url: str | None):
     """A RedisIndex on the chosen Redis; Redis failures become one-line errors."""
     import redis
 
-    from service.index import EmbeddedRedisError, RedisIndex, resolve_url, running_embedded
+    from sidcore.index import EmbeddedRedisError, RedisIndex, resolve_url, running_embedded
 
     try:
         resolved = resolve_url(url)
@@ -197,7 +167,7 @@ def _redis_index(url: str | None):
 @index.command("publish")
 @click.option("--store", type=click.Path(path_type=Path), required=True, help="Artifact store directory.")
 @click.option("--version", help="Store version to publish. Default: the store's active index, else its newest.")
-@_redis_option
+@redis_option
 @click.option("--activate", is_flag=True, help="Make it the active version once it is complete.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def index_publish(store: Path, version: str | None, redis_url: str | None, activate: bool, quiet: bool) -> None:
@@ -206,7 +176,7 @@ def index_publish(store: Path, version: str | None, redis_url: str | None, activ
     The active version is untouched until the new one is complete and --activate flips to it; a
     failed or interrupted publish leaves a partial version that `index gc` removes.
     """
-    with _redis_index(redis_url) as idx:
+    with redis_index(redis_url) as idx:
         result = idx.publish(Store(store), version, activate=activate, progress=not quiet)
     if not quiet:
         done = f"published in {result.seconds:.1f} s" if result.published else "already published"
@@ -216,21 +186,21 @@ def index_publish(store: Path, version: str | None, redis_url: str | None, activ
 
 @index.command("activate")
 @click.argument("version")
-@_redis_option
+@redis_option
 def index_activate(version: str, redis_url: str | None) -> None:
     """Serve VERSION: one atomic flip of sa2crq:active, announced on sa2crq:events."""
-    with _redis_index(redis_url) as idx:
+    with redis_index(redis_url) as idx:
         previous = idx.activate(version)
     click.echo(f"active: {version} (was {previous or 'none'})")
 
 
 @index.command("versions")
-@_redis_option
+@redis_option
 def index_versions(redis_url: str | None) -> None:
     """List index versions in Redis, oldest first; * marks the active one."""
     from datetime import datetime
 
-    with _redis_index(redis_url) as idx:
+    with redis_index(redis_url) as idx:
         infos = idx.versions()
     if not infos:
         click.echo("no index versions in Redis")
@@ -244,10 +214,10 @@ def index_versions(redis_url: str | None) -> None:
 
 @index.command("gc")
 @click.option("--keep", type=click.IntRange(min=0), required=True, help="Keep the N newest complete versions (the active one is always kept too).")
-@_redis_option
+@redis_option
 def index_gc(keep: int, redis_url: str | None) -> None:
     """Delete older and partial versions from Redis (never the active one, nor one being published)."""
-    with _redis_index(redis_url) as idx:
+    with redis_index(redis_url) as idx:
         removed = idx.gc(keep)
     for v in removed:
         click.echo(f"removed {v}")
@@ -257,7 +227,7 @@ def index_gc(keep: int, redis_url: str | None) -> None:
 @index.command("add-items")
 @click.option("--items", type=click.Path(path_type=Path), required=True, help="New items JSONL (item_id, title/text, optional popularity).")
 @click.option("--vectors", type=click.Path(path_type=Path), help="Their vectors (.npy, rows in items order); needed when the index was built from vectors.")
-@_redis_option
+@redis_option
 @click.option("--quiet", is_flag=True, help="No progress bar or per-item lines.")
 def index_add_items(items: Path, vectors: Path | None, redis_url: str | None, quiet: bool) -> None:
     """Cold start: encode new items with the active version's frozen quantizer and insert them.
@@ -265,13 +235,13 @@ def index_add_items(items: Path, vectors: Path | None, redis_url: str | None, qu
     Existing items keep their SIDs; new ones go to the end of their SID's list or make new SIDs.
     Item ids already in the index are refused.
     """
+    from indexer.coldstart import add_items
     from indexer.data.catalog import load_items, load_vectors
-    from service.index import add_items
 
     catalog = load_items(items)
     if vectors:
         catalog = catalog.with_vectors(load_vectors(vectors, len(catalog)))
-    with _redis_index(redis_url) as idx:
+    with redis_index(redis_url) as idx:
         result = add_items(idx, catalog, progress=not quiet)
     if not quiet:
         for item, sid in result.items:
@@ -279,7 +249,7 @@ def index_add_items(items: Path, vectors: Path | None, redis_url: str | None, qu
     click.echo(f"added {len(result.items)} item(s) to {result.version}: {result.new_sids} new SID(s)", err=True)
 
 
-@cli.group()
+@click.group()
 def decoder() -> None:
     """Train the Qwen3 decoder that maps queries and histories to SIDs."""
 
@@ -310,86 +280,3 @@ def decoder_train(store, index_version, data_dir, base_model, steps, batch_size,
     if not quiet:
         click.echo(json.dumps(summary))
     click.echo(version)
-
-
-@cli.command()
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo"), show_default=True)
-@click.option("--items", "num_items", type=click.IntRange(min=1000), default=10_000, show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Quantizer training epochs per stage.")
-@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True, help="Decoder training steps.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--redis", "redis_url", help="Also publish the index to this Redis and activate it (the compose/k8s indexer job).")
-@click.option("--serve/--no-serve", default=True, show_default=True, help="Start the service and send sample requests.")
-@click.option("--keep-serving", is_flag=True, help="Keep the service up after the samples, until Ctrl-C.")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Service port (0: any free port).")
-def demo(workdir: Path, num_items: int, epochs: int, steps: int, seed: int, redis_url: str | None, serve: bool, keep_serving: bool, port: int) -> None:
-    """Main job on embedded defaults: catalog → SA²CRQ index → tiny decoder → service → sample answers."""
-    from indexer.build import BuildConfig, build_index
-    from indexer.data.catalog import count_popularity, load_items
-    from indexer.data.synthetic import SyntheticConfig, generate, write
-    from indexer.quantizers import QuantizerConfig
-    from indexer.report import print_report
-    from indexer.split import head_mask
-    from indexer.training.trainer import TrainConfig, train_decoder
-
-    total = 4 + serve
-    click.echo(f"[1/{total}] generating a {num_items}-item long-tail catalog in {workdir}/data")
-    paths = write(generate(SyntheticConfig(num_items=num_items, seed=seed)), workdir / "data", num_users=num_items // 4, seed=seed)
-    catalog = load_items(paths["items"])
-    catalog = catalog.with_popularity(count_popularity(catalog, paths["sequences"], holdout_last=2))
-    click.echo(f"[2/{total}] embedding with MiniLM and building the SA²CRQ index")
-    st = Store(workdir / "store")
-    # ACRQ trains layer sizes M < 2M < 4M on head items only: fit 4M to the head count.
-    n_head = int(head_mask(catalog.popularity).sum())
-    m = max(8, min(128, 2 ** int(np.log2(max(n_head // 4, 1)))))
-    cfg = BuildConfig(method="sa2crq", quantizer=QuantizerConfig(sizes=(m, 2 * m, 4 * m), epochs=epochs, seed=seed))
-    version, report = build_index(catalog, cfg, st, cache_dir=workdir / "cache")
-    st.activate("index", version)
-    print_report(report, title=f"sa2crq {version}")
-    click.echo(f"[3/{total}] training the tiny Qwen3 decoder ({steps} steps; the last item of each history is held out)")
-    decoder_version, summary = train_decoder(st, workdir / "data", TrainConfig(steps=steps, seed=seed), index_version=version)
-    st.activate("decoder", decoder_version)
-    click.echo(f"decoder {decoder_version}: {json.dumps(summary)}")
-    if redis_url:
-        click.echo(f"[4/{total}] publishing index {version} to {redis_url}")
-        with _redis_index(redis_url) as idx:
-            idx.publish(st, version, activate=True, progress=False)
-    else:
-        click.echo(f"[4/{total}] index {version} and decoder {decoder_version} are active in {st.root}")
-    if serve:
-        from service.demo import run_samples
-
-        click.echo(f"[5/{total}] starting the service ({'Redis at ' + redis_url if redis_url else 'embedded Redis'}, torch engine)")
-        run_samples(st.root, workdir / "data", redis_url, port, keep_serving)
-
-
-from indexer.evaluation.cli import eval_cmd  # noqa: E402  (registered last: it imports nothing from here)
-cli.add_command(eval_cmd, "eval")
-
-from service.cli import serve_cmd  # noqa: E402
-cli.add_command(serve_cmd)
-
-
-def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except (DataError, StoreError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except ModuleNotFoundError as e:
-        if e.name != "torch":
-            raise
-        click.echo(f"error: {TORCH_HINT}", err=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

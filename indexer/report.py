@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.sids import SIDTable
+from sidcore.sid import SIDTable
 
 
 def gini(counts: np.ndarray) -> float:

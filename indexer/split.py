@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from indexer.data.catalog import DataError
+from sidcore.errors import DataError
 
 
 @dataclass(frozen=True)

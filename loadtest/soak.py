@@ -44,10 +44,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mix import DEFAULT_MIX, Catalog, RequestMix, beam_list, check_answer, int_list, parse_mix
 
-from indexer.build import load_index
 from model_store import Store
-from service.index.embedded import EmbeddedRedis, connect
-from service.index.redis_index import RedisIndex
+from sidcore.index.artifact import load_index
+from sidcore.index.embedded import EmbeddedRedis, connect
+from sidcore.index.redis_index import RedisIndex
 
 PHASES = ("before", "during", "after")
 RESTART_AT, FLIP_AT, FLIP_BACK_AT, FLIP_BACK_BY = 0.40, 0.50, 0.58, 0.62

@@ -45,9 +45,13 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write then rename, so a reader (or a resumed run) sees the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(text)
+    if isinstance(data, str):
+        tmp.write_text(data, encoding="utf-8")
+    else:
+        tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -93,7 +97,7 @@ class Store:
         self.open(version, kind=kind)  # refuse to point at a broken version
         active = self.root / "active"
         active.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(active / kind, version + "\n")
+        atomic_write(active / kind, version + "\n")
 
     # -- reading -----------------------------------------------------------------------------
     def active(self, kind: str) -> str | None:

@@ -1,8 +1,9 @@
 """What a running service holds: decoder, engine, trie sync, retriever, batcher, metrics.
 
-``Runtime.start`` loads the decoder, connects to Redis (or starts an embedded one and publishes
-the decoder's own index into it), waits for the first trie, builds the engine, warms it up and
-starts the batcher. Requests then go through ``retrieve``; the trie snapshot is taken per batch.
+``Runtime.open`` builds everything ready to serve, or raises: it loads the decoder, connects to
+Redis (or starts an embedded one and publishes the decoder's own index into it), waits for the
+first trie, builds the engine, warms it up and starts the batcher. Requests then go through
+``submit``; the trie snapshot is taken per batch. ``close`` stops it all.
 """
 
 from __future__ import annotations
@@ -11,26 +12,33 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import redis
 import torch
 
 from model_store import Store
 from service.batching import Job, MicroBatcher
-from service.decoder.bundle import load_decoder
-from service.engines.base import Engine
-from service.index.embedded import EmbeddedRedis
-from service.index.redis_index import RedisIndex
-from service.index.sync import TrieSync
 from service.metrics import Metrics, WindowStats
-from service.retriever import IndexMismatch, Query, Result, Retriever
 from service.settings import Settings
+from service.sync import TrieSync
+from sidcore.decoder.bundle import Decoder, load_decoder
+from sidcore.engines.base import Engine
+from sidcore.errors import UnavailableError
+from sidcore.index.embedded import EmbeddedRedis
+from sidcore.index.redis_index import InsertResult, RedisIndex
+from sidcore.index.trie import Trie
+from sidcore.retriever import IndexMismatch, Query, Result, Retriever
 
 log = logging.getLogger("sa2crq.service")
 
+InsertItems = Callable[[RedisIndex, list], InsertResult]
+"""Cold start: ``(index, new items as posted) -> InsertResult``. The service does not encode items
+itself (that needs the indexer's quantizers); whoever starts it passes this in, e.g.
+``sa2crq.wiring.insert_items``. Without it, POST /items answers 403."""
 
-class NotReady(RuntimeError):
+
+class NotReady(UnavailableError):
     """No servable index yet (none published, or one the decoder cannot decode)."""
 
 
@@ -45,71 +53,80 @@ class Readiness:
 
 
 class Runtime:
-    def __init__(self, settings: Settings):
+    """A serving service's parts, all present: build one with ``await Runtime.open(...)``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        decoder: Decoder,
+        sync: TrieSync,
+        engine: Engine,
+        retriever: Retriever,
+        redis_url: str,
+        embedded: EmbeddedRedis | None,
+        insert_items: InsertItems | None,
+    ):
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = metrics
         self.stats = WindowStats(settings.stats_window_s)
-        self.embedded: EmbeddedRedis | None = None
-        self.sync: TrieSync | None = None
-        self.engine: Engine | None = None
-        self.retriever: Retriever | None = None
-        self.batcher: MicroBatcher | None = None
-        self.redis_url: str | None = None
+        self.decoder = decoder
+        self.sync = sync
+        self.engine = engine
+        self.retriever = retriever
+        self.redis_url = redis_url
+        self.embedded = embedded
+        self.insert_items = insert_items
+        self.batcher = MicroBatcher(
+            self._process, settings.max_batch, settings.max_wait_ms / 1000, settings.queue_size,
+            settings.concurrent_batches, on_batch=self._on_batch,
+        )  # fmt: skip
 
     # -- lifecycle ----------------------------------------------------------------------------
-    async def start(self) -> None:
-        s = self.settings
+    @classmethod
+    async def open(cls, settings: Settings, metrics: Metrics, insert_items: InsertItems | None = None) -> "Runtime":
+        s = settings
         if s.torch_threads:
             torch.set_num_threads(s.torch_threads)
         started = time.perf_counter()
         store = Store(s.store)
-        self.decoder = decoder = await asyncio.to_thread(load_decoder, store, s.decoder_version, s.device if s.engine == "torch" else "cpu")
-        self.redis_url = s.redis_url or await asyncio.to_thread(self._embedded_redis, store, decoder.spec.index_version)
-        self.sync = TrieSync(self.redis_url, s.redis_prefix).start()
-        if not await asyncio.to_thread(self.sync.wait_ready, s.ready_timeout_s):
-            log.warning("no index in Redis after %.0f s: %s; serving 503 until one is published", s.ready_timeout_s, self.sync.state().last_error)
-        self.engine = await asyncio.to_thread(self._engine)
-        self.retriever = Retriever(decoder, self.engine, s.beam_width, s.max_beam_width)
-        self.metrics.model_info.labels(decoder.version, s.engine).set(1)
-        await asyncio.to_thread(self._warm_up)
-        self.batcher = MicroBatcher(
-            self._process, s.max_batch, s.max_wait_ms / 1000, s.queue_size, s.concurrent_batches, on_batch=self._on_batch
-        )
-        self.batcher.start()
-        self.refresh()
+        device = s.device if s.engine == "torch" else "cpu"
+        decoder = await asyncio.to_thread(load_decoder, store, s.decoder_version, device)
+        embedded = None
+        if s.redis_url:
+            redis_url = s.redis_url
+        else:
+            embedded = await asyncio.to_thread(_embedded_redis, store, decoder.spec.index_version, s.redis_prefix)
+            redis_url = embedded.url
+        sync = TrieSync(redis_url, s.redis_prefix).start()
+        engine = None
+        try:
+            if not await asyncio.to_thread(sync.wait_ready, s.ready_timeout_s):
+                log.warning("no index in Redis after %.0f s: %s; serving 503 until one is published", s.ready_timeout_s, sync.state().last_error)
+            engine = await asyncio.to_thread(_engine, s, decoder)
+            retriever = Retriever(decoder, engine, s.beam_width, s.max_beam_width)
+            rt = cls(s, metrics, decoder, sync, engine, retriever, redis_url, embedded, insert_items)
+            await asyncio.to_thread(rt._warm_up)
+        except BaseException:
+            if engine is not None:
+                engine.close()
+            sync.stop()
+            if embedded:
+                embedded.close()
+            raise
+        metrics.model_info.labels(decoder.version, s.engine).set(1)
+        rt.batcher.start()
+        rt.refresh()
         log.info("service ready in %.1f s: decoder %s, engine %s, index %s", time.perf_counter() - started,
-                 decoder.version, s.engine, self.sync.state().version)
+                 decoder.version, s.engine, sync.state().version)
+        return rt
 
-    async def stop(self) -> None:
-        if self.batcher:
-            await self.batcher.stop()
-        if self.engine is not None and hasattr(self.engine, "close"):
-            await asyncio.to_thread(self.engine.close)
-        if self.sync:
-            self.sync.stop()
+    async def close(self) -> None:
+        await self.batcher.stop()
+        await asyncio.to_thread(self.engine.close)
+        self.sync.stop()
         if self.embedded:
             self.embedded.close()
-
-    def _embedded_redis(self, store: Store, index_version: str) -> str:
-        self.embedded = EmbeddedRedis().start()
-        with self.embedded.client() as client:
-            RedisIndex(client, self.settings.redis_prefix).publish(store, index_version, activate=True, progress=False)
-        log.info("embedded Redis at %s holds index %s", self.embedded.url, index_version)
-        return self.embedded.url
-
-    def _current_mask(self):
-        return self.retriever.mask(self._trie())
-
-    def _engine(self) -> Engine:
-        s = self.settings
-        if s.engine == "vllm":
-            from service.engines.vllm_engine import VLLMEngine
-
-            kwargs = {} if s.device == "cpu" else {"gpu_memory_utilization": s.vllm_gpu_memory_utilization}
-            return VLLMEngine(self.decoder, self._current_mask, max_beam_width=s.max_beam_width, **kwargs)
-        from service.engines.torch_engine import TorchEngine
-
-        return TorchEngine(self.decoder, self._current_mask)
 
     def _warm_up(self) -> None:
         """One decode at the default and the widest beam, so the first requests pay no set-up."""
@@ -125,15 +142,13 @@ class Runtime:
             self.retriever.retrieve(trie, [Query(query="warm up", k=width, beam_width=width)])
 
     # -- serving ------------------------------------------------------------------------------
-    def _trie(self):
-        trie = self.sync.trie if self.sync else None
+    def trie(self) -> Trie:
+        trie = self.sync.trie
         if trie is None:
-            raise NotReady(self.sync.state().last_error if self.sync else "starting")
+            raise NotReady(f"not ready: {self.sync.state().last_error or 'no index loaded yet'}")
         return trie
 
     def readiness(self) -> Readiness:
-        if self.batcher is None:
-            return Readiness("not_ready", "starting")
         state = self.sync.state()
         if self.sync.trie is None:
             return Readiness("not_ready", state.last_error or "no index loaded yet")
@@ -147,13 +162,15 @@ class Runtime:
 
     def submit(self, query: Query) -> asyncio.Future:
         """Check the request against the current index, then queue it (raises QueueFull)."""
-        self.retriever.prompt(self._trie(), query)  # unknown history ids fail here, before queueing
+        trie = self.trie()
+        self.retriever.check(trie)
+        self.retriever.prompt(trie, query)  # unknown history ids fail here, before queueing
         self.retriever.plan(query)
         return self.batcher.submit(query)
 
     def _process(self, jobs: list[Job]) -> None:
         """One batch, one trie snapshot. Runs in a batcher thread."""
-        trie = self._trie()
+        trie = self.trie()
         ok: list[Job] = []
         for job in jobs:
             try:
@@ -188,13 +205,36 @@ class Runtime:
     def refresh(self) -> None:
         """Bring the state gauges up to date (on every scrape, probe and /stats call)."""
         m = self.metrics
-        state = self.sync.state() if self.sync else None
-        if state:
-            m.set_index(state.version, state.num_sids, state.num_items)
-            m.redis_up.set(1 if state.connected else 0)
+        state = self.sync.state()
+        m.set_index(state.version, state.num_sids, state.num_items)
+        m.redis_up.set(1 if state.connected else 0)
         m.ready.set({"ready": 1.0, "degraded": 0.5}.get(self.readiness().status, 0.0))
-        m.queue_depth.set(self.batcher.depth if self.batcher else 0)
+        m.queue_depth.set(self.batcher.depth)
 
     def redis_index(self) -> RedisIndex:
+        """A short-lived client for writes (cold-start inserts); close it after use."""
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=10)
         return RedisIndex(client, self.settings.redis_prefix)
+
+
+def _embedded_redis(store: Store, index_version: str, prefix: str) -> EmbeddedRedis:
+    embedded = EmbeddedRedis().start()
+    try:
+        with embedded.client() as client:
+            RedisIndex(client, prefix).publish(store, index_version, activate=True, progress=False)
+    except BaseException:
+        embedded.close()
+        raise
+    log.info("embedded Redis at %s holds index %s", embedded.url, index_version)
+    return embedded
+
+
+def _engine(s: Settings, decoder: Decoder) -> Engine:
+    if s.engine == "vllm":
+        from service.engines.vllm_engine import VLLMEngine
+
+        kwargs = {} if s.device == "cpu" else {"gpu_memory_utilization": s.vllm_gpu_memory_utilization}
+        return VLLMEngine(decoder, max_beam_width=s.max_beam_width, **kwargs)
+    from sidcore.engines.torch_engine import TorchEngine
+
+    return TorchEngine(decoder)

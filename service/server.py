@@ -9,6 +9,7 @@ import time
 import uvicorn
 
 from service.app import create_app
+from service.runtime import InsertItems
 from service.settings import Settings
 
 
@@ -16,17 +17,17 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, insert_items: InsertItems | None = None) -> None:
     """Serve until interrupted (uvicorn handles SIGINT/SIGTERM and runs the shutdown)."""
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    uvicorn.run(create_app(settings, insert_items), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
 
 
 class BackgroundServer:
     """The app on a uvicorn server in a daemon thread; ``url`` once started. Port 0 picks a free one."""
 
-    def __init__(self, settings: Settings, startup_timeout: float = 300.0):
-        self.app = create_app(settings)
+    def __init__(self, settings: Settings, insert_items: InsertItems | None = None, startup_timeout: float = 300.0):
+        self.app = create_app(settings, insert_items)
         config = uvicorn.Config(self.app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.startup_timeout = startup_timeout

@@ -1,7 +1,7 @@
 """Service settings: environment variables with the ``SA2CRQ_`` prefix, or a ``.env`` file.
 
-Every field is listed in the README's settings table; ``python -m service.settings`` prints that
-table from this class, so the two cannot drift apart.
+Every field is listed in the settings table of docs/service.md; ``python -m service.settings``
+prints that table from this class, and a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
 
 
 def settings_table() -> str:
-    """The README's settings table (markdown)."""
+    """The settings table of docs/service.md (markdown)."""
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for name, f in Settings.model_fields.items():
         default = "" if f.default is None else f"`{f.default}`"

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.build import BuildConfig, IndexArtifact, build_index, load_index
+from indexer.build import BuildConfig, build_index
 from indexer.data.catalog import Catalog
 from indexer.data.synthetic import SyntheticConfig, generate
 from indexer.quantizers import QuantizerConfig
 from model_store import Store
-from service.index.embedded import ENV_URL, EmbeddedRedis
-from service.index.redis_index import RedisIndex
+from sidcore.index.artifact import IndexArtifact, load_index
+from sidcore.index.embedded import ENV_URL, EmbeddedRedis
+from sidcore.index.redis_index import RedisIndex
 
 
 @pytest.fixture(autouse=True)
@@ -118,14 +119,16 @@ def tiny_stack(tmp_path_factory):
     """
     from types import SimpleNamespace
 
-    from indexer.build import BuildConfig, build_index, load_index
+    from indexer.build import BuildConfig, build_index
     from indexer.data.catalog import count_popularity, load_items
     from indexer.data.synthetic import write
     from indexer.quantizers import QuantizerConfig
     from indexer.training.trainer import TrainConfig, train_decoder
-    from service.decoder.bundle import load_decoder
-    from service.decoder.model import TinyConfig
-    from service.index import SIDVocab, Trie, TrieMask
+    from sidcore.decoder.bundle import load_decoder
+    from sidcore.decoder.model import TinyConfig
+    from sidcore.decoder.vocab import SIDVocab
+    from sidcore.index import Trie, TrieMask
+    from sidcore.index.artifact import load_index
 
     d = tmp_path_factory.mktemp("tiny_decoder")
     synth = generate(SyntheticConfig(num_items=400, dim=16, seed=2))
@@ -165,7 +168,7 @@ def start_service(tiny_stack):
     """
     from types import SimpleNamespace
 
-    from service.server import BackgroundServer
+    from sa2crq.wiring import background_server
     from service.settings import Settings
 
     running = []
@@ -176,7 +179,7 @@ def start_service(tiny_stack):
             RedisIndex(client).publish(tiny_stack.store, tiny_stack.decoder.spec.index_version, activate=True, progress=False)
         defaults = dict(store=tiny_stack.store.root, redis_url=redis_server.url, port=0, admin_token=ADMIN_TOKEN, max_beam_width=32)
         settings = Settings(_env_file=None, **{**defaults, **overrides})
-        server = BackgroundServer(settings).start()
+        server = background_server(settings).start()
         running.append((server, redis_server))
         return SimpleNamespace(url=server.url, runtime=server.runtime, redis=redis_server, redis_url=redis_server.url,
                                store=tiny_stack.store, data_dir=tiny_stack.data_dir, admin_token=ADMIN_TOKEN, server=server)

@@ -6,12 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-from indexer.build import BuildConfig, build_index, load_index
-from indexer.cli import main
-from indexer.data.catalog import DataError
+from indexer.build import BuildConfig, build_index
 from indexer.data.synthetic import SyntheticConfig, generate, write
 from indexer.quantizers import QuantizerConfig
 from model_store import Store
+from sa2crq.cli import main
+from sidcore.errors import DataError
+from sidcore.index.artifact import load_index
 
 QCFG = QuantizerConfig(sizes=(8, 16, 32), epochs=4, batch_size=256, latent_dim=8, hidden=(32,))
 

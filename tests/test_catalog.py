@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from indexer.data.catalog import DataError, count_popularity, load_items, load_vectors
+from indexer.data.catalog import count_popularity, load_items, load_vectors
 from indexer.data.synthetic import SyntheticConfig, generate, sample_sequences, write
+from sidcore.errors import DataError
 
 
 def _jsonl(path, rows):

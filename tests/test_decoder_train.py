@@ -2,19 +2,21 @@
 
 import pytest
 
-from indexer.build import BuildConfig, build_index, load_index
+from indexer.build import BuildConfig, build_index
 from indexer.data.catalog import count_popularity, load_items
 from indexer.data.synthetic import SyntheticConfig, generate, write
 from indexer.quantizers import QuantizerConfig
 from indexer.training.examples import Example, load_training_data
 from indexer.training.trainer import ExampleEncoder, TrainConfig, train_decoder
 from model_store import Store
-from service.decoder.bundle import DecoderSpec, load_decoder
-from service.decoder.model import TinyConfig, new_tiny_model
-from service.decoder.prompt import PromptConfig
-from service.decoder.tokenizer import extend_with_sid_tokens, train_text_tokenizer
-from service.engines.torch_engine import TorchEngine
-from service.index import SIDVocab, Trie, TrieMask
+from sidcore.decoder.bundle import DecoderSpec, load_decoder
+from sidcore.decoder.model import TinyConfig, new_tiny_model
+from sidcore.decoder.prompt import PromptConfig
+from sidcore.decoder.tokenizer import extend_with_sid_tokens, train_text_tokenizer
+from sidcore.decoder.vocab import SIDVocab
+from sidcore.engines.torch_engine import TorchEngine
+from sidcore.index import Trie, TrieMask
+from sidcore.index.artifact import load_index
 
 TINY = TinyConfig(hidden_size=64, layers=1, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
 

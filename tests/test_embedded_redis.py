@@ -10,8 +10,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from service.index import embedded
-from service.index.embedded import ENV_URL, EmbeddedRedis, EmbeddedRedisError, connect, find_redis_server, resolve_url
+from sidcore.index import embedded
+from sidcore.index.embedded import ENV_URL, EmbeddedRedis, EmbeddedRedisError, connect, find_redis_server, resolve_url
 
 
 def test_lifecycle_keeps_data_across_restart_only_when_asked():

@@ -1,9 +1,9 @@
 """Torch engine: exact against exhaustive scoring, valid SIDs only, unconstrained reports misses."""
 
 import numpy as np
+from oracles import score_sids
 
-from service.engines.torch_engine import TorchEngine, score_sids
-
+from sidcore.engines.torch_engine import TorchEngine
 
 
 def _all_sids(trie):

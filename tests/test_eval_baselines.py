@@ -92,7 +92,7 @@ def test_sasrec_learns_a_sequential_pattern(tmp_path):
 
 def test_registry_and_config_validation():
     assert set(BASELINES) == {"popularity", "bm25", "dense", "sasrec"}
-    from indexer.data.catalog import DataError
+    from sidcore.errors import DataError
 
     with pytest.raises(DataError):
         SASRecConfig(dim=30, heads=4)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.cli import main
-from indexer.data.catalog import DataError
 from indexer.data.synthetic import SyntheticConfig, generate, write
 from indexer.evaluation.cases import load_eval_data
+from sa2crq.cli import main
+from sidcore.errors import DataError
 from tests.test_eval_baselines import write_beir, write_histories
 
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import httpx
+import numpy as np
 import pytest
 
 from indexer.data.synthetic import SyntheticConfig, generate, write
 from indexer.evaluation.baselines import SASRecConfig
 from indexer.evaluation.cases import load_eval_data
+from indexer.evaluation.config import EvalConfig
 from indexer.evaluation.metrics import recall_at
-from indexer.evaluation.runner import EvalConfig, evaluate_decoder, run_all, sample_cases
+from indexer.evaluation.runner import evaluate_decoder, run_all, sample_cases
 from indexer.quantizers import QuantizerConfig
 from indexer.training.trainer import TrainConfig
 from model_store import Store
-from service.decoder.model import TinyConfig
+from sidcore.decoder.model import TinyConfig
 
 TINY = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
 CFG = EvalConfig(
@@ -89,12 +90,12 @@ def test_metrics_recomputed_from_returned_items(evaluated):
 
 def test_eval_equals_the_service_pipeline(evaluated):
     """The items and scores the evaluation recorded are what a Retriever built as the service builds it returns."""
-    from indexer.build import load_index
-    from service.decoder.bundle import load_decoder
-    from service.engines.torch_engine import TorchEngine
-    from service.index.mask import TrieMask
-    from service.index.trie import Trie
-    from service.retriever import Query, Retriever
+    from sidcore.decoder.bundle import load_decoder
+    from sidcore.engines.torch_engine import TorchEngine
+    from sidcore.index.artifact import load_index
+    from sidcore.index.mask import TrieMask
+    from sidcore.index.trie import Trie
+    from sidcore.retriever import Query, Retriever
 
     data, report, out, _ = evaluated
     cases = sample_cases(data, CFG.max_cases, CFG.seed).cases[:12]

@@ -8,8 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.data.catalog import DataError
-from service.index import FINISHED, INVALID, SIDVocab, Trie, TrieMask
+from sidcore.decoder.vocab import SIDVocab
+from sidcore.errors import DataError
+from sidcore.index import FINISHED, INVALID, Trie, TrieMask
 
 BACKENDS = ["numpy", "torch"]
 # dense_min=1 gives every node a precomputed mask row, 3 a mix, 10**6 none: all paths of ``allowed``.

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.data.catalog import DataError
 from indexer.data.synthetic import SyntheticConfig, generate
 from indexer.quantizers import ACRQ, REGISTRY, QuantizerConfig, load_quantizer
 from indexer.sarq import SARQConfig
 from indexer.split import head_mask
+from sidcore.errors import DataError
 
 SMALL = QuantizerConfig(sizes=(8, 16, 32), epochs=4, batch_size=256, latent_dim=8, hidden=(32,), seed=3)
 

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from indexer.cli import cli, main
-from indexer.data.catalog import Catalog, DataError
+from indexer.coldstart import add_items
+from indexer.data.catalog import Catalog
 from indexer.quantizers import load_quantizer
-from indexer.sids import format_sid
-from service.index import RedisIndex, add_items
-from service.index.redis_index import LEASE_MS
+from sa2crq.cli import cli, main
+from sidcore.errors import DataError
+from sidcore.index import RedisIndex
+from sidcore.index.redis_index import LEASE_MS
+from sidcore.sid import format_sid
 
 
 def artifact_sids(art) -> dict[str, tuple[int, ...]]:
@@ -108,9 +110,9 @@ def test_publisher_killed_mid_write_is_never_activatable(index, redis_url, small
     dead = renamed("dead")
     script = textwrap.dedent(f"""
         import dataclasses, os, redis
-        from indexer.build import load_index
+        from sidcore.index.artifact import load_index
         from model_store import Store
-        from service.index import RedisIndex
+        from sidcore.index import RedisIndex
         art = dataclasses.replace(load_index(Store({str(small_store.root)!r})), version={dead.version!r})
         index = RedisIndex(redis.Redis.from_url({redis_url!r}))
         index.publish_artifact(art, progress=False, chunk_size=50, on_chunk=lambda done, total: os._exit(3))
@@ -258,7 +260,7 @@ def test_cli_bad_input_exits_2(monkeypatch, capsys, tmp_path, redis_url, index, 
 
 def test_cli_without_redis_says_it_started_a_throwaway_server():
     done = subprocess.run(
-        [sys.executable, "-m", "indexer.cli", "index", "versions"], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "sa2crq.cli", "index", "versions"], capture_output=True, text=True, timeout=120,
         env={k: v for k, v in os.environ.items() if k != "SA2CRQ_REDIS_URL"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from indexer.data.catalog import DataError
 from indexer.sarq import PathPriors, SARQConfig, truncate
+from sidcore.errors import DataError
 
 # Four head items on a (2, 3, 2) codebook tree.
 CODES = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 2, 1]])

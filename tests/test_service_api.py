@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from promtext import sample
 
 from indexer.data.catalog import load_sequences
-from promtext import sample
-from service.retriever import Query, Retriever
+from sidcore.retriever import Query, Retriever
+from sidcore.sid import format_sid
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def histories(tiny_stack):
 
 
 def _item_sid(tiny_stack, item_id: str) -> str:
-    return "-".join(map(str, tiny_stack.trie.sid_of(tiny_stack.trie.node_of_item(item_id))))
+    return format_sid(tiny_stack.trie.sid_of(tiny_stack.trie.node_of_item(item_id)))
 
 
 def test_retrieve_by_query_returns_index_items_with_their_sids(http, tiny_stack, live_service):
@@ -43,7 +44,7 @@ def test_retrieve_by_query_returns_index_items_with_their_sids(http, tiny_stack,
 @pytest.mark.parametrize("with_query", [False, True])
 def test_retrieve_by_history_and_both_equals_the_retriever(http, tiny_stack, histories, with_query):
     """The service's answer is exactly the shared pipeline's answer for the same request."""
-    from service.engines.torch_engine import TorchEngine
+    from sidcore.engines.torch_engine import TorchEngine
 
     retriever = Retriever(tiny_stack.decoder, TorchEngine(tiny_stack.decoder, tiny_stack.mask), beam_width=20, max_beam_width=32)
     for history in histories[:5]:

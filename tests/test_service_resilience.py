@@ -8,13 +8,15 @@ import time
 
 import httpx
 import pytest
+from promtext import sample
 
-from indexer.build import BuildConfig, build_index, load_index
+from indexer.build import BuildConfig, build_index
 from indexer.data.catalog import load_sequences
 from indexer.quantizers import QuantizerConfig
 from model_store import Store
-from service.index.redis_index import RedisIndex
-from promtext import sample
+from sidcore.index.artifact import load_index
+from sidcore.index.redis_index import RedisIndex
+from sidcore.sid import format_sid
 
 
 async def _burst(url: str, bodies: list[dict], timeout: float = 60) -> list[httpx.Response | Exception]:
@@ -70,7 +72,7 @@ def test_work_for_a_disconnected_client_is_dropped(start_service):
 
     results = asyncio.run(scenario())
     assert all(r.status_code == 200 for r in results[:15])
-    assert all(isinstance(r, httpx.TimeoutException) for r in results[15:])
+    assert all(isinstance(r, httpx.TimeoutException) for r in results[15:]), [repr(r) for r in results[15:]]
     metrics = _wait_for(
         lambda: (m := httpx.get(f"{svc.url}/metrics").text) and sample(m, "sa2crq_rejected_total", reason="disconnected") == 5 and m,
         10, "5 disconnects counted",
@@ -92,7 +94,7 @@ def second_version(tiny_stack, tmp_path_factory):
 
 def _sid_maps(*arts) -> dict[str, dict[str, str]]:
     return {
-        a.version: {str(i): "-".join(map(str, a.codes[r, : a.lengths[r]])) for r, i in enumerate(a.item_ids)} for a in arts
+        a.version: {str(i): format_sid(a.codes[r, : a.lengths[r]]) for r, i in enumerate(a.item_ids)} for a in arts
     }
 
 

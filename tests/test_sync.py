@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from service.index import EmbeddedRedis, RedisIndex, TrieSync, add_items
+from indexer.coldstart import add_items
+from service.sync import TrieSync
+from sidcore.index import EmbeddedRedis, RedisIndex
 
 
 def wait_for(condition, timeout: float = 10.0, interval: float = 0.005):
@@ -60,7 +62,8 @@ def test_insert_by_another_process_is_visible_within_a_second(index, redis_url, 
     script = textwrap.dedent(f"""
         import time, redis
         from indexer.data.catalog import load_items, load_vectors
-        from service.index import RedisIndex, add_items
+        from sidcore.index import RedisIndex
+        from indexer.coldstart import add_items
         catalog = load_items({str(items)!r})
         catalog = catalog.with_vectors(load_vectors({str(vectors)!r}, len(catalog)))
         index = RedisIndex(redis.Redis.from_url({redis_url!r}))

@@ -7,8 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from indexer.data.catalog import DataError
-from service.index import Trie, add_items
+from indexer.coldstart import add_items
+from sidcore.errors import DataError
+from sidcore.index import Trie
 
 
 def build(sids: list[tuple[int, ...]], sizes=(3, 4, 6), ids=None, popularity=None) -> Trie:

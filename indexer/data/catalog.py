@@ -15,9 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """Bad user input: a missing file, a malformed line, an empty catalog, bad vectors."""
+from sidcore.errors import DataError
 
 
 @dataclass(frozen=True)

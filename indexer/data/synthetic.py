@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.data.catalog import Catalog, DataError
+from indexer.data.catalog import Catalog
+from sidcore.errors import DataError
 
 CATEGORIES = {
     "Kitchen": ["Skillet", "Kettle", "Blender", "Knife Set", "Cutting Board", "Toaster", "Mixing Bowl", "Spatula"],

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from indexer.data.catalog import DataError
 from indexer.evaluation.cases import EvalData
+from sidcore.errors import DataError
 
 BASELINES: dict[str, type["Baseline"]] = {}
 
@@ -128,14 +128,14 @@ class Dense(Baseline):
         return None
 
     def config(self) -> dict:
-        from indexer.embed import MODEL_NAME
+        from sidcore.embed import MODEL_NAME
 
         return {"embedder": MODEL_NAME, "index": "faiss.IndexFlatIP"}
 
     def rank(self, data: EvalData, k: int) -> list[list[str]]:
         import faiss
 
-        from indexer.embed import embed_texts
+        from sidcore.embed import embed_texts
 
         cat = data.catalog
         if cat.vectors is not None:

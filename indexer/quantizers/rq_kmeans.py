@@ -6,8 +6,8 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from indexer.data.catalog import DataError
 from indexer.quantizers.base import Quantizer
+from sidcore.errors import DataError
 
 
 def kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:

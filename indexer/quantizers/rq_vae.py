@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from indexer.data.catalog import DataError
 from indexer.quantizers.base import Quantizer, QuantizerConfig
 from indexer.quantizers.rq_kmeans import kmeans
 from indexer.sarq import SARQConfig, truncate
+from sidcore.errors import DataError
 
 _CHUNK = 8192
 
@@ -72,7 +72,6 @@ class RQVAENet(nn.Module):
 
 class RQVAE(Quantizer):
     name = "rq-vae"
-    anchored = False
 
     def __init__(self, cfg: QuantizerConfig, sarq: SARQConfig | None = None):
         super().__init__(cfg, sarq)
@@ -208,7 +207,6 @@ class RQVAE(Quantizer):
 
 class ACRQ(RQVAE):
     name = "acrq"
-    anchored = True
 
     def _fit(self, x: np.ndarray, head: np.ndarray, progress: bool) -> None:
         cfg = self.cfg

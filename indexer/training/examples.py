@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.data.catalog import Catalog, DataError, load_items, load_qrels, load_sequences
+from indexer.data.catalog import Catalog, load_items, load_qrels, load_sequences
+from sidcore.errors import DataError
 
 
 @dataclass(frozen=True)

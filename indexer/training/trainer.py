@@ -18,14 +18,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
-from indexer.build import IndexArtifact, load_index
-from indexer.data.catalog import DataError
 from indexer.training.examples import Example, TrainingData, load_training_data
 from model_store import Store
-from service.decoder.bundle import DecoderSpec, make_builder, save_decoder
-from service.decoder.model import TinyConfig, load_base_model, new_tiny_model, sid_logits
-from service.decoder.prompt import HistoryItem, PromptConfig
-from service.decoder.tokenizer import extend_with_sid_tokens, load_base_tokenizer, train_text_tokenizer
+from sidcore.decoder.bundle import DecoderSpec, make_builder, save_decoder
+from sidcore.decoder.model import TinyConfig, load_base_model, new_tiny_model, sid_logits
+from sidcore.decoder.prompt import HistoryItem, PromptConfig
+from sidcore.decoder.tokenizer import extend_with_sid_tokens, load_base_tokenizer, train_text_tokenizer
+from sidcore.errors import DataError
+from sidcore.index.artifact import IndexArtifact, load_index
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ exactly what the torch engine selects. All requests of a step are in flight toge
 batches them; prefix caching lets the beams of a request share their prompt's KV blocks.
 
 ``AsyncLLM`` is bound to the event loop it runs on, so the engine owns one loop in a background
-thread: ``decode`` (any thread) and ``decode_async`` (any loop) both run the search there.
+thread: ``decode``, from any thread, runs the search there.
 vLLM is imported lazily: importing this module does not need it installed.
 """
 
@@ -27,10 +27,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from service.decoder.bundle import Decoder, DecoderSpec
-from service.engines.base import DecodeStats, Engine, Hit
-from service.engines.beam import NEG, BeamSearch
-from service.index.mask import TrieMask
+from sidcore.decoder.bundle import Decoder
+from sidcore.decoder.prompt import max_prompt_tokens
+from sidcore.engines.base import DecodeStats, Engine, Hit, default_mask
+from sidcore.engines.beam import NEG, BeamSearch
+from sidcore.index.mask import TrieMask
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +61,13 @@ def _environ_defaults(values: dict[str, str]):
             os.environ.pop(key, None)
 
 
-def max_prompt_len(spec: DecoderSpec) -> int:
-    """Longest prompt the spec's template builds (see PromptBuilder.build)."""
-    p = spec.prompt
-    per_item = 1 + (p.title_tokens if p.history_mode != "sid" else 0) + (len(spec.sizes) if p.history_mode != "title" else 0)
-    return (1 + p.query_tokens) + (1 + p.history_items * per_item) + 1
-
-
 class VLLMEngine(Engine):
     name = "vllm"
 
     def __init__(
         self,
         decoder: Decoder,
-        mask: Callable[[], TrieMask] | TrieMask,
+        mask: Callable[[], TrieMask] | TrieMask | None = None,
         *,
         max_beam_width: int = 128,
         max_model_len: int | None = None,
@@ -85,7 +79,8 @@ class VLLMEngine(Engine):
         """Start vLLM on ``decoder``'s checkpoint and warm it up.
 
         Args:
-            mask: a TrieMask, or a callable returning the current one (the trie can be swapped).
+            mask: the default mask of ``decode`` calls that pass none: a TrieMask, or a callable
+                returning the current one (the trie can be swapped).
             max_beam_width: widest beam ``decode`` accepts; sizes ``max_logprobs`` (2x).
             max_model_len: longest prompt + SID; default: the prompt template's cap + L + 1.
             max_num_seqs: beams vLLM runs at once (more queue); default max(256, max_beam_width).
@@ -96,7 +91,7 @@ class VLLMEngine(Engine):
         from vllm.platforms import current_platform
 
         self.decoder = decoder
-        self._mask = mask if callable(mask) else (lambda: mask)
+        self._mask = default_mask(mask)
         self.max_beam_width = max_beam_width
         self.length_penalty = length_penalty
         cpu = current_platform.is_cpu()
@@ -104,7 +99,7 @@ class VLLMEngine(Engine):
         defaults: dict[str, Any] = dict(
             model=str(decoder.path / "model"),
             skip_tokenizer_init=True,  # prompts arrive as token ids
-            max_model_len=max_model_len or max_prompt_len(spec) + len(spec.sizes) + 1,
+            max_model_len=max_model_len or max_prompt_tokens(spec.prompt, len(spec.sizes)) + len(spec.sizes) + 1,
             max_num_seqs=max_num_seqs or max(256, max_beam_width),
             max_logprobs=2 * max_beam_width,
             logprobs_mode="processed_logits",
@@ -169,12 +164,6 @@ class VLLMEngine(Engine):
     async def _shutdown(llm) -> None:
         llm.shutdown()
 
-    def __enter__(self) -> "VLLMEngine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # Decoding.
 
     def _run(self, coro):
@@ -182,10 +171,6 @@ class VLLMEngine(Engine):
 
     def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None) -> tuple[list[list[Hit]], DecodeStats]:
         return self._submit(prompts, beam_width, num_sids, constrained, mask).result()
-
-    async def decode_async(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None) -> tuple[list[list[Hit]], DecodeStats]:
-        """``decode`` for a caller on any event loop (e.g. the FastAPI app's)."""
-        return await asyncio.wrap_future(self._submit(prompts, beam_width, num_sids, constrained, mask))
 
     def _submit(self, prompts, beam_width, num_sids, constrained, mask=None):
         """Checks in the caller's thread, then the search on the engine's loop."""

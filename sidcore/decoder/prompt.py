@@ -71,3 +71,9 @@ class PromptBuilder:
                     out.extend(item.sid_tokens)
         out.append(self.ids["<sid_begin>"])
         return out
+
+
+def max_prompt_tokens(cfg: PromptConfig, num_layers: int) -> int:
+    """The longest prompt ``PromptBuilder.build`` makes under ``cfg`` for SIDs of ``num_layers`` codes."""
+    per_item = 1 + (cfg.title_tokens if cfg.history_mode != "sid" else 0) + (num_layers if cfg.history_mode != "title" else 0)
+    return (1 + cfg.query_tokens) + (1 + cfg.history_items * per_item) + 1

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Callable
 
-from service.index.mask import TrieMask
+from sidcore.index.mask import TrieMask
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,20 @@ class DecodeStats:
     finished_per_depth: dict[int, int] = field(default_factory=dict)
 
 
+def default_mask(mask: Callable[[], TrieMask] | TrieMask | None) -> Callable[[], TrieMask]:
+    """An engine's fallback for ``decode(..., mask=None)``: a fixed mask, the current one, or none."""
+    if mask is None:
+
+        def missing() -> TrieMask:
+            raise ValueError("this engine has no default mask: pass mask= to decode")
+
+        return missing
+    return mask if callable(mask) else (lambda: mask)
+
+
 class Engine(ABC):
+    """Decodes prompts into ranked SIDs under a trie mask; ``close`` releases what it holds."""
+
     name: str
 
     @abstractmethod
@@ -42,3 +56,12 @@ class Engine(ABC):
         ``mask`` pins the trie snapshot for this call (the service decodes and maps SIDs to items
         under one snapshot); default: the engine's current mask.
         """
+
+    def close(self) -> None:
+        """Release the engine's resources (processes, threads, device memory). Idempotent."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from indexer.data.catalog import DataError
+from sidcore.errors import DataError
 
 DEFAULT_PREFIX = "sa2crq"
 

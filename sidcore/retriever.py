@@ -10,14 +10,15 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 
-from service.decoder.bundle import Decoder
-from service.engines.base import DecodeStats, Engine, Hit
-from service.index.mask import TrieMask
-from service.index.trie import Trie
-from service.retrieve import ItemHit, rank_items
+from sidcore.decoder.bundle import Decoder
+from sidcore.engines.base import DecodeStats, Engine, Hit
+from sidcore.errors import DataError, UnavailableError
+from sidcore.index.mask import TrieMask
+from sidcore.index.trie import Trie
+from sidcore.sid import SID
 
 
-class UnknownItems(ValueError):
+class UnknownItems(DataError):
     """History ids that the served index does not hold; ``positions`` index the request's history."""
 
     def __init__(self, positions: list[int], ids: list[str], version: str):
@@ -26,7 +27,7 @@ class UnknownItems(ValueError):
         super().__init__(f"{len(ids)} unknown item id(s) in index {version}: {shown}")
 
 
-class IndexMismatch(RuntimeError):
+class IndexMismatch(UnavailableError):
     """The served index's SID layout is not the one the decoder was trained on."""
 
 
@@ -44,6 +45,13 @@ class Query:
             raise ValueError("a query needs a text query, a history, or both")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+
+
+@dataclass(frozen=True)
+class ItemHit:
+    item_id: str
+    score: float  # the score of the SID the item came from
+    sid: SID
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,6 @@ class Retriever:
     """
 
     def __init__(self, decoder: Decoder, engine: Engine, beam_width: int = 20, max_beam_width: int = 128):
-        if not 1 <= beam_width <= max_beam_width:
-            raise ValueError(f"beam_width must be in [1, max_beam_width={max_beam_width}], got {beam_width}")
         self.decoder = decoder
         self.engine = engine
         self.beam_width = beam_width
@@ -101,10 +107,10 @@ class Retriever:
         return m
 
     def plan(self, q: Query) -> tuple[int, int]:
-        """(beam width, SIDs to finish) for a request."""
+        """(beam width, SIDs to finish) for a request; the core's one check of the beam width."""
         width = q.beam_width or max(self.beam_width, min(q.k, self.max_beam_width))
         if not 1 <= width <= self.max_beam_width:
-            raise ValueError(f"beam_width must be in [1, {self.max_beam_width}], got {width}")
+            raise DataError(f"beam_width must be in [1, {self.max_beam_width}], got {width}")
         return width, min(q.k, width)
 
     def prompt(self, trie: Trie, q: Query) -> list[int]:
@@ -127,5 +133,21 @@ class Retriever:
             hits, st = self.engine.decode([prompts[i] for i in members], width, num_sids, constrained, mask=mask)
             stats.groups.append(st)
             for i, h in zip(members, hits):
-                results[i] = Result(rank_items(h, trie, queries[i].k), h, trie.version, width)
+                results[i] = Result(self.items(h, trie, queries[i].k), h, trie.version, width)
         return results, stats  # type: ignore[return-value]
+
+    @staticmethod
+    def items(hits: list[Hit], trie: Trie, k: int) -> list[ItemHit]:
+        """Items of the SIDs in score order, each SID's items most popular first, cut at ``k``.
+
+        SIDs outside the index (unconstrained decoding) contribute nothing.
+        """
+        out: list[ItemHit] = []
+        for hit in hits:
+            if hit.node < 0:
+                continue
+            for item in trie.items_of(hit.node):
+                out.append(ItemHit(item, hit.score, hit.sid))
+                if len(out) == k:
+                    return out
+        return out

@@ -14,22 +14,23 @@ from typing import Callable
 import torch
 from transformers import DynamicCache
 
-from service.decoder.bundle import Decoder
-from service.decoder.model import sid_logits
-from service.engines.base import Engine
-from service.engines.beam import NEG, BeamSearch
-from service.index.mask import TrieMask
+from sidcore.decoder.bundle import Decoder
+from sidcore.decoder.model import sid_logits
+from sidcore.engines.base import Engine, default_mask
+from sidcore.engines.beam import NEG, BeamSearch
+from sidcore.index.mask import TrieMask
 
 
 class TorchEngine(Engine):
     name = "torch"
 
-    def __init__(self, decoder: Decoder, mask: Callable[[], TrieMask] | TrieMask, length_penalty: float = 0.0):
-        """``mask``: a TrieMask, or a callable returning the current one (the trie can be swapped)."""
+    def __init__(self, decoder: Decoder, mask: Callable[[], TrieMask] | TrieMask | None = None, length_penalty: float = 0.0):
+        """``mask``: the default mask of ``decode`` calls that pass none: a TrieMask, or a callable
+        returning the current one (the trie can be swapped)."""
         self.decoder = decoder
         self.model = decoder.model
         self.device = next(self.model.parameters()).device
-        self._mask = mask if callable(mask) else (lambda: mask)
+        self._mask = default_mask(mask)
         self.length_penalty = length_penalty
 
     def _forward(self, ids, attn, pos, cache) -> torch.Tensor:
@@ -66,20 +67,3 @@ class TorchEngine(Engine):
                 layer.values[:, :, P:] = layer.values[src, :, P:]
             attn = torch.cat([attn, torch.ones((R * W, 1), dtype=attn.dtype, device=dev)], 1)
             h = self._forward((vocab.base + tok).view(-1, 1), attn, pos + search.depth - 1, cache)
-
-
-@torch.inference_mode()
-def score_sids(decoder: Decoder, prompt: list[int], sids: list[tuple[int, ...]], vocab) -> list[float]:
-    """Exact log-probability of ``sid + <sid_end>`` after ``prompt`` for each SID (teacher forcing).
-
-    The reference the beam search is tested against; it uses the same SID-range distribution.
-    """
-    model = decoder.model
-    out = []
-    for sid in sids:
-        local = [vocab.local(layer, c) for layer, c in enumerate(sid)] + [vocab.end_local]
-        ids = torch.tensor([prompt + [vocab.base + t for t in local[:-1]]])
-        hidden = model.model(input_ids=ids).last_hidden_state[0, len(prompt) - 1 :]
-        logp = torch.log_softmax(sid_logits(model, hidden, vocab.base, vocab.num_local).float(), -1)
-        out.append(float(logp[torch.arange(len(local)), torch.tensor(local)].sum()))
-    return out

@@ -24,8 +24,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from indexer.data.catalog import DataError
-from indexer.sids import SIDTable
+from sidcore.errors import DataError
+from sidcore.sid import SIDTable
 
 _U64 = np.uint64
 _HASH_PRIME = _U64(0x100000001B3)

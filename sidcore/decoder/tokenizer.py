@@ -13,8 +13,8 @@ from typing import Iterable
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from service.decoder.prompt import MARKERS
-from service.index.mask import SIDVocab
+from sidcore.decoder.prompt import MARKERS
+from sidcore.decoder.vocab import SIDVocab
 
 PAD, UNK = "<pad>", "<unk>"
 

@@ -25,18 +25,17 @@ import numpy as np
 import redis
 from tqdm.auto import tqdm
 
-from indexer.build import IndexArtifact, load_index
-from indexer.data.catalog import DataError
-from indexer.sids import format_sid, parse_sid
 from model_store import Store
-from service.index.keys import DEFAULT_PREFIX, Keys, VersionKeys
-from service.index.trie import Trie
+from sidcore.errors import ConflictError, DataError, NotFoundError, UnavailableError
+from sidcore.index.artifact import QUANTIZER_FILES, IndexArtifact, load_index
+from sidcore.index.keys import DEFAULT_PREFIX, Keys, VersionKeys
+from sidcore.index.trie import Trie
+from sidcore.sid import SID, format_sid, format_sids, parse_sid
 
 LEASE_MS = 60_000
 """A publisher's claim on its version, renewed every chunk; gc leaves leased versions alone."""
 SEGMENT_SIDS = 65_536
 """SIDs per snapshot segment: a few MB each, far below Redis's 512 MB value limit."""
-QUANTIZER_FILES = ("quantizer.json", "quantizer.safetensors")
 
 # Redis builds the lookup hashes from one JSON argument per chunk: packing millions of separate
 # HSET arguments in redis-py costs several times more than the whole write does in Redis.
@@ -89,6 +88,35 @@ return 1
 """
 
 
+_INSERT = """
+-- Cold-start inserts: the whole batch or nothing (any existing id refuses it), logged and announced.
+-- KEYS: complete item sid meta log; ARGV: version channel items_json, then (item, sid, item_json)...
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('SA2CRQ version ' .. ARGV[1] .. ' is not complete')
+end
+for i = 4, #ARGV, 3 do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then return {0, ARGV[i]} end
+end
+local new_sids = 0
+for i = 4, #ARGV, 3 do
+  local item, sid, encoded = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  redis.call('HSET', KEYS[2], item, sid)
+  local list = redis.call('HGET', KEYS[3], sid)
+  if list then
+    redis.call('HSET', KEYS[3], sid, string.sub(list, 1, -2) .. ',' .. encoded .. ']')
+  else
+    redis.call('HSET', KEYS[3], sid, '[' .. encoded .. ']')
+    new_sids = new_sids + 1
+  end
+end
+redis.call('HINCRBY', KEYS[4], 'num_items', (#ARGV - 3) / 3)
+redis.call('HINCRBY', KEYS[4], 'num_sids', new_sids)
+local id = redis.call('XADD', KEYS[5], '*', 'items', ARGV[3])
+redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'insert', version = ARGV[1], id = id, items = cjson.decode(ARGV[3])}))
+return {1, id, new_sids}
+"""
+
+
 @dataclass(frozen=True)
 class PublishResult:
     version: str
@@ -97,6 +125,14 @@ class PublishResult:
     seconds: float
     published: bool  # False when the version was already complete in Redis
     activated: bool
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    version: str
+    items: tuple[tuple[str, tuple[int, ...]], ...]  # (item id, SID) in the order they were appended
+    new_sids: int
+    log_id: str
 
 
 @dataclass(frozen=True)
@@ -128,15 +164,6 @@ def encode_segment(codes: np.ndarray, lengths: np.ndarray, counts: np.ndarray, i
     return buf.getvalue()
 
 
-def format_sids(codes: np.ndarray, lengths: np.ndarray) -> list[str]:
-    """``format_sid`` of every row, one length at a time (a per-row call is ~10x slower)."""
-    out = np.empty(len(lengths), dtype=object)
-    for n in np.unique(lengths):
-        rows = np.flatnonzero(lengths == n)
-        out[rows] = list(map("-".join(["{}"] * int(n)).format, *codes[rows, :n].T.tolist()))
-    return out.tolist()
-
-
 class RedisIndex:
     """Index versions in one Redis; every method is safe to call from several processes."""
 
@@ -147,6 +174,10 @@ class RedisIndex:
         self.keys = Keys(prefix)
         self._write_chunk = client.register_script(_WRITE_CHUNK)
         self._finalize = client.register_script(_FINALIZE)
+        self._insert = client.register_script(_INSERT)
+
+    def close(self) -> None:
+        self.r.close()
 
     # -- publish ------------------------------------------------------------------------------
     def publish(self, store: Store, version: str | None = None, activate: bool = False, **kwargs) -> PublishResult:
@@ -177,7 +208,7 @@ class RedisIndex:
             self._unlink_namespace(k)  # leftovers of a publisher that died or of an interrupted gc
         token = secrets.token_hex(8)
         if not self.r.set(k.lease, token, nx=True, px=LEASE_MS):
-            raise DataError(f"version {v} is being published by another process right now")
+            raise ConflictError(f"version {v} is being published by another process right now")
         try:
             result = self._write(artifact, k, token, chunk_size, progress, on_chunk)
         except BaseException:
@@ -333,6 +364,29 @@ class RedisIndex:
         if batch:
             self.r.unlink(*batch)
 
+    # -- cold start ---------------------------------------------------------------------------
+    def insert(self, version: str, pairs: list[tuple[str, SID]]) -> InsertResult:
+        """Append ``(item id, SID)`` pairs to a complete version in one atomic script, in order:
+        each to the end of its SID's item list, or as a new SID. Nothing existing moves. The batch
+        is logged (``log_since``) and announced on the events channel. An id already in the
+        version refuses the whole batch (ConflictError)."""
+        keys = self.keys.of(version)
+        texts = [(item, format_sid(sid)) for item, sid in pairs]
+        args = [version, self.keys.channel, json.dumps(texts)]
+        for item, sid in texts:
+            args += [item, sid, json.dumps(item)]
+        try:
+            reply = self._insert(keys=[keys.complete, keys.item, keys.sid, keys.meta, keys.log], args=args)
+        except redis.ResponseError as e:
+            raise UnavailableError(f"insert into {version} refused: {e}") from e
+        if reply[0] == 0:
+            raise ConflictError(f"item {reply[1].decode()!r} is already in index {version}")
+        return InsertResult(version=version, items=tuple(pairs), new_sids=int(reply[2]), log_id=reply[1].decode())
+
+    def existing(self, version: str, item_ids: list[str]) -> list[str]:
+        """The ids among ``item_ids`` that ``version`` already holds."""
+        return [i for i, s in zip(item_ids, self.r.hmget(self.keys.of(version).item, item_ids)) if s is not None]
+
     # -- read ---------------------------------------------------------------------------------
     def require_complete(self, version: str | None = None) -> str:
         """The given version, else the active one; DataError unless it is complete."""
@@ -346,7 +400,7 @@ class RedisIndex:
     def meta(self, version: str) -> dict:
         raw = {_str(a): _str(b) for a, b in self.r.hgetall(self.keys.of(version).meta).items()}
         if not raw:
-            raise DataError(f"unknown index version {version}")
+            raise NotFoundError(f"unknown index version {version}")
         return {
             **raw,
             "sizes": tuple(json.loads(raw["sizes"])),

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from service.engines.base import DecodeStats, Hit
-from service.index.mask import INVALID, TrieMask
+from sidcore.engines.base import DecodeStats, Hit
+from sidcore.index.mask import INVALID, TrieMask
 
 NEG = float("-inf")
 

@@ -23,11 +23,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from indexer.data.catalog import DataError
-from service.index.embedded import resolve_url
-from service.index.keys import DEFAULT_PREFIX, Keys
-from service.index.redis_index import RedisIndex
-from service.index.trie import Trie
+from sidcore.errors import DataError
+from sidcore.index.embedded import resolve_url
+from sidcore.index.keys import DEFAULT_PREFIX, Keys
+from sidcore.index.redis_index import RedisIndex
+from sidcore.index.trie import Trie
 
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
 

@@ -18,9 +18,9 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 from model_store import Store
-from service.decoder.prompt import MARKERS, HistoryItem, PromptBuilder, PromptConfig
-from service.decoder.tokenizer import load_tokenizer
-from service.index.mask import SIDVocab
+from sidcore.decoder.prompt import MARKERS, HistoryItem, PromptBuilder, PromptConfig
+from sidcore.decoder.tokenizer import load_tokenizer
+from sidcore.decoder.vocab import SIDVocab
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,20 @@
 """The constrained-decoding kernel shared by the torch engine, the vLLM engine and evaluation.
 
-SID tokens occupy one contiguous block of the decoder vocabulary (``SIDVocab``): layer 0's codes,
-then layer 1's, ..., then ``<sid_end>``. Kernels work in *local* ids, ``token - base``, in
-``[0, num_local)``. ``TrieMask`` answers, for a batch of beams sitting at trie nodes, which local
+SID tokens occupy one contiguous block of the decoder vocabulary (``sidcore.decoder.vocab.SIDVocab``):
+layer 0's codes, then layer 1's, ..., then ``<sid_end>``. Kernels work in *local* ids, ``token - base``,
+in ``[0, num_local)``. ``TrieMask`` answers, for a batch of beams sitting at trie nodes, which local
 ids may come next (``allowed``) and which node each chosen token leads to (``step``), as a handful
 of batched tensor ops with no per-beam Python, on whatever device its tensors live on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import accumulate
-from typing import Sequence
-
 import numpy as np
 import torch
 
-from indexer.data.catalog import DataError
-from service.index.trie import Trie
+from sidcore.decoder.vocab import SIDVocab
+from sidcore.errors import DataError
+from sidcore.index.trie import Trie
 
 DENSE_ROWS_BYTES = 32 << 20
 """At most this much memory for precomputed mask rows of high fan-out nodes."""
@@ -25,67 +22,6 @@ INVALID = -1
 """``step`` result: the token is not a continuation of that node."""
 FINISHED = -2
 """``step`` result: ``<sid_end>`` at a terminal node; the beam's SID is complete."""
-
-
-@dataclass(frozen=True)
-class SIDVocab:
-    """Layout of SID tokens in the decoder vocabulary.
-
-    Token of (layer ``l``, code ``c``), layers counted from 0, is ``base + offsets[l] + c``;
-    ``<sid_end>`` is ``base + sum(sizes)``. Token strings number layers from 1 (``<s1_12>``).
-    """
-
-    sizes: tuple[int, ...]
-    base: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sizes", tuple(int(m) for m in self.sizes))
-        if not self.sizes or any(m < 1 for m in self.sizes) or self.base < 0:
-            raise DataError(f"SID vocabulary needs positive codebook sizes and base >= 0, got {self.sizes}, {self.base}")
-
-    @property
-    def offsets(self) -> tuple[int, ...]:
-        return tuple(accumulate(self.sizes[:-1], initial=0))
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.sizes)
-
-    @property
-    def end_local(self) -> int:
-        return sum(self.sizes)
-
-    @property
-    def num_local(self) -> int:
-        return self.end_local + 1
-
-    @property
-    def end_token(self) -> int:
-        return self.base + self.end_local
-
-    def local(self, layer: int, code: int) -> int:
-        if not (0 <= layer < self.num_layers and 0 <= code < self.sizes[layer]):
-            raise DataError(f"no SID token for layer {layer} code {code} with sizes {self.sizes}")
-        return self.offsets[layer] + code
-
-    def token(self, layer: int, code: int) -> int:
-        return self.base + self.local(layer, code)
-
-    def layer_code(self, local: int) -> tuple[int, int] | None:
-        """(layer, code) of a local id; ``None`` for ``<sid_end>``."""
-        if not 0 <= local < self.num_local:
-            raise DataError(f"local id {local} is outside [0, {self.num_local})")
-        if local == self.end_local:
-            return None
-        layer = int(np.searchsorted(self.offsets, local, side="right")) - 1
-        return layer, local - self.offsets[layer]
-
-    def sid_tokens(self, sid: Sequence[int]) -> list[int]:
-        """Token ids of a SID followed by ``<sid_end>``: a decoder training target."""
-        return [self.token(layer, int(c)) for layer, c in enumerate(sid)] + [self.end_token]
-
-    def token_strings(self) -> list[str]:
-        return [f"<s{layer + 1}_{c}>" for layer, m in enumerate(self.sizes) for c in range(m)] + ["<sid_end>"]
 
 
 class TrieMask:

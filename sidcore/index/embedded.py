@@ -22,10 +22,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from sidcore.errors import UnavailableError
+
 ENV_URL = "SA2CRQ_REDIS_URL"
 
 
-class EmbeddedRedisError(RuntimeError):
+class EmbeddedRedisError(UnavailableError):
     """No redis-server binary to start, or it would not come up."""
 
 

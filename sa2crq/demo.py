@@ -1,4 +1,5 @@
-"""The demo's last step: start the service, send sample /retrieve calls, print the answers."""
+"""The main job on embedded defaults: a synthetic long-tail catalog → SA²CRQ index → tiny decoder →
+the service on an embedded Redis → sample /retrieve calls, printed."""
 
 from __future__ import annotations
 
@@ -7,12 +8,54 @@ import threading
 from pathlib import Path
 
 import httpx
+import numpy as np
+from click import echo
 from rich.console import Console
 from rich.table import Table
 
-from indexer.data.catalog import load_items, load_sequences
-from service.server import BackgroundServer
+from indexer.build import BuildConfig, build_index
+from indexer.cli import redis_index
+from indexer.data.catalog import count_popularity, load_items, load_sequences
+from indexer.data.synthetic import SyntheticConfig, generate, write
+from indexer.quantizers import QuantizerConfig
+from indexer.report import print_report
+from indexer.split import head_mask
+from indexer.training.trainer import TrainConfig, train_decoder
+from model_store import Store
+from sa2crq.wiring import background_server
 from service.settings import Settings
+
+
+def run_demo(workdir: Path, num_items: int, epochs: int, steps: int, seed: int, redis_url: str | None,
+             serve: bool, keep_serving: bool, port: int) -> None:
+    """See ``sa2crq demo --help``."""
+    total = 4 + serve
+    echo(f"[1/{total}] generating a {num_items}-item long-tail catalog in {workdir}/data")
+    paths = write(generate(SyntheticConfig(num_items=num_items, seed=seed)), workdir / "data", num_users=num_items // 4, seed=seed)
+    catalog = load_items(paths["items"])
+    catalog = catalog.with_popularity(count_popularity(catalog, paths["sequences"], holdout_last=2))
+    echo(f"[2/{total}] embedding with MiniLM and building the SA²CRQ index")
+    st = Store(workdir / "store")
+    # ACRQ trains layer sizes M < 2M < 4M on head items only: fit 4M to the head count.
+    n_head = int(head_mask(catalog.popularity).sum())
+    m = max(8, min(128, 2 ** int(np.log2(max(n_head // 4, 1)))))
+    cfg = BuildConfig(method="sa2crq", quantizer=QuantizerConfig(sizes=(m, 2 * m, 4 * m), epochs=epochs, seed=seed))
+    version, report = build_index(catalog, cfg, st, cache_dir=workdir / "cache")
+    st.activate("index", version)
+    print_report(report, title=f"sa2crq {version}")
+    echo(f"[3/{total}] training the tiny Qwen3 decoder ({steps} steps; the last item of each history is held out)")
+    decoder_version, summary = train_decoder(st, workdir / "data", TrainConfig(steps=steps, seed=seed), index_version=version)
+    st.activate("decoder", decoder_version)
+    echo(f"decoder {decoder_version}: {json.dumps(summary)}")
+    if redis_url:
+        echo(f"[4/{total}] publishing index {version} to {redis_url}")
+        with redis_index(redis_url) as idx:
+            idx.publish(st, version, activate=True, progress=False)
+    else:
+        echo(f"[4/{total}] index {version} and decoder {decoder_version} are active in {st.root}")
+    if serve:
+        echo(f"[5/{total}] starting the service ({'Redis at ' + redis_url if redis_url else 'embedded Redis'}, torch engine)")
+        run_samples(st.root, workdir / "data", redis_url, port, keep_serving)
 
 
 def _show(console: Console, title: str, body: dict, answer: dict, titles: dict[str, str], target: str | None = None) -> None:
@@ -32,7 +75,7 @@ def run_samples(store: Path, data_dir: Path, redis_url: str | None, port: int = 
     titles = dict(zip(catalog.item_ids, catalog.texts))
     sequences = [s for s in load_sequences(data_dir / "sequences.jsonl") if len(s) >= 4]
     settings = Settings(_env_file=None, store=store, redis_url=redis_url, port=port)
-    with BackgroundServer(settings) as server:
+    with background_server(settings) as server:
         console.print(f"service up at {server.url} (docs: {server.url}/docs)")
         with httpx.Client(base_url=server.url, timeout=60) as http:
             history, target = sequences[0][:-1], sequences[0][-1]

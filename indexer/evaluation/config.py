@@ -1,0 +1,89 @@
+"""What one evaluation run compares, and under which shared budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexer.build import METHODS, BuildConfig
+from indexer.evaluation.baselines import BASELINES, SASRecConfig
+from indexer.quantizers import QuantizerConfig
+from indexer.sarq import SARQConfig
+from indexer.split import SplitConfig
+from indexer.training.trainer import TrainConfig
+from sidcore.errors import DataError
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One comparison. Every method shares the quantizer and decoder budgets (sizes, epochs, steps, seed).
+
+    Args:
+        methods: indexing methods (``indexer.build.METHODS``).
+        budgets: SARQ budgets in nats; each adaptive method runs once per budget. Empty: the
+            automatic budget (median head-path information).
+        baselines: names in ``BASELINES``.
+        ks: cut-offs K; the decoder is asked for ``max(ks)`` items per case.
+        quantizer, split, train, sasrec: budgets of the index, head/tail split, decoder, SASRec.
+        beam_width: the service's default beam; a case asking for more items gets ``max(ks)`` beams.
+        batch_size: cases decoded together.
+        max_cases: score a seeded sample of this many cases (None: all).
+        hallucination_cases: cases decoded with the constraint off (the first ones of the sample).
+        hallucination_k: SIDs generated per such case.
+        seed: case sampling and the baselines (the quantizer and decoder carry their own seeds).
+    """
+
+    methods: tuple[str, ...] = ("rq-kmeans", "rq-vae", "acrq", "sarq", "sa2crq")
+    budgets: tuple[float, ...] = ()
+    baselines: tuple[str, ...] = ("popularity", "bm25", "dense", "sasrec")
+    ks: tuple[int, ...] = (1, 5, 10, 20, 100)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    beam_width: int = 20
+    batch_size: int = 32
+    max_cases: int | None = None
+    hallucination_cases: int = 500
+    hallucination_k: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise DataError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise DataError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+        if not self.methods and not self.baselines:
+            raise DataError("nothing to evaluate: no methods and no baselines")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise DataError(f"cut-offs K must be positive integers, got {self.ks}")
+        if any(not (np.isfinite(b) and b >= 0) for b in self.budgets):
+            raise DataError(f"budgets must be finite non-negative numbers of nats, got {self.budgets}")
+        if self.budgets and not any(METHODS[m][1] for m in self.methods):
+            raise DataError("--budgets applies to sarq and sa2crq, and neither is among the methods")
+        if self.beam_width < 1 or self.batch_size < 1 or self.hallucination_k < 1 or self.hallucination_cases < 0:
+            raise DataError("beam_width, batch_size and hallucination_k must be positive")
+        if self.max_cases is not None and self.max_cases < 1:
+            raise DataError("max_cases must be positive")
+        object.__setattr__(self, "ks", tuple(sorted(set(self.ks))))
+
+    @property
+    def max_k(self) -> int:
+        return max(self.ks)
+
+    def runs(self) -> list[tuple[str, BuildConfig]]:
+        """(run name, index config) per method, and per budget for the SARQ methods."""
+        out = []
+        for m in self.methods:
+            budgets = self.budgets if METHODS[m][1] and self.budgets else (None,)
+            for b in budgets:
+                name = m if b is None else f"{m}@{b:g}"
+                out.append((name, BuildConfig(method=m, quantizer=self.quantizer, sarq=SARQConfig(budget=b), split=self.split)))
+        return out
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
