@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from service.demo import run_samples
+from sa2crq.demo import run_samples
 
 
 def _serve(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "indexer.cli", "serve", *args], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([sys.executable, "-m", "sa2crq.cli", "serve", *args], capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_serve_refuses_a_store_without_a_decoder(tmp_path):
@@ -40,10 +40,10 @@ def test_demo_samples_run_on_an_embedded_redis(tiny_stack, capsys):
     assert "'errors': 0" in out
 
 
-def test_readme_lists_every_setting():
+def test_the_service_docs_list_every_setting():
     from pathlib import Path
 
     from service.settings import settings_table
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert settings_table() in readme
+    page = (Path(__file__).parents[1] / "docs" / "service.md").read_text()
+    assert settings_table() in page
