@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import numpy as np
 
 from model_store import Store
 
@@ -188,7 +189,12 @@ def index_publish(store: Path, version: str | None, redis_url: str | None, activ
 @click.argument("version")
 @redis_option
 def index_activate(version: str, redis_url: str | None) -> None:
-    """Serve VERSION: one atomic flip of sa2crq:active, announced on sa2crq:events."""
+    """Serve VERSION: one atomic flip of sa2crq:active, announced on sa2crq:events.
+
+    With a release active, VERSION must fit its decoder (the same quantizer fingerprint); the pair
+    becomes a release of its own. An index built with another quantizer is refused: publish it
+    with its own decoder (`sa2crq release publish`) instead.
+    """
     with redis_index(redis_url) as idx:
         previous = idx.activate(version)
     click.echo(f"active: {version} (was {previous or 'none'})")
@@ -216,12 +222,38 @@ def index_versions(redis_url: str | None) -> None:
 @click.option("--keep", type=click.IntRange(min=0), required=True, help="Keep the N newest complete versions (the active one is always kept too).")
 @redis_option
 def index_gc(keep: int, redis_url: str | None) -> None:
-    """Delete older and partial versions from Redis (never the active one, nor one being published)."""
+    """Delete older and partial versions, unused decoders and their releases from Redis.
+
+    Never the active version, one being published, the active release and the N before it, nor
+    anything a live replica serves (replicas heartbeat what they serve).
+    """
     with redis_index(redis_url) as idx:
         removed = idx.gc(keep)
     for v in removed:
         click.echo(f"removed {v}")
     click.echo(f"{len(removed)} version(s) removed", err=True)
+
+
+@index.command("export-inserts")
+@click.option("--version", help="Index version (default: the active one).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for items.jsonl (and vectors.npy).")
+@redis_option
+def index_export_inserts(version: str | None, out: Path, redis_url: str | None) -> None:
+    """Write a version's cold-start items as an items JSONL (plus vectors.npy when they had vectors),
+    to include in the next `index build`. (`release activate` also carries them over by itself.)"""
+    from indexer.coldstart import inserted_catalog
+
+    with redis_index(redis_url) as idx:
+        version = idx.require_complete(version)
+        found = inserted_catalog(idx, version)
+    out.mkdir(parents=True, exist_ok=True)
+    catalog, vectors = found if found is not None else (None, None)
+    with open(out / "items.jsonl", "w", encoding="utf-8") as f:
+        for i, item in enumerate(catalog.item_ids if catalog else []):
+            f.write(json.dumps({"item_id": item, "title": catalog.texts[i], "popularity": float(catalog.popularity[i])}) + "\n")
+    if vectors is not None:
+        np.save(out / "vectors.npy", vectors)
+    click.echo(f"{len(catalog) if catalog else 0} cold-start item(s) of {version} in {out / 'items.jsonl'}", err=True)
 
 
 @index.command("add-items")
@@ -247,6 +279,84 @@ def index_add_items(items: Path, vectors: Path | None, redis_url: str | None, qu
         for item, sid in result.items:
             click.echo(f"{item}\t{'-'.join(map(str, sid))}")
     click.echo(f"added {len(result.items)} item(s) to {result.version}: {result.new_sids} new SID(s)", err=True)
+
+
+@click.group()
+def release() -> None:
+    """Releases: an index and the decoder trained for it, activated (and rolled back) together."""
+
+
+@release.command("publish")
+@click.option("--store", type=click.Path(path_type=Path), required=True, help="Artifact store directory.")
+@click.option("--decoder", "decoder_version", help="Decoder version (default: the store's active decoder, else its newest).")
+@click.option("--index-version", help="Index version (default: the one the decoder was trained for).")
+@click.option("--name", help="Release name (default: release-<utc time>-<random>).")
+@redis_option
+@click.option("--activate", is_flag=True, help="Activate it once published (cold-start items are carried over).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def release_publish(store: Path, decoder_version: str | None, index_version: str | None, name: str | None,
+                    redis_url: str | None, activate: bool, quiet: bool) -> None:
+    """Publish a decoder and its index to Redis as a release and print its name.
+
+    Refused (exit 2) when the decoder was trained for another quantizer than the index's: the
+    message names both fingerprints.
+    """
+    from indexer.coldstart import activate_release
+
+    with redis_index(redis_url) as idx:
+        rel = idx.publish_release(Store(store), index_version, decoder_version, name, progress=not quiet)
+        if activate:
+            previous, carried = activate_release(idx, rel.name)
+            click.echo(f"active: {rel.name} (was {previous.name if previous else 'none'}); {carried} cold-start item(s) carried over", err=True)
+    click.echo(rel.name)
+
+
+@release.command("activate")
+@click.argument("name")
+@redis_option
+def release_activate(name: str, redis_url: str | None) -> None:
+    """Serve release NAME: its index and its decoder flip together; replicas load the pair in the
+    background and swap between batches. Cold-start items of the served index that NAME's index
+    lacks are encoded with the new quantizer and carried over first."""
+    from indexer.coldstart import activate_release
+
+    with redis_index(redis_url) as idx:
+        previous, carried = activate_release(idx, name)
+    click.echo(f"active: {name} (was {previous.name if previous else 'none'}); {carried} cold-start item(s) carried over")
+
+
+@release.command("rollback")
+@redis_option
+def release_rollback(redis_url: str | None) -> None:
+    """Activate the release that was active before the current one."""
+    from indexer.coldstart import rollback_release
+
+    with redis_index(redis_url) as idx:
+        current = idx.active_release()
+        target, carried = rollback_release(idx)
+    click.echo(f"active: {target.name} (was {current.name if current else 'none'}); {carried} cold-start item(s) carried over")
+
+
+@release.command("list")
+@redis_option
+def release_list(redis_url: str | None) -> None:
+    """Releases, oldest first; * marks the active one; and the replicas serving each."""
+    from datetime import datetime
+
+    with redis_index(redis_url) as idx:
+        rels, active, live = idx.releases(), idx.active_release(), idx.live_replicas()
+    if not rels:
+        click.echo("no releases in Redis")
+        return
+    serving: dict[str, list[str]] = {}
+    for replica, state in live.items():
+        serving.setdefault(state.get("release"), []).append(replica)
+    click.echo(f"  {'release':<36} {'index':<32} {'decoder':<34} {'fingerprint':<16}  created              replicas")
+    for r in rels:
+        when = datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S")
+        mark = "*" if active is not None and r.name == active.name else " "
+        click.echo(f"{mark} {r.name:<36} {r.index_version:<32} {r.decoder_version:<34} {r.fingerprint:<16}  {when}  "
+                   f"{','.join(sorted(serving.get(r.name, []))) or '-'}")
 
 
 @click.group()

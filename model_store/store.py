@@ -17,7 +17,7 @@ import shutil
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
@@ -93,6 +93,29 @@ class Store:
             raise
         self.last_version = version
 
+    def install(self, manifest: Manifest, write: Callable[[Path], None]) -> "Version":
+        """Add a version sealed elsewhere (e.g. fetched from Redis) under its own id and manifest.
+
+        ``write(staging)`` puts the files in place; every checksum is verified before the version
+        becomes visible, so a corrupt or truncated copy raises StoreError and leaves nothing. A
+        version already present is verified and returned as it is.
+        """
+        target = self.root / manifest.version
+        if target.is_dir():
+            return self.open(manifest.version, kind=manifest.kind)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".staging-{manifest.version}-{secrets.token_hex(3)}"
+        staging.mkdir()
+        try:
+            write(staging)
+            (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+            Version.verify(staging, manifest)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return self.open(manifest.version, kind=manifest.kind)
+
     def activate(self, kind: str, version: str) -> None:
         self.open(version, kind=kind)  # refuse to point at a broken version
         active = self.root / "active"
@@ -146,6 +169,21 @@ class Store:
             raise StoreError(f"version {version!r} has an unreadable manifest: {e}") from e
         if kind is not None and manifest.kind != kind:
             raise StoreError(f"version {version!r} is a {manifest.kind!r}, not a {kind!r}")
+        Version.verify(path, manifest)
+        return Version(path=path, manifest=manifest)
+
+
+class Version:
+    """A verified version: its directory and manifest."""
+
+    def __init__(self, path: Path, manifest: Manifest):
+        self.path = path
+        self.manifest = manifest
+
+    @staticmethod
+    def verify(path: Path, manifest: Manifest) -> None:
+        """StoreError unless ``path`` holds exactly the manifest's files with their checksums."""
+        version = manifest.version
         present = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - {MANIFEST}
         missing = sorted(set(manifest.files) - present)
         if missing:
@@ -156,15 +194,6 @@ class Store:
         for name, digest in manifest.files.items():
             if sha256_file(path / name) != digest:
                 raise StoreError(f"version {version!r} is corrupt: checksum mismatch in {name}")
-        return Version(path=path, manifest=manifest)
-
-
-class Version:
-    """A verified version: its directory and manifest."""
-
-    def __init__(self, path: Path, manifest: Manifest):
-        self.path = path
-        self.manifest = manifest
 
     @property
     def id(self) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from indexer.cli import data, decoder, index
+from indexer.cli import data, decoder, index, release
 from indexer.evaluation.cli import eval_cmd
 from model_store import Store, StoreError
 from sidcore.errors import DataError, UnavailableError
@@ -48,6 +48,7 @@ def cli() -> None:
 cli.add_command(data)
 cli.add_command(index)
 cli.add_command(decoder)
+cli.add_command(release)
 cli.add_command(eval_cmd, "eval")
 
 
@@ -71,10 +72,12 @@ def serve_cmd(**flags) -> None:
         settings = Settings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as e:
         raise click.UsageError("invalid settings:\n" + "\n".join(f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
-    try:
-        Store(settings.store).resolve("decoder", settings.decoder_version)
-    except StoreError as e:
-        raise click.UsageError(f"{e} (run `sa2crq demo` or `sa2crq decoder train` first, or set SA2CRQ_STORE)")
+    if not settings.redis_url:  # embedded mode serves the store's decoder; with Redis, releases come from there
+        try:
+            Store(settings.store).resolve("decoder", settings.decoder_version)
+        except StoreError as e:
+            raise click.UsageError(f"{e} (run `sa2crq demo` or `sa2crq decoder train` first, set SA2CRQ_STORE, "
+                                   "or serve the releases of a Redis with SA2CRQ_REDIS_URL)")
     serve(settings, insert_items)
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from indexer.build import BuildConfig, build_index
 from indexer.cli import redis_index
+from indexer.coldstart import activate_release
 from indexer.data.catalog import count_popularity, load_items, load_sequences
 from indexer.data.synthetic import SyntheticConfig, generate, write
 from indexer.quantizers import QuantizerConfig
@@ -48,9 +49,10 @@ def run_demo(workdir: Path, num_items: int, epochs: int, steps: int, seed: int, 
     st.activate("decoder", decoder_version)
     echo(f"decoder {decoder_version}: {json.dumps(summary)}")
     if redis_url:
-        echo(f"[4/{total}] publishing index {version} to {redis_url}")
+        echo(f"[4/{total}] publishing index {version} and decoder {decoder_version} to {redis_url} as the active release")
         with redis_index(redis_url) as idx:
-            idx.publish(st, version, activate=True, progress=False)
+            release = idx.publish_release(st, version, decoder_version, progress=False)
+            activate_release(idx, release.name)
     else:
         echo(f"[4/{total}] index {version} and decoder {decoder_version} are active in {st.root}")
     if serve:

@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None, insert_items: InsertItems | Non
     ``insert_items`` wires cold start (POST /items); see ``service.runtime.InsertItems``.
     """
     s = settings or Settings()
-    metrics = Metrics()
+    metrics = Metrics(s.engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

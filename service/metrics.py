@@ -22,7 +22,8 @@ LATENCY_BUCKETS = (
 class Metrics:
     """Every metric the service exports; the names are the contract with the Grafana dashboard."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: str = "torch") -> None:
+        self.engine = engine
         self.registry = r = CollectorRegistry()
         self.requests = Counter("sa2crq_requests", "HTTP requests by endpoint and status code", ["endpoint", "status"], registry=r)
         self.latency = Histogram(
@@ -41,11 +42,25 @@ class Metrics:
         self.items_inserted = Counter("sa2crq_items_inserted", "Cold-start items inserted through POST /items", registry=r)
         self.index_info = Gauge("sa2crq_index_info", "1 for the index version being served", ["index_version"], registry=r)
         self.model_info = Gauge("sa2crq_model_info", "1 for the decoder version being served", ["model_version", "engine"], registry=r)
+        self.release_info = Gauge("sa2crq_release_info", "1 for the release being served", ["release", "index_version", "model_version"], registry=r)
+        self.release_swaps = Counter("sa2crq_release_swaps", "Releases swapped in (the first load included)", registry=r)
+        self.release_failures = Counter("sa2crq_release_load_failures", "Releases that could not be loaded, by error type", ["error"], registry=r)
         self.trie_sids = Gauge("sa2crq_trie_sids", "SIDs in the served trie", registry=r)
         self.trie_items = Gauge("sa2crq_trie_items", "Items in the served trie", registry=r)
         self.redis_up = Gauge("sa2crq_redis_up", "1 if the index sync reaches Redis", registry=r)
         self.ready = Gauge("sa2crq_ready", "1 when ready, 0.5 when degraded (serving without Redis), 0 when not ready", registry=r)
         self._served_index: str | None = None
+
+    def set_release(self, served, previous) -> None:
+        """After a release swap (``ReleaseFollower.on_swap``): the info gauges name the new one."""
+        if previous is not None:
+            self.release_info.remove(previous.release.name, previous.release.index_version, previous.release.decoder_version)
+            if previous.decoder.version != served.decoder.version:
+                self.model_info.remove(previous.decoder.version, self.engine)
+        r = served.release
+        self.release_info.labels(r.name, r.index_version, r.decoder_version).set(1)
+        self.model_info.labels(r.decoder_version, self.engine).set(1)
+        self.release_swaps.inc()
 
     def set_index(self, version: str | None, num_sids: int, num_items: int) -> None:
         if version != self._served_index:

@@ -1,15 +1,17 @@
-"""What a running service holds: decoder, engine, trie sync, retriever, batcher, metrics.
+"""What a running service holds: the release it serves (via the follower), batcher, metrics.
 
-``Runtime.open`` builds everything ready to serve, or raises: it loads the decoder, connects to
-Redis (or starts an embedded one and publishes the decoder's own index into it), waits for the
-first trie, builds the engine, warms it up and starts the batcher. Requests then go through
-``submit``; the trie snapshot is taken per batch. ``close`` stops it all.
+``Runtime.open`` builds everything ready to serve: it connects to Redis (or starts an embedded one
+and publishes the store's decoder and its index into it as a release), starts the release
+follower (``service/releases.py``), waits for the first release to load and starts the batcher.
+Requests then go through ``submit``; each batch holds one ``Served`` release, whose trie snapshot,
+decoder and engine answer the whole batch. ``close`` stops it all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -20,15 +22,15 @@ import torch
 from model_store import Store
 from service.batching import Job, MicroBatcher
 from service.metrics import Metrics, WindowStats
+from service.releases import ReleaseFollower, Served
 from service.settings import Settings
-from service.sync import TrieSync
-from sidcore.decoder.bundle import Decoder, load_decoder
+from sidcore.decoder.bundle import Decoder
 from sidcore.engines.base import Engine
 from sidcore.errors import UnavailableError
 from sidcore.index.embedded import EmbeddedRedis
 from sidcore.index.redis_index import InsertResult, RedisIndex
-from sidcore.index.trie import Trie
-from sidcore.retriever import IndexMismatch, Query, Result, Retriever
+from sidcore.index.releases import Release
+from sidcore.retriever import IndexMismatch, Query, Result
 
 log = logging.getLogger("sa2crq.service")
 
@@ -39,7 +41,7 @@ itself (that needs the indexer's quantizers); whoever starts it passes this in, 
 
 
 class NotReady(UnavailableError):
-    """No servable index yet (none published, or one the decoder cannot decode)."""
+    """No servable release yet (none published, or none this replica could load)."""
 
 
 @dataclass(frozen=True)
@@ -52,31 +54,27 @@ class Readiness:
         return self.status != "not_ready"
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A retrieval result and the release that produced it (one release per batch)."""
+
+    result: Result
+    release: Release
+
+
 class Runtime:
     """A serving service's parts, all present: build one with ``await Runtime.open(...)``."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        metrics: Metrics,
-        decoder: Decoder,
-        sync: TrieSync,
-        engine: Engine,
-        retriever: Retriever,
-        redis_url: str,
-        embedded: EmbeddedRedis | None,
-        insert_items: InsertItems | None,
-    ):
+    def __init__(self, settings: Settings, metrics: Metrics, follower: ReleaseFollower, redis_url: str,
+                 embedded: EmbeddedRedis | None, insert_items: InsertItems | None, cache_dir: tempfile.TemporaryDirectory | None):
         self.settings = settings
         self.metrics = metrics
         self.stats = WindowStats(settings.stats_window_s)
-        self.decoder = decoder
-        self.sync = sync
-        self.engine = engine
-        self.retriever = retriever
+        self.follower = follower
         self.redis_url = redis_url
         self.embedded = embedded
         self.insert_items = insert_items
+        self._cache_dir = cache_dir
         self.batcher = MicroBatcher(
             self._process, settings.max_batch, settings.max_wait_ms / 1000, settings.queue_size,
             settings.concurrent_batches, on_batch=self._on_batch,
@@ -89,99 +87,79 @@ class Runtime:
         if s.torch_threads:
             torch.set_num_threads(s.torch_threads)
         started = time.perf_counter()
-        store = Store(s.store)
-        device = s.device if s.engine == "torch" else "cpu"
-        decoder = await asyncio.to_thread(load_decoder, store, s.decoder_version, device)
         embedded = None
         if s.redis_url:
             redis_url = s.redis_url
         else:
-            embedded = await asyncio.to_thread(_embedded_redis, store, decoder.spec.index_version, s.redis_prefix)
+            embedded = await asyncio.to_thread(_embedded_redis, Store(s.store), s.decoder_version, s.redis_prefix)
             redis_url = embedded.url
-        sync = TrieSync(redis_url, s.redis_prefix).start()
-        engine = None
-        try:
-            if not await asyncio.to_thread(sync.wait_ready, s.ready_timeout_s):
-                log.warning("no index in Redis after %.0f s: %s; serving 503 until one is published", s.ready_timeout_s, sync.state().last_error)
-            engine = await asyncio.to_thread(_engine, s, decoder)
-            retriever = Retriever(decoder, engine, s.beam_width, s.max_beam_width)
-            rt = cls(s, metrics, decoder, sync, engine, retriever, redis_url, embedded, insert_items)
-            await asyncio.to_thread(rt._warm_up)
-        except BaseException:
-            if engine is not None:
-                engine.close()
-            sync.stop()
-            if embedded:
-                embedded.close()
-            raise
-        metrics.model_info.labels(decoder.version, s.engine).set(1)
+        cache_dir = None if s.cache_dir else tempfile.TemporaryDirectory(prefix="sa2crq-decoders-")
+        cache = Store(s.cache_dir or cache_dir.name)
+        follower = ReleaseFollower(
+            redis_url, s.redis_prefix, lambda decoder: _engine(s, decoder),
+            {"beam_width": s.beam_width, "max_beam_width": s.max_beam_width}, cache,
+            device=s.device if s.engine == "torch" else "cpu", pin=s.release, replica_id=s.replica_id,
+            on_swap=metrics.set_release, on_failure=lambda e: metrics.release_failures.labels(type(e).__name__).inc(),
+        )
+        rt = cls(s, metrics, follower, redis_url, embedded, insert_items, cache_dir)
+        follower.start()
+        if not await asyncio.to_thread(follower.wait_ready, s.ready_timeout_s):
+            log.warning("no release served after %.0f s: %s; serving 503 until one loads", s.ready_timeout_s, follower.state().last_error)
         rt.batcher.start()
         rt.refresh()
-        log.info("service ready in %.1f s: decoder %s, engine %s, index %s", time.perf_counter() - started,
-                 decoder.version, s.engine, sync.state().version)
+        log.info("service up in %.1f s: release %s, engine %s", time.perf_counter() - started, follower.state().served, s.engine)
         return rt
 
     async def close(self) -> None:
         await self.batcher.stop()
-        await asyncio.to_thread(self.engine.close)
-        self.sync.stop()
+        await asyncio.to_thread(self.follower.stop)
         if self.embedded:
             self.embedded.close()
-
-    def _warm_up(self) -> None:
-        """One decode at the default and the widest beam, so the first requests pay no set-up."""
-        trie = self.sync.trie
-        if trie is None:
-            return
-        try:
-            self.retriever.check(trie)
-        except IndexMismatch as e:
-            log.error("%s", e)
-            return
-        for width in {self.settings.beam_width, self.settings.max_beam_width}:
-            self.retriever.retrieve(trie, [Query(query="warm up", k=width, beam_width=width)])
+        if self._cache_dir is not None:
+            self._cache_dir.cleanup()
 
     # -- serving ------------------------------------------------------------------------------
-    def trie(self) -> Trie:
-        trie = self.sync.trie
-        if trie is None:
-            raise NotReady(f"not ready: {self.sync.state().last_error or 'no index loaded yet'}")
-        return trie
+    def served(self) -> Served:
+        served = self.follower.served
+        if served is None or served.sync.trie is None:
+            raise NotReady(f"not ready: {self.follower.state().last_error or 'no release loaded yet'}")
+        return served
 
     def readiness(self) -> Readiness:
-        state = self.sync.state()
-        if self.sync.trie is None:
-            return Readiness("not_ready", state.last_error or "no index loaded yet")
+        served = self.follower.served
+        if served is None or served.sync.trie is None:
+            return Readiness("not_ready", self.follower.state().last_error or "no release loaded yet")
         try:
-            self.retriever.check(self.sync.trie)
+            served.retriever.check(served.sync.trie)
         except IndexMismatch as e:
             return Readiness("not_ready", str(e))
+        state = served.sync.state()
         if not state.connected:
             return Readiness("degraded", f"serving index {state.version} from memory: {state.last_error}")
         return Readiness("ready", None)
 
     def submit(self, query: Query) -> asyncio.Future:
-        """Check the request against the current index, then queue it (raises QueueFull)."""
-        trie = self.trie()
-        self.retriever.check(trie)
-        self.retriever.prompt(trie, query)  # unknown history ids fail here, before queueing
-        self.retriever.plan(query)
+        """Check the request against the served release, then queue it (raises QueueFull)."""
+        served = self.served()
+        served.retriever.prompt(served.sync.trie, query)  # unknown history ids fail here, before queueing
+        served.retriever.plan(query)
         return self.batcher.submit(query)
 
     def _process(self, jobs: list[Job]) -> None:
-        """One batch, one trie snapshot. Runs in a batcher thread."""
-        trie = self.trie()
-        ok: list[Job] = []
-        for job in jobs:
-            try:
-                self.retriever.prompt(trie, job.payload)  # the index may have flipped since submit
-                ok.append(job)
-            except ValueError as e:
-                self.batcher.fail(job, e)
-        if not ok:
-            return
-        started = time.perf_counter()
-        results, stats = self.retriever.retrieve(trie, [j.payload for j in ok])
+        """One batch, one release, one trie snapshot. Runs in a batcher thread."""
+        with self.served().hold() as served:
+            trie = served.sync.trie
+            ok: list[Job] = []
+            for job in jobs:
+                try:
+                    served.retriever.prompt(trie, job.payload)  # the release may have changed since submit
+                    ok.append(job)
+                except ValueError as e:
+                    self.batcher.fail(job, e)
+            if not ok:
+                return
+            started = time.perf_counter()
+            results, stats = served.retriever.retrieve(trie, [j.payload for j in ok])
         m = self.metrics
         m.decode_seconds.observe(time.perf_counter() - started)
         for group in stats.groups:
@@ -189,7 +167,7 @@ class Runtime:
             for depth, n in group.finished_per_depth.items():
                 m.beams_finished.labels(str(depth)).inc(n)
         for job, result in zip(ok, results):
-            self.batcher.resolve(job, result)
+            self.batcher.resolve(job, Answer(result, served.release))
 
     def _on_batch(self, jobs: Sequence[Job]) -> None:
         now = time.perf_counter()
@@ -205,11 +183,26 @@ class Runtime:
     def refresh(self) -> None:
         """Bring the state gauges up to date (on every scrape, probe and /stats call)."""
         m = self.metrics
-        state = self.sync.state()
-        m.set_index(state.version, state.num_sids, state.num_items)
-        m.redis_up.set(1 if state.connected else 0)
+        served = self.follower.served
+        state = served.sync.state() if served else None
+        if state:
+            m.set_index(state.version, state.num_sids, state.num_items)
+        m.redis_up.set(1 if state and state.connected else 0)
         m.ready.set({"ready": 1.0, "degraded": 0.5}.get(self.readiness().status, 0.0))
         m.queue_depth.set(self.batcher.depth)
+
+    def describe(self) -> dict:
+        """What this replica serves, for /readyz and /stats."""
+        served = self.follower.served
+        state = served.sync.state() if served else None
+        return {
+            **self.follower.describe(),
+            "index_version": state.version if state else None,
+            "model_version": served.decoder.version if served else None,
+            "num_sids": state.num_sids if state else 0,
+            "num_items": state.num_items if state else 0,
+            "redis": {"connected": state.connected, "last_sync": state.last_sync, "last_error": state.last_error} if state else None,
+        }
 
     def redis_index(self) -> RedisIndex:
         """A short-lived client for writes (cold-start inserts); close it after use."""
@@ -217,15 +210,17 @@ class Runtime:
         return RedisIndex(client, self.settings.redis_prefix)
 
 
-def _embedded_redis(store: Store, index_version: str, prefix: str) -> EmbeddedRedis:
+def _embedded_redis(store: Store, decoder_version: str | None, prefix: str) -> EmbeddedRedis:
+    """A private Redis holding the store's decoder and the index it was trained for, as the active release."""
     embedded = EmbeddedRedis().start()
     try:
         with embedded.client() as client:
-            RedisIndex(client, prefix).publish(store, index_version, activate=True, progress=False)
+            release = RedisIndex(client, prefix).publish_release(store, decoder_version=decoder_version, name="local", activate=True, progress=False)
     except BaseException:
         embedded.close()
         raise
-    log.info("embedded Redis at %s holds index %s", embedded.url, index_version)
+    log.info("embedded Redis at %s serves release %s (index %s, decoder %s)", embedded.url, release.name,
+             release.index_version, release.decoder_version)
     return embedded
 
 
@@ -238,3 +233,4 @@ def _engine(s: Settings, decoder: Decoder) -> Engine:
     from sidcore.engines.torch_engine import TorchEngine
 
     return TorchEngine(decoder)
+

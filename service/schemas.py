@@ -49,8 +49,9 @@ class ItemOut(BaseModel):
 
 class RetrieveResponse(BaseModel):
     items: list[ItemOut]
-    index_version: str
-    model_version: str
+    index_version: str = Field(description="The index version the items and SIDs come from.")
+    model_version: str = Field(description="The decoder version that generated the SIDs.")
+    release: str = Field(description="The release (index, decoder) that answered; one release answers a whole request.")
     took_ms: float
 
 

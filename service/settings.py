@@ -16,10 +16,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SA2CRQ_", env_file=".env", extra="ignore", frozen=True)
 
-    store: Path = Field(Path("demo/store"), description="Artifact store holding the decoder (and the index it was built for).")
-    decoder_version: str | None = Field(None, description="Decoder version to serve; default: the store's active decoder.")
-    redis_url: str | None = Field(None, description="Redis holding the index; empty: an embedded Redis started with the service, "
-                                                     "holding the store's index the decoder was trained for.")
+    store: Path = Field(Path("demo/store"), description="Embedded mode only: the artifact store whose decoder and index are published into the embedded Redis as the release served.")
+    decoder_version: str | None = Field(None, description="Embedded mode only: the store's decoder version to serve; default: its active decoder.")
+    redis_url: str | None = Field(None, description="Redis holding the releases (index versions and decoders); empty: embedded mode, "
+                                                     "a private Redis started with the service.")
+    release: str | None = Field(None, description="Pin this replica to a release (canaries, A/B tests); default: follow the active release.")
+    replica_id: str | None = Field(None, description="Name this replica heartbeats under (gc keeps what replicas serve); default: host-pid.")
+    cache_dir: Path | None = Field(None, description="Where decoders fetched from Redis are kept (verified); default: a temporary folder.")
     redis_prefix: str = Field("sa2crq", description="Key prefix of the index in Redis.")
     engine: Literal["torch", "vllm"] = Field("torch", description="Decoding engine: torch (CPU default) or vllm.")
     device: str = Field("cpu", description="Torch engine device (cpu, cuda, cuda:1, ...).")
@@ -41,7 +44,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="Bearer token for POST /items; unset: POST /items is disabled (403).")
     max_insert_items: int = Field(1000, ge=1, description="Items per POST /items call at most.")
     stats_window_s: float = Field(60.0, gt=0, description="Sliding window of GET /stats.")
-    ready_timeout_s: float = Field(60.0, gt=0, description="How long start-up waits for the first index from Redis.")
+    ready_timeout_s: float = Field(60.0, gt=0, description="How long start-up waits for the first release to load.")
     log_level: str = Field("info", description="Log level of the service and uvicorn.")
 
     @field_validator("admin_token", mode="after")

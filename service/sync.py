@@ -44,12 +44,18 @@ class SyncState:
 
 
 class TrieSync:
-    """``TrieSync(url).start()``; read ``.trie`` per request (an immutable snapshot) and ``.state()``."""
+    """``TrieSync(url).start()``; read ``.trie`` per request (an immutable snapshot) and ``.state()``.
+
+    It follows the active version, or with ``version`` one fixed version (a release's index) and
+    only that version's inserts.
+    """
 
     def __init__(
-        self, url: str | None = None, prefix: str = DEFAULT_PREFIX, backoff: tuple[float, float] = (0.1, 5.0), poll: float = 0.5
+        self, url: str | None = None, prefix: str = DEFAULT_PREFIX, backoff: tuple[float, float] = (0.1, 5.0), poll: float = 0.5,
+        version: str | None = None,
     ):
         self.url = resolve_url(url)
+        self.version = version
         self.keys = Keys(prefix)
         self.backoff = backoff
         self.poll = poll
@@ -62,7 +68,7 @@ class TrieSync:
         self._generation = 0
         self._stop = threading.Event()
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trie-sync", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"trie-sync-{version or 'active'}", daemon=True)
 
     @property
     def trie(self) -> Trie | None:
@@ -140,10 +146,10 @@ class TrieSync:
         if not isinstance(event, dict):
             return False
         current = self._trie.version if self._trie else None
-        return event.get("type") == "activate" or event.get("version") == current
+        return (event.get("type") == "activate" and self.version is None) or event.get("version") in (current, self.version)
 
     def _resync(self, index: RedisIndex) -> None:
-        active = index.active()
+        active = self.version or index.active()
         current = self._trie
         if active is None:
             note = f"no active index version in Redis; serving {current.version}" if current else "no active index version in Redis yet"

@@ -149,6 +149,36 @@ def tiny_stack(tmp_path_factory):
     return SimpleNamespace(store=store, data_dir=d / "data", decoder=decoder, trie=trie, mask=mask, art=art, catalog=cat)
 
 
+def tiny_pair(tiny_stack, directory: Path, sizes: tuple[int, ...], seed: int):
+    """Another index of ``tiny_stack``'s catalog (quantizer ``sizes`` and ``seed``) and a tiny decoder
+    trained for it, in a store of its own: a retrained release. Returns (store, artifact, decoder)."""
+    from indexer.training.trainer import TrainConfig, train_decoder
+    from sidcore.decoder.bundle import load_decoder
+    from sidcore.decoder.model import TinyConfig
+
+    store = Store(directory)
+    cfg = BuildConfig(method="sarq", quantizer=QuantizerConfig(sizes=sizes, epochs=3, latent_dim=8, hidden=(32,), seed=seed))
+    version, _ = build_index(tiny_stack.catalog, cfg, store, progress=False)
+    store.activate("index", version)
+    tiny = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
+    decoder_version, _ = train_decoder(store, tiny_stack.data_dir, TrainConfig(steps=30, batch_size=16, tiny=tiny, text_vocab=300, seed=seed),
+                                       progress=False)
+    store.activate("decoder", decoder_version)
+    return store, load_index(store, version), load_decoder(store)
+
+
+@pytest.fixture(scope="session")
+def retrained_pair(tiny_stack, tmp_path_factory):
+    """The tiny catalog re-indexed with another quantizer seed (same sizes, other SIDs) and its own decoder."""
+    return tiny_pair(tiny_stack, tmp_path_factory.mktemp("retrained"), tiny_stack.art.sizes, seed=7)
+
+
+@pytest.fixture(scope="session")
+def resized_pair(tiny_stack, tmp_path_factory):
+    """The tiny catalog re-indexed with other codebook sizes and its own decoder."""
+    return tiny_pair(tiny_stack, tmp_path_factory.mktemp("resized"), (4, 6, 8), seed=3)
+
+
 @pytest.fixture(scope="session")
 def tiny_decoder(tiny_stack):
     """(decoder, trie, mask, artifact) of ``tiny_stack``."""
@@ -176,7 +206,7 @@ def start_service(tiny_stack):
     def start(**overrides) -> SimpleNamespace:
         redis_server = EmbeddedRedis().start()
         with redis_server.client() as client:
-            RedisIndex(client).publish(tiny_stack.store, tiny_stack.decoder.spec.index_version, activate=True, progress=False)
+            RedisIndex(client).publish_release(tiny_stack.store, name="tiny", activate=True, progress=False)
         defaults = dict(store=tiny_stack.store.root, redis_url=redis_server.url, port=0, admin_token=ADMIN_TOKEN, max_beam_width=32)
         settings = Settings(_env_file=None, **{**defaults, **overrides})
         server = background_server(settings).start()

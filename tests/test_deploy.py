@@ -93,7 +93,7 @@ def test_compose_wires_redis_indexer_and_service(compose):
         svc = s[name]
         env = svc["environment"]
         assert env["SA2CRQ_REDIS_URL"] == "redis://redis:6379/0"
-        assert env["SA2CRQ_STORE"] == f"{workdir}/store"
+        assert "SA2CRQ_STORE" not in env  # releases (index and decoder) come from Redis
         assert env["SA2CRQ_HOST"] == "0.0.0.0"
         assert env["SA2CRQ_ENGINE"] == engine
         assert set(env) <= SETTINGS_VARS, set(env) - SETTINGS_VARS
@@ -101,8 +101,9 @@ def test_compose_wires_redis_indexer_and_service(compose):
         assert svc["depends_on"]["indexer"]["condition"] == "service_completed_successfully"
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "sa2crq-service" in svc["networks"]["default"]["aliases"]
-        # the indexer writes the store into the volume the service reads
-        assert _mounts(svc)["/data"] == _mounts(s["indexer"])["/data"] == "demo-data"
+        # no shared volume: the indexer publishes the decoder to Redis, the service fetches it there
+        assert "/data" not in _mounts(svc) and _mounts(s["indexer"])["/data"] == "demo-data"
+        assert workdir.startswith("/data")
     assert "profiles" not in s["service"]
     assert s["service-gpu"]["profiles"] == ["gpu"]
     (device,) = s["service-gpu"]["deploy"]["resources"]["reservations"]["devices"]
@@ -176,7 +177,7 @@ def test_overlay_manifests_validate_against_kubernetes_schemas(overlay):
     for doc in docs:
         kv.validate(doc, kv.latest_version(), strict=True)
     kinds = {d["kind"] for d in docs}
-    assert kinds == {"Namespace", "ConfigMap", "Service", "PersistentVolumeClaim", "Deployment", "StatefulSet",
+    assert kinds == {"Namespace", "ConfigMap", "Service", "Deployment", "StatefulSet",
                      "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"}
 
 
@@ -205,10 +206,12 @@ def test_overlay_deployment_probes_config_secret_and_scrape(overlay):
     Settings(_env_file=None, **{k.removeprefix("SA2CRQ_").lower(): v for k, v in config["data"].items()})  # values parse
     token = next(e for e in container["env"] if e["name"] == "SA2CRQ_ADMIN_TOKEN")
     assert token["valueFrom"]["secretKeyRef"]["name"] == "sa2crq-admin"
-    images = [c["image"] for c in pod["spec"]["containers"] + pod["spec"]["initContainers"]]
+    images = [c["image"] for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])]
     job = _one(docs, "Job", "sa2crq-indexer")
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "sa2crq:cpu"
-    assert images == [f"sa2crq:{name}"] * 2
+    assert images == [f"sa2crq:{name}"]
+    cache = next(e["value"] for e in container["env"] if e["name"] == "SA2CRQ_CACHE_DIR")
+    assert {m["mountPath"]: m["name"] for m in container["volumeMounts"]}[cache] == "cache"
     gpu = container["resources"]["limits"].get("nvidia.com/gpu")
     assert (config["data"]["SA2CRQ_ENGINE"], gpu) == (("vllm", "1") if name == "gpu" else ("torch", None))
 
@@ -226,9 +229,9 @@ def test_overlay_objects_point_at_each_other(overlay):
     redis = _one(docs, "StatefulSet", "redis")
     assert "--appendonly" in redis["spec"]["template"]["spec"]["containers"][0]["args"]
     assert _one(docs, "Service", "redis")["spec"]["selector"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
-    claims = {v["persistentVolumeClaim"]["claimName"] for d in (deployment, _one(docs, "Job"))
-              for v in d["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {_one(docs, "PersistentVolumeClaim")["metadata"]["name"]}
+    # No ReadWriteMany volume between the indexer and the replicas: decoders travel through Redis.
+    claims = [v for d in (deployment, _one(docs, "Job")) for v in d["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == []
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"sa2crq"}
 
 

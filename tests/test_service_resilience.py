@@ -7,14 +7,9 @@ import threading
 import time
 
 import httpx
-import pytest
 from promtext import sample
 
-from indexer.build import BuildConfig, build_index
 from indexer.data.catalog import load_sequences
-from indexer.quantizers import QuantizerConfig
-from model_store import Store
-from sidcore.index.artifact import load_index
 from sidcore.index.redis_index import RedisIndex
 from sidcore.sid import format_sid
 
@@ -81,29 +76,22 @@ def test_work_for_a_disconnected_client_is_dropped(start_service):
     assert decoded < 20
 
 
-@pytest.fixture(scope="module")
-def second_version(tiny_stack, tmp_path_factory):
-    """Another index of the same catalog and SID layout, with different SIDs (another seed)."""
-    store = Store(tmp_path_factory.mktemp("flip_store"))
-    cfg = BuildConfig(method="sarq", quantizer=QuantizerConfig(sizes=(4, 4, 6), epochs=3, latent_dim=8, hidden=(32,), seed=7))
-    version, _ = build_index(tiny_stack.catalog, cfg, store, progress=False)
-    art = load_index(store, version)
-    assert art.sizes == tiny_stack.art.sizes
-    return art
-
-
 def _sid_maps(*arts) -> dict[str, dict[str, str]]:
     return {
         a.version: {str(i): format_sid(a.codes[r, : a.lengths[r]]) for r, i in enumerate(a.item_ids)} for a in arts
     }
 
 
-def test_index_flip_mid_stream_gives_no_failures_and_no_mixed_versions(start_service, tiny_stack, second_version):
+def test_release_flips_mid_stream_give_no_failures_and_no_mixed_versions(start_service, tiny_stack, retrained_pair):
+    """Flips between two releases (the same catalog indexed with another quantizer seed, each with its
+    own decoder): every answer comes whole from one release, its items carry that index's SIDs."""
     svc = start_service()
+    store_b, art_b, decoder_b = retrained_pair
     with svc.redis.client() as client:
-        RedisIndex(client).publish_artifact(second_version, progress=False)
-    sids = _sid_maps(tiny_stack.art, second_version)
-    assert sids[tiny_stack.art.version] != sids[second_version.version]
+        RedisIndex(client).publish_release(store_b, name="flip-b", progress=False)
+    sids = _sid_maps(tiny_stack.art, art_b)
+    assert sids[tiny_stack.art.version] != sids[art_b.version]
+    decoder_of = {tiny_stack.art.version: tiny_stack.decoder.version, art_b.version: decoder_b.version}
     histories = load_sequences(tiny_stack.data_dir / "sequences.jsonl")[:30]
     answers, stop = [], threading.Event()
 
@@ -120,10 +108,10 @@ def test_index_flip_mid_stream_gives_no_failures_and_no_mixed_versions(start_ser
         t.start()
     with svc.redis.client() as client:
         index = RedisIndex(client)
-        for version in [second_version.version, tiny_stack.art.version] * 3:
-            time.sleep(0.3)
-            index.activate(version)
-    time.sleep(0.3)
+        for release in ["flip-b", "tiny"] * 3:
+            time.sleep(0.5)
+            index.activate_release(release)
+    time.sleep(0.5)
     stop.set()
     for t in threads:
         t.join()
@@ -131,9 +119,10 @@ def test_index_flip_mid_stream_gives_no_failures_and_no_mixed_versions(start_ser
     assert len(answers) > 50
     assert [a.status_code for a in answers if a.status_code != 200] == []
     served = {a.json()["index_version"] for a in answers}
-    assert served == set(sids)  # the stream saw both versions
+    assert served == set(sids)  # the stream saw both releases
     mixed = [a for a in answers for item in a.json()["items"] if sids[a.json()["index_version"]][item["item_id"]] != item["sid"]]
     assert mixed == []
+    assert all(a.json()["model_version"] == decoder_of[a.json()["index_version"]] for a in answers)
 
 
 def test_redis_outage_keeps_answering_and_recovers(start_service):

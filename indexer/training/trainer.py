@@ -130,7 +130,7 @@ def train_decoder(
     else:
         tok = train_text_tokenizer(data.catalog.texts + [ex.query for ex in train if ex.query], cfg.text_vocab)
     base = extend_with_sid_tokens(tok, art.sizes)
-    spec = DecoderSpec(art.version, art.sizes, base, cfg.prompt, str(base_model) if base_model else "tiny")
+    spec = DecoderSpec(art.version, art.sizes, base, cfg.prompt, str(base_model) if base_model else "tiny", art.fingerprint)
     if base_model is not None:
         model = load_base_model(base_model, len(tok))
     else:
@@ -168,7 +168,8 @@ def train_decoder(
         "seconds": time.perf_counter() - t0,
     }
     model.eval()
-    config = {"index_version": art.version, "train": dataclasses.asdict(cfg), "base_model": spec.model, "summary": summary}
+    config = {"index_version": art.version, "index_fingerprint": art.fingerprint, "train": dataclasses.asdict(cfg),
+              "base_model": spec.model, "summary": summary}
     with store.new_version("decoder", config) as d:
         save_decoder(d, spec, model.to("cpu"), tok, titles)
     return store.last_version, summary

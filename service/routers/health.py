@@ -19,21 +19,15 @@ def router(s: Settings) -> APIRouter:
 
     @r.get("/readyz", responses={503: {"description": "Not ready (no index, or one the decoder cannot serve)"}})
     async def readyz(request: Request) -> Response:
-        """Ready to answer: `ready`, or `degraded` when Redis is down and the in-memory index serves."""
+        """Ready to answer: `ready`, or `degraded` when Redis is down and the in-memory index serves.
+
+        Also says which release this replica serves, which one it should serve (the active or the
+        pinned one: they differ while a new release loads), and why the last load failed, if it did.
+        """
         rt = runtime(request)
         rt.refresh()
         ready = rt.readiness()
-        state = rt.sync.state()
-        body = {
-            "status": ready.status,
-            "reason": ready.reason,
-            "index_version": state.version,
-            "model_version": rt.decoder.version,
-            "engine": s.engine,
-            "redis": {"connected": state.connected, "last_sync": state.last_sync, "last_error": state.last_error},
-            "num_sids": state.num_sids,
-            "num_items": state.num_items,
-        }
+        body = {"status": ready.status, "reason": ready.reason, "engine": s.engine, **rt.describe()}
         return JSONResponse(body, status_code=200 if ready.ok else 503)
 
     return r

@@ -22,7 +22,8 @@ async def _visible(rt: Runtime, version: str, item_id: str, timeout: float = 5.0
     """Wait until the served trie holds the insert, so the caller can retrieve it right away."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        trie = rt.sync.trie
+        served = rt.follower.served
+        trie = served.sync.trie if served else None
         if trie is None or trie.version != version or trie.node_of_item(item_id) >= 0:
             return
         await asyncio.sleep(0.01)

@@ -24,12 +24,14 @@ def router() -> APIRouter:
         """Sliding-window QPS, p50/p99 latency (ms) and error counts of POST /retrieve."""
         rt = runtime(request)
         rt.refresh()
-        state = rt.sync.state()
+        facts = rt.describe()
         return {
             **rt.stats.snapshot(),
             "queue_depth": rt.batcher.depth,
-            "index_version": state.version,
-            "model_version": rt.decoder.version,
+            "index_version": facts["index_version"],
+            "model_version": facts["model_version"],
+            "release": facts["release"],
+            "target_release": facts["target_release"],
             "status": rt.readiness().status,
         }
 

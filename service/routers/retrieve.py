@@ -56,12 +56,14 @@ def router(s: Settings) -> APIRouter:
                 return Response(status_code=499)  # nobody reads it; the status keeps the counters honest
             rt.metrics.rejected.labels("timeout").inc()
             return error_response(503, f"not answered within {s.request_timeout_s} s", rt.batcher.retry_after())
-        result = future.result()  # an error raised in the batch (e.g. the index flipped) answers through the error table
+        answer = future.result()  # an error raised in the batch (e.g. the index flipped) answers through the error table
+        result = answer.result
         rt.observe_result(result)
         out = RetrieveResponse(
             items=[ItemOut(item_id=i.item_id, score=i.score, sid=format_sid(i.sid)) for i in result.items],
             index_version=result.index_version,
-            model_version=rt.decoder.version,
+            model_version=answer.release.decoder_version,
+            release=answer.release.name,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return JSONResponse(out.model_dump())

@@ -2,7 +2,8 @@
 
 Store layout of a ``decoder`` version: ``model/`` (transformers save_pretrained), ``tokenizer/``,
 ``titles.json`` (item id -> title, for title-bearing history prompts) and ``decoder.json``
-(the index version it was trained for, SID sizes, the SID token base, prompt config).
+(the index version it was trained for and that index's quantizer fingerprint, SID sizes, the SID
+token base, prompt config).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class DecoderSpec:
     base: int  # token id of <s1_0>; the SID range is [base, base + sum(sizes) + 1)
     prompt: PromptConfig
     model: str  # "tiny" or the base checkpoint path
+    index_fingerprint: str = ""  # quantizer fingerprint of the index it was trained on ("" in decoders older than releases)
 
     @property
     def vocab(self) -> SIDVocab:
@@ -44,7 +46,7 @@ class DecoderSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> "DecoderSpec":
-        return cls(d["index_version"], tuple(d["sizes"]), d["base"], PromptConfig(**d["prompt"]), d["model"])
+        return cls(d["index_version"], tuple(d["sizes"]), d["base"], PromptConfig(**d["prompt"]), d["model"], d.get("index_fingerprint", ""))
 
 
 def make_builder(spec: DecoderSpec, tok: PreTrainedTokenizerFast) -> PromptBuilder:

@@ -7,17 +7,48 @@ and the codebook sizes), ``report.json`` (the quality report), the quantizer (``
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from model_store import Store, Version
+from sidcore.errors import DataError
 from sidcore.sid import SIDTable
 
 ITEMS_FILE = "items.npz"
 REPORT_FILE = "report.json"
 QUANTIZER_FILES = ("quantizer.json", "quantizer.safetensors")
+
+
+def quantizer_fingerprint(file_digests: dict[str, str]) -> str:
+    """What a decoder must have been trained on to decode an index: its quantizer's identity.
+
+    The sha256 digests of the quantizer files (codebooks, network, SARQ priors) decide every SID,
+    so two index versions with equal fingerprints give every item the same SID: the same version,
+    a copy of it under another id, or it extended by cold-start inserts (which never retrain).
+    A rebuild (new catalog, new seed) gets a new fingerprint, whatever its codebook sizes.
+    """
+    missing = [f for f in QUANTIZER_FILES if f not in file_digests]
+    if missing:
+        raise DataError(f"no {', '.join(missing)} to fingerprint the index by")
+    h = hashlib.sha256("".join(f"{f}:{file_digests[f]}\n" for f in QUANTIZER_FILES).encode())
+    return h.hexdigest()[:16]
+
+
+class IncompatiblePair(DataError):
+    """A decoder and an index whose quantizer fingerprints differ: the decoder would name the wrong items."""
+
+
+def check_pair(index_version: str, index_fingerprint: str, decoder_version: str, decoder_fingerprint: str) -> None:
+    """Refuse a (index, decoder) pair unless the decoder was trained on this index's quantizer."""
+    if not index_fingerprint or index_fingerprint != decoder_fingerprint:
+        raise IncompatiblePair(
+            f"decoder {decoder_version} was trained for quantizer fingerprint {decoder_fingerprint or '(none recorded)'}, "
+            f"but index {index_version} has fingerprint {index_fingerprint or '(none recorded)'}: "
+            "train a decoder for this index, or pair it with the decoder trained for it"
+        )
 
 
 @dataclass(frozen=True)
@@ -37,6 +68,7 @@ class IndexArtifact:
     sizes: tuple[int, ...]  # codebook size per layer, as served
     report: dict
     path: Path
+    fingerprint: str  # quantizer_fingerprint of the version's quantizer files
 
     def table(self) -> SIDTable:
         return SIDTable.build(self.codes, self.lengths, self.sizes, self.popularity)
@@ -71,4 +103,5 @@ def load_index(store: Store, version: str | None = None) -> IndexArtifact:
         sizes=tuple(int(m) for m in arrays["sizes"]),
         report=v.json(REPORT_FILE),
         path=v.path,
+        fingerprint=quantizer_fingerprint(v.manifest.files),
     )

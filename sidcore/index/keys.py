@@ -9,8 +9,18 @@
     P:{V}:snapshot                hash: segment number -> npz bytes of the published SID table
     P:{V}:files                   hash: quantizer.json / quantizer.safetensors -> bytes
     P:{V}:log                     stream: one entry per cold-start insert batch (items, SIDs)
+    P:{V}:inserted                hash: cold-start item id -> JSON {title, popularity, vector?} (carried to later releases)
     P:{V}:lease                   string with TTL: held while a publisher writes V
     P:{V}:complete                string: written last, after every count was verified
+
+    P:decoders                    set: every decoder version with keys
+    P:decoder:{D}:meta            hash: manifest (JSON), index version and fingerprint, file sizes, chunk count
+    P:decoder:{D}:chunk           hash: chunk number -> bytes of the decoder's files, back to back
+    P:decoder:{D}:complete        string: written last, after every chunk was written
+    P:releases                    hash: release name -> JSON {index, decoder, fingerprint, created}
+    P:release:active              string: name of the release replicas serve (unless pinned)
+    P:release:history             list: activated release names, newest first (rollback goes back one)
+    P:replica:{id}                string with TTL: JSON heartbeat of what a replica serves (gc keeps it)
 
 ``{V}`` is a Redis Cluster hash tag, so one version's keys share a slot and the scripts that
 touch several of them (publish finalisation, inserts) stay single-slot. Another prefix gives an
@@ -52,8 +62,34 @@ class Keys:
     def channel(self) -> str:
         return f"{self.prefix}:events"
 
+    @property
+    def decoders(self) -> str:
+        return f"{self.prefix}:decoders"
+
+    @property
+    def releases(self) -> str:
+        return f"{self.prefix}:releases"
+
+    @property
+    def active_release(self) -> str:
+        return f"{self.prefix}:release:active"
+
+    @property
+    def release_history(self) -> str:
+        return f"{self.prefix}:release:history"
+
+    def replica(self, replica_id: str) -> str:
+        return f"{self.prefix}:replica:{replica_id}"
+
+    @property
+    def replica_pattern(self) -> str:
+        return f"{self.prefix}:replica:*"
+
     def of(self, version: str) -> "VersionKeys":
         return VersionKeys(version, self.prefix)
+
+    def decoder(self, version: str) -> "DecoderKeys":
+        return DecoderKeys(version, self.prefix)
 
 
 @dataclass(frozen=True)
@@ -98,9 +134,50 @@ class VersionKeys:
         return f"{self.namespace}:log"
 
     @property
+    def inserted(self) -> str:
+        return f"{self.namespace}:inserted"
+
+    @property
     def lease(self) -> str:
         return f"{self.namespace}:lease"
 
     @property
     def complete(self) -> str:
         return f"{self.namespace}:complete"
+
+
+@dataclass(frozen=True)
+class DecoderKeys:
+    version: str
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _VERSION_RE.fullmatch(self.version):
+            raise DataError(f"not a valid decoder version id: {self.version!r}")
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.prefix}:decoder:{{{self.version}}}"
+
+    @property
+    def pattern(self) -> str:
+        return f"{self.namespace}:*"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.namespace}:meta"
+
+    @property
+    def chunk(self) -> str:
+        return f"{self.namespace}:chunk"
+
+    @property
+    def complete(self) -> str:
+        return f"{self.namespace}:complete"
+
+
+def check_name(name: str, what: str = "release name") -> str:
+    """A release name or replica id, under the same rules as version ids."""
+    if not _VERSION_RE.fullmatch(name):
+        raise DataError(f"not a valid {what}: {name!r} (letters, digits, '.', '_', '-'; at most 128)")
+    return name

@@ -1,4 +1,5 @@
-"""Index versions in Redis: publish, activate, list, garbage-collect, read (layout: ``keys.py``).
+"""Index versions in Redis: publish, activate, list, garbage-collect, read (layout: ``keys.py``);
+and the releases (index, decoder) replicas serve, with the decoders they need (``releases.py``).
 
 Guarantees:
 - A version becomes activatable only when its ``complete`` marker exists, and that marker is
@@ -6,6 +7,9 @@ Guarantees:
   that every hash holds exactly the expected number of entries. A publish that raises, is
   interrupted or whose process dies leaves at most a *partial* version, which ``activate``
   refuses and ``gc`` removes; the active version is never touched by a publish.
+- Once a decoder is paired with the active index (a release), activation only moves to pairs whose
+  quantizer fingerprints agree: an index rebuilt with another quantizer cannot be served by a
+  decoder trained for the old one; ``activate_release`` flips index and decoder together.
 - ``activate`` and ``gc`` run as WATCH/MULTI transactions on the active pointer and the version's
   marker, so gc can never delete a version that is being activated, nor activate one being deleted.
   (Both keys live outside one hash slot: this relies on a single primary, with or without
@@ -25,10 +29,12 @@ import numpy as np
 import redis
 from tqdm.auto import tqdm
 
-from model_store import Store
+from model_store import Store, Version
 from sidcore.errors import ConflictError, DataError, NotFoundError, UnavailableError
-from sidcore.index.artifact import QUANTIZER_FILES, IndexArtifact, load_index
-from sidcore.index.keys import DEFAULT_PREFIX, Keys, VersionKeys
+from sidcore.index import releases
+from sidcore.index.artifact import QUANTIZER_FILES, IndexArtifact, check_pair, load_index
+from sidcore.index.keys import DEFAULT_PREFIX, Keys, VersionKeys, check_name
+from sidcore.index.releases import Release
 from sidcore.index.trie import Trie
 from sidcore.sid import SID, format_sid, format_sids, parse_sid
 
@@ -90,17 +96,19 @@ return 1
 
 _INSERT = """
 -- Cold-start inserts: the whole batch or nothing (any existing id refuses it), logged and announced.
--- KEYS: complete item sid meta log; ARGV: version channel items_json, then (item, sid, item_json)...
+-- KEYS: complete item sid meta log inserted
+-- ARGV: version channel items_json, then (item, sid, item_json, payload_json)...
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('SA2CRQ version ' .. ARGV[1] .. ' is not complete')
 end
-for i = 4, #ARGV, 3 do
+for i = 4, #ARGV, 4 do
   if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then return {0, ARGV[i]} end
 end
 local new_sids = 0
-for i = 4, #ARGV, 3 do
+for i = 4, #ARGV, 4 do
   local item, sid, encoded = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   redis.call('HSET', KEYS[2], item, sid)
+  redis.call('HSET', KEYS[6], item, ARGV[i + 3])
   local list = redis.call('HGET', KEYS[3], sid)
   if list then
     redis.call('HSET', KEYS[3], sid, string.sub(list, 1, -2) .. ',' .. encoded .. ']')
@@ -109,7 +117,7 @@ for i = 4, #ARGV, 3 do
     new_sids = new_sids + 1
   end
 end
-redis.call('HINCRBY', KEYS[4], 'num_items', (#ARGV - 3) / 3)
+redis.call('HINCRBY', KEYS[4], 'num_items', (#ARGV - 3) / 4)
 redis.call('HINCRBY', KEYS[4], 'num_sids', new_sids)
 local id = redis.call('XADD', KEYS[5], '*', 'items', ARGV[3])
 redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'insert', version = ARGV[1], id = id, items = cjson.decode(ARGV[3])}))
@@ -240,6 +248,7 @@ class RedisIndex:
             "num_items": num_items,
             "segments": len(segments),
             "dedup": int(bool(art.config.get("dedup"))),
+            "fingerprint": art.fingerprint,
             "embedder": art.config.get("embedder", ""),
             "dim": art.config.get("dim", 0),
             "config": json.dumps(art.config),
@@ -283,7 +292,25 @@ class RedisIndex:
         return _str(self.r.get(self.keys.active))
 
     def activate(self, version: str) -> str | None:
-        """Point the active key at a complete version and announce it; returns the previous one."""
+        """Make a complete index version the served one and announce it; returns the previous one.
+
+        With a release active, the index must fit that release's decoder (the same quantizer
+        fingerprint: the same version, a copy of it, or it extended by inserts), and the pair is
+        activated as a release of its own; an index of another quantizer is refused
+        (IncompatiblePair) because the served decoder would name the wrong items. Without any
+        release (a Redis that never saw a decoder), only the index pointer moves.
+        """
+        current = self.active_release()
+        if current is None:
+            return self._flip(version, None)
+        check_pair(version, self.meta(version)["fingerprint"], current.decoder_version, current.fingerprint)
+        if version == current.index_version:
+            return self._flip(version, current)
+        release = self._record_release(version, current.decoder_version, None)
+        return self._flip(version, release)
+
+    def _flip(self, version: str, release: Release | None) -> str | None:
+        """One transaction: the active index (and release) pointers, the history, the announcement."""
         k = self.keys.of(version)
 
         def flip(p: redis.client.Pipeline) -> str | None:
@@ -291,12 +318,112 @@ class RedisIndex:
                 state = "partial (still publishing, failed or interrupted)" if p.sismember(self.keys.versions, version) else "unknown"
                 raise DataError(f"cannot activate {version}: version is {state}; see `sa2crq index versions`")
             previous = _str(p.get(self.keys.active))
+            event = {"type": "activate", "version": version, "previous": previous}
             p.multi()
             p.set(self.keys.active, version)
-            p.publish(self.keys.channel, json.dumps({"type": "activate", "version": version, "previous": previous}))
+            if release is not None:
+                event.update(release=release.name, decoder=release.decoder_version)
+                p.set(self.keys.active_release, release.name)
+                p.lpush(self.keys.release_history, release.name).ltrim(self.keys.release_history, 0, 99)
+            p.publish(self.keys.channel, json.dumps(event))
             return previous
 
         return self.r.transaction(flip, self.keys.active, k.complete, value_from_callable=True)
+
+    # -- decoders and releases ----------------------------------------------------------------
+    def publish_decoder(self, store: Store, version: str | None = None) -> str:
+        """Write a store's decoder version (default: active, else newest) to Redis; returns its id."""
+        v = store.open(store.resolve("decoder", version), kind="decoder")
+        releases.write_decoder(self.r, self.keys, v)
+        return v.id
+
+    def decoder_info(self, version: str) -> releases.DecoderInfo:
+        return releases.decoder_info(self.r, self.keys, version)
+
+    def fetch_decoder(self, version: str, cache: Store) -> Version:
+        """The decoder version from Redis, verified and installed in the local store ``cache``."""
+        return releases.read_decoder(self.r, self.keys, version, cache)
+
+    def publish_release(self, store: Store, index_version: str | None = None, decoder_version: str | None = None,
+                        name: str | None = None, activate: bool = False, progress: bool = True) -> Release:
+        """Publish a store's decoder (default: its active one) and the index it was trained for,
+        pair them as a release, optionally activate it. Refuses a pair whose fingerprints differ."""
+        decoder = store.open(store.resolve("decoder", decoder_version), kind="decoder")
+        index = load_index(store, index_version or decoder.json("decoder.json")["index_version"])
+        check_pair(index.version, index.fingerprint, decoder.id, decoder.json("decoder.json").get("index_fingerprint", ""))
+        self.publish_artifact(index, progress=progress)
+        releases.write_decoder(self.r, self.keys, decoder)
+        release = self.create_release(index.version, decoder.id, name)
+        if activate:
+            self.activate_release(release.name)
+        return release
+
+    def create_release(self, index_version: str, decoder_version: str, name: str | None = None) -> Release:
+        """Pair an index and a decoder already in Redis as a release (named, or a fresh name)."""
+        return self._record_release(index_version, decoder_version, name)
+
+    def _record_release(self, index_version: str, decoder_version: str, name: str | None) -> Release:
+        self.require_complete(index_version)
+        decoder = self.decoder_info(decoder_version)
+        if not decoder.complete:
+            raise DataError(f"decoder {decoder_version} is not complete in Redis")
+        check_pair(index_version, self.meta(index_version)["fingerprint"], decoder_version, decoder.fingerprint)
+        name = check_name(name) if name else f"release-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+        existing = self.release(name, required=False)
+        if existing is not None and (existing.index_version, existing.decoder_version) != (index_version, decoder_version):
+            raise ConflictError(f"release {name} exists with index {existing.index_version} and decoder {existing.decoder_version}")
+        release = existing or Release(name, index_version, decoder_version, decoder.fingerprint, time.time())
+        self.r.hset(self.keys.releases, name, release.to_json())
+        return release
+
+    def release(self, name: str, required: bool = True) -> Release | None:
+        raw = self.r.hget(self.keys.releases, name)
+        if raw is None:
+            if required:
+                raise NotFoundError(f"no release {name!r} in Redis; see `sa2crq release list`")
+            return None
+        return Release.from_json(name, raw)
+
+    def releases(self) -> list[Release]:
+        """Every release, oldest first."""
+        out = [Release.from_json(_str(n), v) for n, v in self.r.hgetall(self.keys.releases).items()]
+        return sorted(out, key=lambda r: (r.created, r.name))
+
+    def active_release(self) -> Release | None:
+        name = _str(self.r.get(self.keys.active_release))
+        return self.release(name, required=False) if name else None
+
+    def activate_release(self, name: str) -> Release | None:
+        """Make a release the served one (its index and decoder together); returns the previous release."""
+        release = self.release(name)
+        decoder = self.decoder_info(release.decoder_version)
+        if not decoder.complete:
+            raise DataError(f"release {name}: decoder {release.decoder_version} is not complete in Redis")
+        check_pair(release.index_version, self.meta(release.index_version)["fingerprint"], release.decoder_version, decoder.fingerprint)
+        previous = self.active_release()
+        self._flip(release.index_version, release)
+        return previous
+
+    def previous_release(self) -> Release | None:
+        """The release active before the current one (what ``rollback`` activates), if any."""
+        history = [_str(n) for n in self.r.lrange(self.keys.release_history, 0, -1)]
+        name = next((n for n in history[1:] if n != history[0]), None) if history else None
+        return self.release(name, required=False) if name else None
+
+    def rollback(self) -> Release:
+        """Activate the release that was active before the current one; returns it."""
+        previous = self.previous_release()
+        if previous is None:
+            raise NotFoundError("no earlier release to roll back to")
+        self.activate_release(previous.name)
+        return previous
+
+    def heartbeat(self, replica_id: str, served: dict) -> None:
+        releases.heartbeat(self.r, self.keys, check_name(replica_id, "replica id"), served)
+
+    def live_replicas(self) -> dict[str, dict]:
+        """Replica id -> what it last said it serves (release, index and decoder versions)."""
+        return releases.live_replicas(self.r, self.keys)
 
     def versions(self) -> list[VersionInfo]:
         """Every version with keys in Redis, oldest first."""
@@ -324,18 +451,35 @@ class RedisIndex:
 
     def gc(self, keep: int) -> list[str]:
         """Delete all but the ``keep`` newest complete versions, and every partial one not being
-        published; the active version is always kept. Returns the versions removed."""
+        published. Never deleted: the active version, the versions of the active release and of
+        the ``keep`` releases before it (rollback targets), and every index or decoder a live
+        replica says it serves (heartbeats). Releases that lost a part go, and so do decoders no
+        release or replica uses. Returns what was removed."""
         if keep < 0:
             raise DataError("--keep must be >= 0")
         infos = self.versions()
         complete = [i.version for i in infos if i.state == "complete"]
+        history = [_str(n) for n in self.r.lrange(self.keys.release_history, 0, keep)]
+        pinned = [r for r in (self.release(n, required=False) for n in dict.fromkeys(history)) if r is not None]
+        live = self.live_replicas().values()
         kept = set(complete[len(complete) - keep :] if keep else []) | {self.active()}
+        kept |= {r.index_version for r in pinned} | {s.get("index_version") for s in live}
         removed = []
         for info in infos:
             if info.version in kept or info.state == "publishing":
                 continue
             if self._drop(info.version):
                 removed.append(info.version)
+        gone = set(removed)
+        for release in self.releases():
+            if release.index_version in gone and release.name not in history:
+                self.r.hdel(self.keys.releases, release.name)
+                removed.append(release.name)
+        used = {r.decoder_version for r in self.releases()} | {s.get("decoder_version") for s in live}
+        for decoder in sorted(_str(d) for d in self.r.smembers(self.keys.decoders)):
+            if decoder not in used:
+                releases.drop_decoder(self.r, self.keys, decoder)
+                removed.append(decoder)
         return removed
 
     def _drop(self, version: str) -> bool:
@@ -365,23 +509,30 @@ class RedisIndex:
             self.r.unlink(*batch)
 
     # -- cold start ---------------------------------------------------------------------------
-    def insert(self, version: str, pairs: list[tuple[str, SID]]) -> InsertResult:
+    def insert(self, version: str, pairs: list[tuple[str, SID]], payloads: list[dict] | None = None) -> InsertResult:
         """Append ``(item id, SID)`` pairs to a complete version in one atomic script, in order:
         each to the end of its SID's item list, or as a new SID. Nothing existing moves. The batch
         is logged (``log_since``) and announced on the events channel. An id already in the
-        version refuses the whole batch (ConflictError)."""
+        version refuses the whole batch (ConflictError). ``payloads`` (per item: title,
+        popularity, vector) are kept beside the version, so a later release can take the items
+        over (``inserted_items``)."""
         keys = self.keys.of(version)
         texts = [(item, format_sid(sid)) for item, sid in pairs]
+        payloads = payloads or [{} for _ in pairs]
         args = [version, self.keys.channel, json.dumps(texts)]
-        for item, sid in texts:
-            args += [item, sid, json.dumps(item)]
+        for (item, sid), payload in zip(texts, payloads, strict=True):
+            args += [item, sid, json.dumps(item), json.dumps(payload)]
         try:
-            reply = self._insert(keys=[keys.complete, keys.item, keys.sid, keys.meta, keys.log], args=args)
+            reply = self._insert(keys=[keys.complete, keys.item, keys.sid, keys.meta, keys.log, keys.inserted], args=args)
         except redis.ResponseError as e:
             raise UnavailableError(f"insert into {version} refused: {e}") from e
         if reply[0] == 0:
             raise ConflictError(f"item {reply[1].decode()!r} is already in index {version}")
         return InsertResult(version=version, items=tuple(pairs), new_sids=int(reply[2]), log_id=reply[1].decode())
+
+    def inserted_items(self, version: str) -> dict[str, dict]:
+        """Cold-start items of a version: item id -> the payload it was inserted with."""
+        return {_str(a): json.loads(b) for a, b in self.r.hgetall(self.keys.of(version).inserted).items()}
 
     def existing(self, version: str, item_ids: list[str]) -> list[str]:
         """The ids among ``item_ids`` that ``version`` already holds."""
@@ -403,6 +554,7 @@ class RedisIndex:
             raise NotFoundError(f"unknown index version {version}")
         return {
             **raw,
+            "fingerprint": raw.get("fingerprint", ""),
             "sizes": tuple(json.loads(raw["sizes"])),
             "config": json.loads(raw["config"]),
             **{f: int(raw.get(f) or 0) for f in ("num_sids", "num_items", "segments", "dedup", "dim")},
