@@ -54,7 +54,7 @@ class BuildConfig:
         if self.method not in METHODS:
             raise DataError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         qname, adaptive = METHODS[self.method]
-        sizes = self.quantizer.sizes
+        sizes = self.quantizer.sizes or ()
         if qname == "acrq" and any(b <= a for a, b in zip(sizes, sizes[1:])):
             raise DataError(f"{self.method} needs strictly increasing codebook sizes M1 < ... < ML, got {','.join(map(str, sizes))}")
         if self.dedup and adaptive:
@@ -88,6 +88,7 @@ def build_index(
     t0 = time.perf_counter()
     vectors, embedder = item_vectors(catalog, cache_dir, progress)
     head = head_mask(catalog.popularity, cfg.split)
+    cfg = dataclasses.replace(cfg, quantizer=cfg.quantizer.resolved(len(catalog), int(head.sum())))
     qname, adaptive = METHODS[cfg.method]
     quantizer = REGISTRY[qname](cfg.quantizer, cfg.sarq if adaptive else None)
     quantizer.fit(vectors, head, progress=progress)

@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 import httpx
-import numpy as np
 from click import echo
 from rich.console import Console
 from rich.table import Table
@@ -20,7 +19,6 @@ from indexer.data.catalog import count_popularity, load_items, load_sequences
 from indexer.data.synthetic import SyntheticConfig, generate, write
 from indexer.quantizers import QuantizerConfig
 from indexer.report import print_report
-from indexer.split import head_mask
 from indexer.training.trainer import TrainConfig, train_decoder
 from model_store import Store
 from sa2crq.wiring import background_server
@@ -37,10 +35,7 @@ def run_demo(workdir: Path, num_items: int, epochs: int, steps: int, seed: int, 
     catalog = catalog.with_popularity(count_popularity(catalog, paths["sequences"], holdout_last=2))
     echo(f"[2/{total}] embedding with MiniLM and building the SA²CRQ index")
     st = Store(workdir / "store")
-    # ACRQ trains layer sizes M < 2M < 4M on head items only: fit 4M to the head count.
-    n_head = int(head_mask(catalog.popularity).sum())
-    m = max(8, min(128, 2 ** int(np.log2(max(n_head // 4, 1)))))
-    cfg = BuildConfig(method="sa2crq", quantizer=QuantizerConfig(sizes=(m, 2 * m, 4 * m), epochs=epochs, seed=seed))
+    cfg = BuildConfig(method="sa2crq", quantizer=QuantizerConfig(epochs=epochs, seed=seed))  # codebook sizes from the catalog
     version, report = build_index(catalog, cfg, st, cache_dir=workdir / "cache")
     st.activate("index", version)
     print_report(report, title=f"sa2crq {version}")

@@ -40,8 +40,10 @@ def test_popularity_ranks_by_training_interactions(tmp_path):
     seqs = [[2, 1, 2, 2, 0, 0], [1, 2, 3, 0, 0]]
     data = load_eval_data(write_histories(tmp_path, ["a", "b", "c", "d"], seqs))
     assert data.catalog.popularity.tolist() == [0, 2, 4, 1]
-    ranked = BASELINES["popularity"]().rank(data, 3)
+    ranked = BASELINES["popularity"](exclude_history=False).rank(data, 3)
     assert ranked == [["2", "1", "3"]] * 2
+    # by default a case's own history items are left out: case 1's history holds 0, 1 and 2, case 2's all four
+    assert BASELINES["popularity"]().rank(data, 3) == [["3"], []]
 
 
 def test_bm25_text_queries(tmp_path):
@@ -64,7 +66,7 @@ def test_dense_history_mean_of_vectors(tmp_path):
     d = write_histories(tmp_path, [f"item {i}" for i in range(6)], [[0, 1, 2, 3], [4, 5, 4, 5]])
     np.save(tmp_path / "v.npy", vectors)
     data = load_eval_data(d, vectors=tmp_path / "v.npy")
-    dense = BASELINES["dense"]()
+    dense = BASELINES["dense"](exclude_history=False)
     ranked = dense.rank(data, 6)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     for case, r in zip(data.cases, ranked):
@@ -81,20 +83,46 @@ def test_sasrec_learns_a_sequential_pattern(tmp_path):
     rng = np.random.default_rng(0)
     seqs = [[int(s + t) % n for t in range(8)] for s in rng.integers(0, n, 240)]
     data = load_eval_data(write_histories(tmp_path, [f"item {i}" for i in range(n)], seqs))
-    sasrec = BASELINES["sasrec"](seed=0, progress=False, sasrec=SASRecConfig(dim=32, epochs=40, lr=5e-3, dropout=0.0))
+    sasrec = BASELINES["sasrec"](seed=0, progress=False, sasrec=SASRecConfig(dim=32, epochs=40, lr=5e-3, dropout=0.0, patience=0),
+                                 exclude_history=False)
     ranked = sasrec.rank(data, 3)
     hits = [next(iter(c.relevant)) == r[0] for c, r in zip(data.cases, ranked)]
     assert np.mean(hits) > 0.95
     # the popularity baseline cannot: every item is equally likely
-    pop_hits = [next(iter(c.relevant)) == r[0] for c, r in zip(data.cases, BASELINES["popularity"]().rank(data, 1))]
+    pop_hits = [next(iter(c.relevant)) == r[0] for c, r in zip(data.cases, BASELINES["popularity"](exclude_history=False).rank(data, 1))]
     assert np.mean(pop_hits) < 0.3
 
 
 def test_registry_and_config_validation():
-    assert set(BASELINES) == {"popularity", "bm25", "dense", "sasrec"}
+    assert set(BASELINES) == {"popularity", "bm25", "dense", "rules", "sasrec"}
     from sidcore.errors import DataError
 
     with pytest.raises(DataError):
         SASRecConfig(dim=30, heads=4)
     with pytest.raises(DataError):
         SASRecConfig(epochs=0)
+
+
+def test_sasrec_stops_when_validation_stops_improving(tmp_path):
+    n = 12
+    rng = np.random.default_rng(1)
+    seqs = [[int(s + t) % n for t in range(8)] for s in rng.integers(0, n, 240)]
+    data = load_eval_data(write_histories(tmp_path, [f"item {i}" for i in range(n)], seqs))
+    sasrec = BASELINES["sasrec"](seed=0, progress=False, sasrec=SASRecConfig(dim=32, epochs=200, lr=5e-3, dropout=0.0, patience=2))
+    sasrec.rank(data, 3)
+    fit = sasrec.fitted
+    assert fit["epochs_run"] < 200 and fit["epochs_run"] - fit["best_epoch"] == 2  # stopped two epochs after the best
+    assert fit["val_recall10"] == max(fit["val_curve"]) == 1.0
+
+
+def test_rules_follow_what_came_next_and_tune_on_validation(tmp_path):
+    # Chains through 30 items (s -> s+1 -> ... -> s+5, mod 30); item 30 is the most popular but follows nothing.
+    seqs = [[30, 30] + [(s + t) % 30 for t in range(6)] for s in range(30)] * 4
+    data = load_eval_data(write_histories(tmp_path, [f"item {i}" for i in range(31)], seqs))
+    assert int(np.argmax(data.catalog.popularity)) == 30
+    rules = BASELINES["rules"](seed=0)
+    ranked = rules.rank(data, 2)
+    for case, r in zip(data.cases, ranked):
+        assert r[0] == str((int(case.history[-1]) + 1) % 30), (case.history, r)
+    assert rules.fitted["val_recall10"] == 1.0 and rules.fitted["combinations_tried"] > 10
+    assert set(rules.fitted) >= {"window", "decay", "reverse", "last", "recency", "beta"}

@@ -6,6 +6,7 @@ import torch
 
 from indexer.data.synthetic import SyntheticConfig, generate
 from indexer.quantizers import ACRQ, REGISTRY, QuantizerConfig, load_quantizer
+from indexer.quantizers.base import default_codebook_sizes
 from indexer.sarq import SARQConfig
 from indexer.split import head_mask
 from sidcore.errors import DataError
@@ -86,3 +87,26 @@ def test_save_load_encodes_identically(tmp_path, data, name):
     np.testing.assert_array_equal(again.encode(x, head=head), codes)
     np.testing.assert_array_equal(again.lengths(codes), q.lengths(codes))
     np.testing.assert_allclose(again.reconstruct(codes, q.lengths(codes)), q.reconstruct(codes, q.lengths(codes)))
+
+
+def test_default_codebook_sizes_fit_the_head():
+    assert default_codebook_sizes(16_859, 6_404) == (256, 512, 1024)  # games
+    assert default_codebook_sizes(5_183, 340) == (64, 128, 256)  # scifact: 512 would exceed its head
+    for n_head in (40, 382, 1_000, 70_000):
+        sizes = default_codebook_sizes(1_000_000, n_head)
+        assert sizes[-1] <= max(n_head, 32) and sizes[1] == 2 * sizes[0] and sizes[2] == 4 * sizes[0]
+
+
+def test_a_build_without_sizes_takes_them_from_its_catalog(tmp_path):
+    from indexer.build import BuildConfig, build_index
+    from model_store import Store
+    from sidcore.index.artifact import load_index
+
+    catalog = generate(SyntheticConfig(num_items=1200, dim=16, seed=3)).catalog
+    store = Store(tmp_path)
+    version, _ = build_index(catalog, BuildConfig(method="sa2crq", quantizer=QuantizerConfig(epochs=2)), store, progress=False)
+    art = load_index(store, version)
+    n_head = int(art.head.sum())
+    expected = default_codebook_sizes(len(catalog), n_head)
+    assert art.config["quantizer"]["sizes"] == list(expected)  # the manifest records what was used
+    assert art.sizes[0] >= expected[0] and len(art.sizes) == 3  # (+ ACRQ's extension codewords)

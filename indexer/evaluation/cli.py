@@ -25,7 +25,7 @@ def _csv(kind):
               help="items.jsonl + sequences.jsonl (histories), or a BEIR corpus.jsonl + queries.jsonl + qrels/.")
 @click.option("--methods", callback=_csv(str), default="rq-kmeans,rq-vae,acrq,sarq,sa2crq", show_default=True)
 @click.option("--budgets", callback=_csv(float), help="SARQ budgets in nats: sarq and sa2crq run once per budget. Default: automatic.")
-@click.option("--baselines", callback=_csv(str), default="popularity,bm25,dense,sasrec", show_default=True,
+@click.option("--baselines", callback=_csv(str), default="popularity,bm25,dense,rules,sasrec", show_default=True,
               help="Baselines to run ('' for none); those that do not fit the cases are reported as skipped.")
 @click.option("--test", type=click.Path(path_type=Path),
               help='History cases JSONL {"history": [ids], "target": id}, or with --test-qrels a BEIR queries JSONL.')
@@ -33,20 +33,24 @@ def _csv(kind):
 @click.option("--k", "ks", callback=_csv(int), default="1,5,10,20,100", show_default=True, help="Cut-offs K.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder; a re-run reuses the runs finished there.")
 @click.option("--vectors", type=click.Path(path_type=Path), help="Item vectors (.npy, rows in items order) instead of MiniLM.")
-@click.option("--codebook-sizes", callback=_csv(int), default="256,512,1024", show_default=True)
+@click.option("--codebook-sizes", callback=_csv(int), help="Per-layer codebook sizes. Default: from the catalog (the same for every method).")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="Quantizer epochs (per ACRQ stage).")
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True, help="Decoder training steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Decoder training batch.")
 @click.option("--beam", type=click.IntRange(min=1), default=20, show_default=True, help="Default beam width (as the service's).")
 @click.option("--max-cases", type=click.IntRange(min=1), help="Score a seeded sample of this many test cases.")
 @click.option("--hallucination-cases", type=click.IntRange(min=0), default=500, show_default=True, help="Cases decoded with the constraint off.")
-@click.option("--sasrec-epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--sasrec-epochs", type=click.IntRange(min=1), default=100, show_default=True,
+              help="SASRec epochs at most; it stops when validation Recall@10 has not improved for --sasrec-patience epochs.")
+@click.option("--sasrec-patience", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--exclude-history/--keep-history", default=True, show_default=True,
+              help="Leave each case's own history items out of every ranking (as the service does by default).")
 @click.option("--head-share", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the quantizers, decoders, SASRec and the case sample.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
 def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, steps, batch_size,
-             beam, max_cases, hallucination_cases, sasrec_epochs, head_share, seed, cache_dir, quiet) -> None:
+             beam, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
     """Build each method's index and decoder under one budget, decode the test cases through the
     service's retrieval pipeline, score them next to the baselines, and write OUT/report.json,
     OUT/report.md and plots."""
@@ -55,7 +59,7 @@ def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, v
     from indexer.evaluation.baselines import SASRecConfig
     from indexer.evaluation.cases import load_eval_data
     from indexer.evaluation.config import EvalConfig
-    from indexer.evaluation.report import headline_k, headline_rows
+    from indexer.evaluation.report import headline_k, headline_rows, timing_table
     from indexer.evaluation.runner import run_all
     from indexer.quantizers import QuantizerConfig
     from indexer.split import SplitConfig
@@ -69,7 +73,8 @@ def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, v
         quantizer=QuantizerConfig(sizes=codebook_sizes, epochs=epochs, seed=seed),
         split=SplitConfig(head_share=head_share),
         train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed),
-        sasrec=dataclasses.replace(SASRecConfig(), epochs=sasrec_epochs),
+        sasrec=dataclasses.replace(SASRecConfig(), epochs=sasrec_epochs, patience=sasrec_patience),
+        exclude_history=exclude_history,
         beam_width=beam,
         max_cases=max_cases,
         hallucination_cases=hallucination_cases,
@@ -89,4 +94,5 @@ def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, v
         for row in headline_rows(report):
             t.add_row(*row)
         Console().print(t)
+        Console().print(timing_table(report))
     click.echo(out / "report.json")

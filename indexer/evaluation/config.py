@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from indexer.build import METHODS, BuildConfig
-from indexer.evaluation.baselines import BASELINES, SASRecConfig
+from indexer.evaluation.baselines import BASELINES, RulesConfig, SASRecConfig
 from indexer.quantizers import QuantizerConfig
 from indexer.sarq import SARQConfig
 from indexer.split import SplitConfig
@@ -26,7 +26,10 @@ class EvalConfig:
             automatic budget (median head-path information).
         baselines: names in ``BASELINES``.
         ks: cut-offs K; the decoder is asked for ``max(ks)`` items per case.
-        quantizer, split, train, sasrec: budgets of the index, head/tail split, decoder, SASRec.
+        quantizer, split, train, sasrec, rules: budgets of the index, head/tail split, decoder,
+            SASRec, and the search space of the sequential rules.
+        exclude_history: leave each case's own history items out of every ranking (generative
+            methods and baselines alike), as the service does by default.
         beam_width: the service's default beam; a case asking for more items gets ``max(ks)`` beams.
         batch_size: cases decoded together.
         max_cases: score a seeded sample of this many cases (None: all).
@@ -37,12 +40,14 @@ class EvalConfig:
 
     methods: tuple[str, ...] = ("rq-kmeans", "rq-vae", "acrq", "sarq", "sa2crq")
     budgets: tuple[float, ...] = ()
-    baselines: tuple[str, ...] = ("popularity", "bm25", "dense", "sasrec")
+    baselines: tuple[str, ...] = ("popularity", "bm25", "dense", "rules", "sasrec")
     ks: tuple[int, ...] = (1, 5, 10, 20, 100)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    exclude_history: bool = True
     beam_width: int = 20
     batch_size: int = 32
     max_cases: int | None = None

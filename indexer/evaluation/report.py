@@ -93,6 +93,21 @@ def headline_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def timing_table(report: dict):
+    """Where the time went: seconds per stage of every run (a rich Table)."""
+    from rich.table import Table
+
+    t = Table(title="where the time went (s; blank: reused from an earlier run)")
+    for col in ("run", "index build", "decoder training", "decoding / ranking", "total"):
+        t.add_column(col, justify="right")
+    for kind in ("methods", "baselines"):
+        for name, r in report[kind].items():
+            s = r.get("timing_s", {})
+            parts = [s.get("build_s"), s.get("train_s"), s.get("eval_s", s.get("total_s"))]
+            t.add_row(name, *(_f(v, 0) if v is not None else "" for v in parts), _f(sum(v for v in parts if v), 0))
+    return t
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

@@ -199,7 +199,8 @@ def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, o
 
 def run_baseline(name: str, data: EvalData, cfg: EvalConfig, out: Path,
                  cache_dir: Path | None = None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    baseline = BASELINES[name](seed=cfg.seed, cache_dir=cache_dir, progress=progress, sasrec=cfg.sasrec)
+    baseline = BASELINES[name](seed=cfg.seed, cache_dir=cache_dir, progress=progress, sasrec=cfg.sasrec, rules=cfg.rules,
+                               exclude_history=cfg.exclude_history)
     fingerprint = {"baseline": name, "config": baseline.config(), "ks": cfg.ks, "seed": cfg.seed, "cases": cases_digest(data),
                    "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None}
     run = _RunDir(out / "baselines" / name, fingerprint)
@@ -216,7 +217,8 @@ def run_baseline(name: str, data: EvalData, cfg: EvalConfig, out: Path,
     with open(run.path / "ranked.jsonl", "w", encoding="utf-8") as f:
         for r in rankings:
             f.write(json.dumps({"items": r}) + "\n")
-    return run.finish({**_scores(data, rankings, cfg.ks), "hallucination": None, "config": baseline.config(), "timing_s": {"total_s": seconds}})
+    return run.finish({**_scores(data, rankings, cfg.ks), "hallucination": None, "config": baseline.config(), "fitted": baseline.fitted,
+                       "timing_s": {"total_s": seconds}})
 
 
 def run_all(data: EvalData, cfg: EvalConfig, out: Path, cache_dir: Path | None = None, progress: bool = True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ class QuantizerConfig:
     """Hyper-parameters shared by the quantizers (each uses the ones that concern it).
 
     Args:
-        sizes: codebook size per layer (before any ACRQ extension).
+        sizes: codebook size per layer (before any ACRQ extension); None: from the catalog
+            (``default_codebook_sizes``, resolved by ``resolved``).
         seed: seeds k-means, weight init, shuffling and dead-code resets.
         kmeans_iters: Lloyd iterations of every faiss k-means (RQ-Kmeans layers, RQ-VAE init).
         latent_dim: RQ-VAE latent (codeword) dimension.
@@ -42,7 +44,7 @@ class QuantizerConfig:
         train_sample: fit on at most this many items (seeded sample); all items are encoded.
     """
 
-    sizes: tuple[int, ...] = (256, 512, 1024)
+    sizes: tuple[int, ...] | None = None
     seed: int = 0
     kmeans_iters: int = 20
     latent_dim: int = 32
@@ -56,7 +58,7 @@ class QuantizerConfig:
     train_sample: int = 200_000
 
     def __post_init__(self) -> None:
-        if not self.sizes or any(m < 1 for m in self.sizes):
+        if self.sizes is not None and (not self.sizes or any(m < 1 for m in self.sizes)):
             raise DataError(f"codebook sizes must be positive integers, got {self.sizes}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.latent_dim < 1:
             raise DataError("epochs, batch_size, latent_dim and lr must be positive")
@@ -66,6 +68,24 @@ class QuantizerConfig:
     @property
     def num_layers(self) -> int:
         return len(self.sizes)
+
+    def resolved(self, num_items: int, num_head: int) -> "QuantizerConfig":
+        """This config with its codebook sizes, from the catalog when none were given."""
+        return self if self.sizes is not None else dataclasses.replace(self, sizes=default_codebook_sizes(num_items, num_head))
+
+
+def default_codebook_sizes(num_items: int, num_head: int, layers: int = 3, largest_first: int = 256) -> tuple[int, ...]:
+    """Codebook sizes M, 2M, 4M, ... that fit a catalog: the last layer has no more codewords than
+    there are head items (ACRQ fits its anchor codebooks on head items alone, and k-means cannot
+    place more centroids than points), M a power of two, at least 8 and at most ``largest_first``.
+    Growing sizes are what ACRQ needs (M1 < ... < ML), and every method gets the same ones, so
+    comparisons share one budget.
+
+    Games (16,859 items, ~6,400 head): 256, 512, 1024. SciFact (5,183 documents, ~340 head): 64, 128, 256.
+    """
+    base = max(min(num_head, num_items), 32) / 2 ** (layers - 1)
+    m = int(min(max(2 ** int(math.log2(base)), 8), largest_first))
+    return tuple(m * 2**layer for layer in range(layers))
 
 
 class Quantizer(ABC):
