@@ -2,8 +2,8 @@
 
 ``Runtime.open`` builds everything ready to serve, or raises: it loads the decoder, connects to
 Redis (or starts an embedded one and publishes the decoder's own index into it), waits for the
-first trie, builds the engine, warms it up and starts the batcher. Requests then go through
-``submit``; the trie snapshot is taken per batch. ``close`` stops it all.
+first index snapshot, builds the engine, warms it up and starts the batcher. Requests then go
+through ``submit``; the index snapshot is taken per batch. ``close`` stops it all.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sidcore.engines.base import Engine
 from sidcore.errors import UnavailableError
 from sidcore.index.embedded import EmbeddedRedis
 from sidcore.index.redis_index import InsertResult, RedisIndex
+from sidcore.index.snapshot import IndexSnapshot
 from sidcore.index.trie import Trie
 from sidcore.retriever import IndexMismatch, Query, Result, Retriever
 
@@ -77,10 +78,10 @@ class Runtime:
         self.redis_url = redis_url
         self.embedded = embedded
         self.insert_items = insert_items
-        self.batcher = MicroBatcher(
-            self._process, settings.max_batch, settings.max_wait_ms / 1000, settings.queue_size,
-            settings.concurrent_batches, on_batch=self._on_batch,
-        )  # fmt: skip
+        self.batcher = MicroBatcher(self._process, settings.max_batch, settings.queue_size, settings.concurrent_batches, on_batch=self._on_batch)
+        # Reads of stored item fields at answer time; short timeouts, since an answer waits on them.
+        self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=1)
+        self.reader = RedisIndex(self.redis, settings.redis_prefix)
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -104,7 +105,7 @@ class Runtime:
             if not await asyncio.to_thread(sync.wait_ready, s.ready_timeout_s):
                 log.warning("no index in Redis after %.0f s: %s; serving 503 until one is published", s.ready_timeout_s, sync.state().last_error)
             engine = await asyncio.to_thread(_engine, s, decoder)
-            retriever = Retriever(decoder, engine, s.beam_width, s.max_beam_width)
+            retriever = Retriever(decoder, engine, s.beam_width, s.max_beam_width, int(s.filter_cache_mb * 2**20))
             rt = cls(s, metrics, decoder, sync, engine, retriever, redis_url, embedded, insert_items)
             await asyncio.to_thread(rt._warm_up)
         except BaseException:
@@ -124,29 +125,36 @@ class Runtime:
     async def close(self) -> None:
         await self.batcher.stop()
         await asyncio.to_thread(self.engine.close)
+        self.redis.close()
         self.sync.stop()
         if self.embedded:
             self.embedded.close()
 
     def _warm_up(self) -> None:
-        """One decode at the default and the widest beam, so the first requests pay no set-up."""
-        trie = self.sync.trie
-        if trie is None:
+        """One decode at the default and the widest beam, so the first requests pay no set-up
+        (the second with an exclusion, which builds the trie's move table)."""
+        snap = self.sync.snapshot
+        if snap is None:
             return
         try:
-            self.retriever.check(trie)
+            self.retriever.check(snap.trie)
         except IndexMismatch as e:
             log.error("%s", e)
             return
+        some_item = snap.trie.item(0) if snap.trie.num_items else None
         for width in {self.settings.beam_width, self.settings.max_beam_width}:
-            self.retriever.retrieve(trie, [Query(query="warm up", k=width, beam_width=width)])
+            exclude = (some_item,) if some_item and width == self.settings.max_beam_width else ()
+            self.retriever.retrieve(snap, [Query(query="warm up", k=width, beam_width=width, exclude_ids=exclude)])
 
     # -- serving ------------------------------------------------------------------------------
-    def trie(self) -> Trie:
-        trie = self.sync.trie
-        if trie is None:
+    def snapshot(self) -> IndexSnapshot:
+        snap = self.sync.snapshot
+        if snap is None:
             raise NotReady(f"not ready: {self.sync.state().last_error or 'no index loaded yet'}")
-        return trie
+        return snap
+
+    def trie(self) -> Trie:
+        return self.snapshot().trie
 
     def readiness(self) -> Readiness:
         state = self.sync.state()
@@ -162,26 +170,30 @@ class Runtime:
 
     def submit(self, query: Query) -> asyncio.Future:
         """Check the request against the current index, then queue it (raises QueueFull)."""
-        trie = self.trie()
-        self.retriever.check(trie)
-        self.retriever.prompt(trie, query)  # unknown history ids fail here, before queueing
-        self.retriever.plan(query)
-        return self.batcher.submit(query)
+        return self.submit_many([query])[0]
+
+    def submit_many(self, queries: list[Query]) -> list[asyncio.Future]:
+        """Queue requests already checked with ``validate``, all or none (raises QueueFull)."""
+        return self.batcher.submit_many(queries)
+
+    def validate(self, snap: IndexSnapshot, query: Query) -> None:
+        """Unknown history ids, a bad beam width or filter fail here, before queueing."""
+        self.retriever.validate(snap, query)
 
     def _process(self, jobs: list[Job]) -> None:
-        """One batch, one trie snapshot. Runs in a batcher thread."""
-        trie = self.trie()
+        """One batch, one index snapshot. Runs in a batcher thread."""
+        snap = self.snapshot()
         ok: list[Job] = []
         for job in jobs:
             try:
-                self.retriever.prompt(trie, job.payload)  # the index may have flipped since submit
+                self.retriever.validate(snap, job.payload)  # the index may have changed since submit
                 ok.append(job)
             except ValueError as e:
                 self.batcher.fail(job, e)
         if not ok:
             return
         started = time.perf_counter()
-        results, stats = self.retriever.retrieve(trie, [j.payload for j in ok])
+        results, stats = self.retriever.retrieve(snap, [j.payload for j in ok])
         m = self.metrics
         m.decode_seconds.observe(time.perf_counter() - started)
         for group in stats.groups:
@@ -210,6 +222,17 @@ class Runtime:
         m.redis_up.set(1 if state.connected else 0)
         m.ready.set({"ready": 1.0, "degraded": 0.5}.get(self.readiness().status, 0.0))
         m.queue_depth.set(self.batcher.depth)
+
+    redis_errors = (redis.ConnectionError, redis.TimeoutError)
+    """What ``payloads`` raises when Redis cannot answer."""
+
+    async def payloads(self, version: str, item_ids: list[str]) -> list[dict | None]:
+        """Stored fields of items, read from Redis per answer (replicas hold none in memory:
+        titles of a 1M catalog would be hundreds of MB per replica). Fails fast while the index
+        sync already knows Redis is down."""
+        if not self.sync.state().connected:
+            raise redis.ConnectionError(self.sync.state().last_error or "Redis unreachable")
+        return await asyncio.to_thread(self.reader.payloads, version, item_ids)
 
     def redis_index(self) -> RedisIndex:
         """A short-lived client for writes (cold-start inserts); close it after use."""

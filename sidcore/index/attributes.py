@@ -291,14 +291,18 @@ class Attributes:
             return self
         return Attributes(tuple(c.resized(num_rows) for c in self.columns), num_rows)
 
-    def updated(self, rows: np.ndarray, values: Mapping[str, Sequence[Any]], new_values: Mapping[str, Sequence[tuple[str, int]]]) -> "Attributes":
-        """A copy with ``values[name][j]`` at ``rows[j]`` (see ``Column.updated``)."""
+    def updated(
+        self, values: Mapping[str, tuple[np.ndarray, Sequence[Any]]], new_values: Mapping[str, Sequence[tuple[str, int]]] | None = None
+    ) -> "Attributes":
+        """A copy with ``values[name] = (rows, raw values)`` applied (see ``Column.updated``)."""
+        new_values = new_values or {}
         unknown = set(values) - set(self.names)
         if unknown:
             raise DataError(f"unknown attributes {sorted(unknown)}")
-        if len(rows) and (int(np.max(rows)) >= self.num_rows or int(np.min(rows)) < 0):
-            raise DataError(f"an updated row is outside [0, {self.num_rows})")
-        columns = tuple(c.updated(rows, values[c.name], new_values.get(c.name, ())) if c.name in values else c for c in self.columns)
+        for rows, _ in values.values():
+            if len(rows) and (int(np.max(rows)) >= self.num_rows or int(np.min(rows)) < 0):
+                raise DataError(f"an updated row is outside [0, {self.num_rows})")
+        columns = tuple(c.updated(*values[c.name], new_values.get(c.name, ())) if c.name in values else c for c in self.columns)
         return Attributes(columns, self.num_rows)
 
     # -- filters ------------------------------------------------------------------------------

@@ -29,11 +29,11 @@ class Inserted:
 
 @dataclass(frozen=True, eq=False)
 class AttributesSet:
-    """Log event: attribute values set on item rows; ``values[name][j]`` (None = cleared) goes to
-    ``rows[j]``; ``new_values[name]`` are the categorical (value, code) pairs first seen here."""
+    """Log event: attribute values set on item rows. ``values[name] = (rows, values)``: int64 [U]
+    rows and their new values (None = cleared); ``new_values[name]``: the categorical (value, code)
+    pairs Redis assigned to values first seen in this update."""
 
-    rows: np.ndarray  # int64 [U]
-    values: dict[str, list[Any]]
+    values: dict[str, tuple[np.ndarray, list[Any]]]
     new_values: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
@@ -64,7 +64,7 @@ class IndexSnapshot:
                 continue
             if pending:
                 trie, pending = trie.insert(pending), []
-            attributes = attributes.resized(trie.num_items).updated(event.rows, event.values, event.new_values)
+            attributes = attributes.resized(trie.num_items).updated(event.values, event.new_values)
         if pending:
             trie = trie.insert(pending)
         if trie is self.trie and attributes is self.attributes:
