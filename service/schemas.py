@@ -13,15 +13,17 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, WithJsonSchema, create_model, model_validator
 
 from service.settings import Settings
-from sidcore.index import attributes as core
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 # Finite and inside float32, which is what vectors are stored as.
 Component = Annotated[float, Field(allow_inf_nan=False, ge=-1e30, le=1e30)]
 FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
+# sidcore.index.attributes.MAX_CATEGORICAL_CHARS; not imported, so that sa2crq.client, which
+# uses these models, does not pull in the core (and torch). A test keeps the two equal.
+MAX_VALUE_CHARS = 256
 # bool before int: JSON true is a bool, never the number 1.
-Scalar = StrictBool | StrictInt | Number | Annotated[str, StringConstraints(min_length=1, max_length=core.MAX_CATEGORICAL_CHARS)]
+Scalar = StrictBool | StrictInt | Number | Annotated[str, StringConstraints(min_length=1, max_length=MAX_VALUE_CHARS)]
 
 MAX_CONDITIONS = 32
 """Conditions per ``must`` / ``must_not`` list at most."""
@@ -43,9 +45,12 @@ class Range(_Strict):
 
     @model_validator(mode="after")
     def _some_bound(self):
-        if all(getattr(self, op) is None for op in core.RANGE_OPS):
+        if not self.bounds():
             raise ValueError("a range needs at least one of gt, gte, lt, lte")
         return self
+
+    def bounds(self) -> tuple[tuple[str, float], ...]:
+        return tuple((op, getattr(self, op)) for op in ("gt", "gte", "lt", "lte") if getattr(self, op) is not None)
 
 
 class Condition(_Strict):
@@ -63,13 +68,6 @@ class Condition(_Strict):
             raise ValueError(f"a condition takes exactly one of value, any, range; got {', '.join(given) or 'none'}")
         return self
 
-    def to_core(self) -> core.Condition:
-        if self.range is not None:
-            return core.Condition(self.field, "range", bounds=tuple((op, getattr(self.range, op)) for op in core.RANGE_OPS
-                                                                     if getattr(self.range, op) is not None))
-        if self.any is not None:
-            return core.Condition(self.field, "any", tuple(self.any))
-        return core.Condition(self.field, "eq", (self.value,))
 
 
 class Filter(_Strict):
@@ -78,9 +76,6 @@ class Filter(_Strict):
 
     must: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
     must_not: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
-
-    def to_core(self) -> core.Filter:
-        return core.Filter(tuple(c.to_core() for c in self.must), tuple(c.to_core() for c in self.must_not))
 
 
 class _RetrieveBase(BaseModel):

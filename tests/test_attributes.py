@@ -135,6 +135,13 @@ def test_filters_keep_what_they_say(synth):
         assert e.value.path == path
 
 
+def test_the_http_schema_allows_the_values_the_core_accepts():
+    from service.schemas import MAX_VALUE_CHARS
+    from sidcore.index.attributes import MAX_CATEGORICAL_CHARS
+
+    assert MAX_VALUE_CHARS == MAX_CATEGORICAL_CHARS
+
+
 def test_missing_values_match_no_condition():
     attrs = Attributes.from_values([("price", "numeric"), ("tag", "categorical")], [{"price": 5}, {}, {"tag": "x"}])
     assert attrs.evaluate(Filter(must=(Condition.range("price", gt=0),))).tolist() == [True, False, False]

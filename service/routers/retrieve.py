@@ -24,7 +24,9 @@ from service.schemas import (
     batch_request_model,
     retrieve_request_model,
 )
+from service import schemas
 from service.settings import Settings
+from sidcore.index.attributes import Condition, Filter
 from sidcore.index.snapshot import IndexSnapshot
 from sidcore.retriever import Query, Result
 from sidcore.sid import format_sid
@@ -38,10 +40,21 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+def core_filter(flt: schemas.Filter) -> Filter:
+    def condition(c: schemas.Condition) -> Condition:
+        if c.range is not None:
+            return Condition(c.field, "range", bounds=c.range.bounds())
+        if c.any is not None:
+            return Condition(c.field, "any", tuple(c.any))
+        return Condition(c.field, "eq", (c.value,))
+
+    return Filter(tuple(map(condition, flt.must)), tuple(map(condition, flt.must_not)))
+
+
 def to_query(body: BaseModel, rt: Runtime, snap: IndexSnapshot, at: list) -> Query:
     """The core request of a validated body, checked against the served index (errors name
     fields under ``at``, where the request sits in the HTTP body)."""
-    flt = body.filter.to_core() if body.filter is not None else None
+    flt = core_filter(body.filter) if body.filter is not None else None
     query = Query(
         query=(body.query or "").strip() or None, history=tuple(body.history), k=body.k, beam_width=body.beam_width,
         exclude_history=body.exclude_history, exclude_ids=tuple(body.exclude_ids), filter=flt or None,
