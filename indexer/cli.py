@@ -271,6 +271,26 @@ def index_add_items(items: Path, vectors: Path | None, redis_url: str | None, qu
     click.echo(f"added {len(result.items)} item(s) to {result.version}: {result.new_sids} new SID(s)", err=True)
 
 
+@index.command("set-attributes")
+@click.option("--items", type=click.Path(path_type=Path), required=True,
+              help='JSONL of updates: item_id plus the attributes to set, null clears one: {"item_id": "1042", "available": false, "price": 17.5}.')
+@click.option("--version", help="Index version to update. Default: the active one.")
+@redis_option
+def index_set_attributes(items: Path, version: str | None, redis_url: str | None) -> None:
+    """Set attributes of items in place, without a rebuild (availability, prices change hourly).
+
+    Every update is checked first (known item, declared attribute, value of its kind); then they are
+    written 10,000 items per atomic step, each logged and announced, so serving replicas apply them
+    within a second, as they do cold-start inserts.
+    """
+    from indexer.data.catalog import load_attribute_updates
+
+    updates = load_attribute_updates(items)
+    with redis_index(redis_url) as idx:
+        result = idx.set_attributes(version, updates)
+    click.echo(f"updated {result.items} item(s) of {result.version} (log entry {result.log_id})", err=True)
+
+
 @click.group()
 def decoder() -> None:
     """Train the Qwen3 decoder that maps queries and histories to SIDs."""

@@ -150,6 +150,23 @@ def load_items(path: str | Path, attributes: Sequence[tuple[str, str | None]] = 
     return catalog
 
 
+def load_attribute_updates(path: str | Path) -> list[tuple[str, dict]]:
+    """Attribute updates JSONL: per line ``item_id`` (or ``_id``) and the attributes to set (null
+    clears one), e.g. ``{"item_id": "1042", "available": false, "price": 17.5}``."""
+    path = Path(path)
+    out = []
+    for lineno, row in read_jsonl(path):
+        item_id = row.pop("item_id", row.pop("_id", None))
+        if item_id is None or isinstance(item_id, (dict, list, bool)):
+            raise DataError(f"{path}:{lineno}: missing field 'item_id' (or '_id')")
+        if not row:
+            raise DataError(f"{path}:{lineno}: no attribute to set for item {item_id!r}")
+        out.append((str(item_id), row))
+    if not out:
+        raise DataError(f"{path}: no updates")
+    return out
+
+
 def load_sequences(path: str | Path) -> list[list[str]]:
     """Interaction histories, oldest first, item ids as strings."""
     path = Path(path)

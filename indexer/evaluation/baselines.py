@@ -7,7 +7,8 @@
 - ``sasrec``: a small SASRec (causal self-attention over the history) trained on the training
   part of the sequences, full softmax over the catalog, for histories.
 
-None of them removes history items from its ranking, like the generative methods.
+They rank every item; leaving a case's history out (``EvalConfig.exclude_history``, on by
+default, as for the generative methods) is the runner's job.
 """
 
 from __future__ import annotations

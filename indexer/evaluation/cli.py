@@ -38,6 +38,8 @@ def _csv(kind):
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True, help="Decoder training steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Decoder training batch.")
 @click.option("--beam", type=click.IntRange(min=1), default=20, show_default=True, help="Default beam width (as the service's).")
+@click.option("--exclude-history/--keep-history", default=True, show_default=True,
+              help="Leave each case's history items out of every ranking, as the service does by default.")
 @click.option("--max-cases", type=click.IntRange(min=1), help="Score a seeded sample of this many test cases.")
 @click.option("--hallucination-cases", type=click.IntRange(min=0), default=500, show_default=True, help="Cases decoded with the constraint off.")
 @click.option("--sasrec-epochs", type=click.IntRange(min=1), default=20, show_default=True)
@@ -46,7 +48,7 @@ def _csv(kind):
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
 def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, steps, batch_size,
-             beam, max_cases, hallucination_cases, sasrec_epochs, head_share, seed, cache_dir, quiet) -> None:
+             beam, exclude_history, max_cases, hallucination_cases, sasrec_epochs, head_share, seed, cache_dir, quiet) -> None:
     """Build each method's index and decoder under one budget, decode the test cases through the
     service's retrieval pipeline, score them next to the baselines, and write OUT/report.json,
     OUT/report.md and plots."""
@@ -71,6 +73,7 @@ def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, v
         train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed),
         sasrec=dataclasses.replace(SASRecConfig(), epochs=sasrec_epochs),
         beam_width=beam,
+        exclude_history=exclude_history,
         max_cases=max_cases,
         hallucination_cases=hallucination_cases,
         seed=seed,

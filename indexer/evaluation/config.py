@@ -28,6 +28,8 @@ class EvalConfig:
         ks: cut-offs K; the decoder is asked for ``max(ks)`` items per case.
         quantizer, split, train, sasrec: budgets of the index, head/tail split, decoder, SASRec.
         beam_width: the service's default beam; a case asking for more items gets ``max(ks)`` beams.
+        exclude_history: leave a case's history items out of every ranking (methods and
+            baselines alike), as the service does by default; the report records it.
         batch_size: cases decoded together.
         max_cases: score a seeded sample of this many cases (None: all).
         hallucination_cases: cases decoded with the constraint off (the first ones of the sample).
@@ -44,6 +46,7 @@ class EvalConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     beam_width: int = 20
+    exclude_history: bool = True
     batch_size: int = 32
     max_cases: int | None = None
     hallucination_cases: int = 500
