@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mix import DEFAULT_MIX, Catalog, RequestMix, beam_list, check_answer, int_list, parse_mix
 
 from model_store import Store
+from sa2crq.client import AsyncClient, ServiceError
 from sidcore.index.artifact import load_index
 from sidcore.index.embedded import EmbeddedRedis, connect
 from sidcore.index.redis_index import RedisIndex
@@ -194,7 +195,8 @@ async def run(args: argparse.Namespace, url: str, chaos: Chaos) -> tuple[list[Sa
     events: list[tuple[float, str]] = []
     readiness: list[tuple[float, str]] = []
     limits = httpx.Limits(max_connections=args.max_in_flight, max_keepalive_connections=args.max_in_flight)
-    async with httpx.AsyncClient(base_url=url, timeout=args.timeout, limits=limits) as client:
+    # No retries: a refused or failed request is what the soak counts.
+    async with AsyncClient(url, timeout=args.timeout, retries=0, limits=limits) as client:
         t0 = time.monotonic()
 
         def now() -> float:
@@ -203,10 +205,10 @@ async def run(args: argparse.Namespace, url: str, chaos: Chaos) -> tuple[list[Sa
         async def one(sent: float, body: dict) -> None:
             start = time.monotonic()
             try:
-                r = await client.post("/retrieve", json=body)
-                answer = r.json() if r.status_code == 200 else None
-                problem = check_answer(body, r.status_code, answer)
-                version = answer.get("index_version") if answer else None
+                answer = await client.retrieve(**body)
+                problem, version = check_answer(body, 200, answer.model_dump()), answer.index_version
+            except ServiceError as e:
+                problem, version = f"status {e.status}", None
             except (httpx.HTTPError, ValueError) as e:
                 problem, version = f"{type(e).__name__}", None
             samples.append(Sample(sent, time.monotonic() - start, problem, version))
@@ -214,9 +216,9 @@ async def run(args: argparse.Namespace, url: str, chaos: Chaos) -> tuple[list[Sa
         async def probe() -> None:
             while now() < duration:
                 try:
-                    r = await client.get("/readyz", timeout=2)
-                    state = r.json().get("status", "?") if r.status_code == 200 else f"{r.status_code}"
-                except (httpx.HTTPError, ValueError) as e:
+                    ready = await asyncio.wait_for(client.ready(), 2)
+                    state = ready.get("status", "?")
+                except (httpx.HTTPError, ValueError, TimeoutError) as e:
                     state = type(e).__name__
                 readiness.append((now(), state))
                 await asyncio.sleep(1.0)

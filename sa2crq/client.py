@@ -197,6 +197,10 @@ class Client(_Base):
         """GET /v1/readyz as a dict (its status is also in ``["status"]``; a 503 is not raised)."""
         return self._http.get("/v1/readyz").json()
 
+    def stats(self) -> dict:
+        """GET /v1/stats: sliding-window QPS, p50/p99 and errors of the retrieve route."""
+        return self._http.get("/v1/stats").json()
+
 
 class AsyncClient(_Base):
     """``Client``'s twin for asyncio: the same methods, awaited (``async with AsyncClient(url) as c``)."""
@@ -249,3 +253,6 @@ class AsyncClient(_Base):
 
     async def ready(self) -> dict:
         return (await self._http.get("/v1/readyz")).json()
+
+    async def stats(self) -> dict:
+        return (await self._http.get("/v1/stats")).json()
