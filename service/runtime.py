@@ -170,11 +170,14 @@ class Runtime:
 
     def submit(self, query: Query) -> asyncio.Future:
         """Check the request against the current index, then queue it (raises QueueFull)."""
-        return self.submit_many([query])[0]
+        snap = self.snapshot()
+        self.validate(snap, query)
+        return self.submit_many([query], snap)[0]
 
-    def submit_many(self, queries: list[Query]) -> list[asyncio.Future]:
-        """Queue requests already checked with ``validate``, all or none (raises QueueFull)."""
-        return self.batcher.submit_many(queries)
+    def submit_many(self, queries: list[Query], checked_on: IndexSnapshot | None = None) -> list[asyncio.Future]:
+        """Queue requests, all or none (raises QueueFull); ``checked_on``: the snapshot they were
+        validated against, which spares the batch checking them again if it is still the one served."""
+        return self.batcher.submit_many([(q, checked_on) for q in queries])
 
     def validate(self, snap: IndexSnapshot, query: Query) -> None:
         """Unknown history ids, a bad beam width or filter fail here, before queueing."""
@@ -185,15 +188,17 @@ class Runtime:
         snap = self.snapshot()
         ok: list[Job] = []
         for job in jobs:
+            query, checked_on = job.payload
             try:
-                self.retriever.validate(snap, job.payload)  # the index may have changed since submit
+                if checked_on is not snap:  # the index changed since submit
+                    self.retriever.validate(snap, query)
                 ok.append(job)
             except ValueError as e:
                 self.batcher.fail(job, e)
         if not ok:
             return
         started = time.perf_counter()
-        results, stats = self.retriever.retrieve(snap, [j.payload for j in ok])
+        results, stats = self.retriever.retrieve(snap, [j.payload[0] for j in ok])
         m = self.metrics
         m.decode_seconds.observe(time.perf_counter() - started)
         for group in stats.groups:

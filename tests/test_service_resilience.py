@@ -66,7 +66,9 @@ def test_work_for_a_disconnected_client_is_dropped(start_service):
 
     async def scenario():
         async with httpx.AsyncClient(base_url=svc.url, timeout=60) as patient, httpx.AsyncClient(base_url=svc.url, timeout=0.05) as impatient:
-            busy = [patient.post("/retrieve", json={"query": f"busy {i}", "k": 32, "beam_width": 32}) for i in range(15)]
+            busy = [asyncio.ensure_future(patient.post("/retrieve", json={"query": f"busy {i}", "k": 32, "beam_width": 32})) for i in range(15)]
+            # The busy ones first: an idle engine takes a request at once, and one of these must not be it.
+            await asyncio.sleep(0.05)
             gone = [impatient.post("/retrieve", json={"query": f"gone {i}", "k": 32, "beam_width": 32}) for i in range(5)]
             return await asyncio.gather(*busy, *gone, return_exceptions=True)
 

@@ -131,9 +131,9 @@ def router(s: Settings) -> APIRouter:
         rt.metrics.rejected.labels("timeout").inc(len(late))
         return late
 
-    def submit(rt: Runtime, queries: list[Query]) -> list[asyncio.Future]:
+    def submit(rt: Runtime, queries: list[Query], snap: IndexSnapshot) -> list[asyncio.Future]:
         try:
-            return rt.submit_many(queries)
+            return rt.submit_many(queries, snap)
         except QueueFull:
             rt.metrics.rejected.labels("queue_full").inc()
             raise
@@ -145,8 +145,9 @@ def router(s: Settings) -> APIRouter:
         history's items (unless `exclude_history` is false), `exclude_ids`, and items `filter` drops."""
         started = time.perf_counter()
         rt = runtime(request)
-        query = to_query(body, rt, rt.snapshot(), ["body"])
-        (future,) = submit(rt, [query])
+        snap = rt.snapshot()
+        query = to_query(body, rt, snap, ["body"])
+        (future,) = submit(rt, [query], snap)
         late = await wait(request, rt, [future], started)
         if isinstance(late, Response):
             return late
@@ -181,7 +182,7 @@ def router(s: Settings) -> APIRouter:
             except Exception as e:  # noqa: BLE001 - answered per entry through the error table; a bug is still a 500 there
                 results[i] = _entry_error(e, at)
         order = list(queries)
-        futures = submit(rt, [queries[i] for i in order]) if order else []
+        futures = submit(rt, [queries[i] for i in order], snap) if order else []
         late = await wait(request, rt, futures, started)
         if isinstance(late, Response):
             return late

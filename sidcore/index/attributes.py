@@ -178,7 +178,12 @@ class Column:
             return np.isin(x, np.asarray(cond.values, dtype=np.float64))
         if not codes:
             return np.zeros(len(x), dtype=bool)
-        return x == codes[0] if len(codes) == 1 else np.isin(x, codes)
+        if len(codes) == 1:
+            return x == codes[0]
+        # A lookup table over every code, shifted so that missing (-1) reads slot 0: several times faster than isin.
+        table = np.zeros(len(self.values) + 1 if self.spec.kind == "categorical" else 3, dtype=bool)
+        table[np.asarray(codes) + 1] = True
+        return table[x + 1]
 
     def take(self, order: np.ndarray) -> "Column":
         return Column(self.spec, self.data[order], self.values)
