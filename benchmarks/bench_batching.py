@@ -35,6 +35,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 
 def build_store(root: Path, seed: int = 0):
@@ -82,6 +83,11 @@ class Service:
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "sa2crq.cli", "serve"], env=env, cwd=root)
         self.http = httpx.Client(base_url=self.url, timeout=60)
+        self._ps = psutil.Process(self.proc.pid)
+
+    def cpu_seconds(self) -> float:
+        times = self._ps.cpu_times()
+        return times.user + times.system
 
     def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -126,12 +132,15 @@ def main() -> None:
                 s.http.post("/retrieve", json=body).raise_for_status()
         latency = {s.name: [] for s in services}
         server = {s.name: [] for s in services}
+        cpu = {s.name: [] for s in services}
         for i in range(args.requests):
             for s in services[:: 1 if i % 2 else -1]:  # alternate who goes first
                 before = seconds(s.http)
+                cpu_before = s.cpu_seconds()
                 started = time.perf_counter()
                 s.http.post("/retrieve", json=bodies[i % len(bodies)]).raise_for_status()
                 latency[s.name].append(time.perf_counter() - started)
+                cpu[s.name].append(s.cpu_seconds() - cpu_before)
                 server[s.name].append(seconds(s.http) - before)
 
         def q(a, p):
@@ -142,7 +151,9 @@ def main() -> None:
             lat = np.array(latency[s.name]) * 1e3
             decode, queue = (np.array(server[s.name]) * 1e3).T
             print(f"  {s.name}")
-            for name, a in (("engine decode", decode), ("client latency", lat), ("HTTP + queue", lat - decode), ("  of it queue", queue)):
+            rows = (("engine decode", decode), ("client latency", lat), ("HTTP + queue", lat - decode), ("  of it queue", queue),
+                    ("service CPU", np.array(cpu[s.name]) * 1e3))
+            for name, a in rows:
                 print(f"    {name:<15} mean {a.mean():6.2f} ms  p50 {q(a, .5):6.2f}  p99 {q(a, .99):6.2f}")
 
         done = {s.name: [] for s in services}

@@ -61,21 +61,21 @@ ALIASES = {"/retrieve", "/items", "/healthz", "/readyz", "/metrics", "/stats"}
 """Paths served before /v1, kept working (same handlers) but not advertised in the spec."""
 
 
-def endpoint_label(scope) -> str:
-    """The metrics label of a request: its route's template without the /v1 prefix (an alias and
-    its /v1 path count as one endpoint, an item id is not a label), "other" when no route matched."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
+def endpoint_label(scope, static_paths: set[str]) -> str:
+    """The metrics label of a request: its route's template without the /v1 prefix, so an alias
+    and its /v1 path count as one endpoint and an item id is never a label. A request answered
+    before routing (413) is labelled by its path when that is a route's; anything else is "other"."""
+    path = getattr(scope.get("route"), "path", None)
     if path is None:
-        return "other"
+        path = scope["path"] if scope["path"] in static_paths else "other"
     return path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else path
 
 
 class Observe:
     """Counts and times every request, whatever answers it (validation, body limit, endpoint)."""
 
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: Metrics, paths: set[str]):
+        self.app, self.metrics, self.paths = app, metrics, paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -92,7 +92,7 @@ class Observe:
         try:
             await self.app(scope, receive, sent)
         finally:
-            endpoint = endpoint_label(scope)
+            endpoint = endpoint_label(scope, self.paths)
             took = time.perf_counter() - started
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(took)
@@ -134,5 +134,5 @@ def create_app(settings: Settings | None = None, insert_items: InsertItems | Non
         aliases.routes.extend(route for route in router.routes if route.path in ALIASES)
         app.include_router(aliases, include_in_schema=False)
     app.add_middleware(BodyLimit, limit=s.max_body_bytes)
-    app.add_middleware(Observe, metrics=metrics)
+    app.add_middleware(Observe, metrics=metrics, paths={r.path for r in app.routes if "{" not in r.path})
     return app

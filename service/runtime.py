@@ -2,8 +2,8 @@
 
 ``Runtime.open`` builds everything ready to serve, or raises: it loads the decoder, connects to
 Redis (or starts an embedded one and publishes the decoder's own index into it), waits for the
-first index snapshot, builds the engine, warms it up and starts the batcher. Requests then go
-through ``submit``; the index snapshot is taken per batch. ``close`` stops it all.
+first index snapshot, builds the engine, warms it up and starts the batcher. Requests are checked
+with ``validate`` and queued with ``submit_many``; the index snapshot is taken per batch. ``close`` stops it all.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from sidcore.errors import UnavailableError
 from sidcore.index.embedded import EmbeddedRedis
 from sidcore.index.redis_index import InsertResult, RedisIndex
 from sidcore.index.snapshot import IndexSnapshot
-from sidcore.index.trie import Trie
 from sidcore.retriever import IndexMismatch, Query, Result, Retriever
 
 log = logging.getLogger("sa2crq.service")
@@ -153,9 +152,6 @@ class Runtime:
             raise NotReady(f"not ready: {self.sync.state().last_error or 'no index loaded yet'}")
         return snap
 
-    def trie(self) -> Trie:
-        return self.snapshot().trie
-
     def readiness(self) -> Readiness:
         state = self.sync.state()
         if self.sync.trie is None:
@@ -167,12 +163,6 @@ class Runtime:
         if not state.connected:
             return Readiness("degraded", f"serving index {state.version} from memory: {state.last_error}")
         return Readiness("ready", None)
-
-    def submit(self, query: Query) -> asyncio.Future:
-        """Check the request against the current index, then queue it (raises QueueFull)."""
-        snap = self.snapshot()
-        self.validate(snap, query)
-        return self.submit_many([query], snap)[0]
 
     def submit_many(self, queries: list[Query], checked_on: IndexSnapshot | None = None) -> list[asyncio.Future]:
         """Queue requests, all or none (raises QueueFull); ``checked_on``: the snapshot they were

@@ -147,3 +147,37 @@ def test_missing_values_match_no_condition():
     assert attrs.evaluate(Filter(must=(Condition.range("price", gt=0),))).tolist() == [True, False, False]
     assert attrs.evaluate(Filter(must_not=(Condition.range("price", gt=0),))).tolist() == [False, True, True]
     assert attrs.evaluate(Filter(must_not=(Condition.eq("tag", "x"),))).tolist() == [True, True, False]
+
+
+def test_cli_set_attributes(monkeypatch, capsys, tmp_path, redis_url, index, attr_store):
+    import sys
+
+    from sa2crq.cli import main
+
+    index.publish(attr_store, activate=True, progress=False)
+
+    def run(lines: list[dict]) -> int:
+        path = tmp_path / "updates.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        monkeypatch.setattr(sys, "argv", ["sa2crq", "index", "set-attributes", "--items", str(path), "--redis", redis_url])
+        try:
+            main()
+        except SystemExit as e:
+            return e.code
+        return 0
+
+    assert run([{"item_id": 5, "available": False, "price": 3.25}, {"item_id": "6", "brand": None}]) == 0
+    assert "updated 2 item(s)" in capsys.readouterr().err
+    snap, _ = index.load_snapshot()
+    row5, row6 = (int(r) for r in snap.trie.rows_of(["5", "6"]))
+    assert snap.attributes.row(row5)["available"] is False and snap.attributes.row(row5)["price"] == 3.25
+    assert "brand" not in snap.attributes.row(row6)
+    for lines, message in [
+        ([{"item_id": 5, "colour": "red"}], "unknown attribute 'colour'"),
+        ([{"item_id": "nope", "price": 1}], "not in index"),
+        ([{"item_id": 5, "price": "cheap"}], "numeric"),
+        ([{"price": 1}], "missing field 'item_id'"),
+        ([{"item_id": 5}], "no attribute to set"),
+    ]:
+        assert run(lines) == 2
+        assert message in capsys.readouterr().err

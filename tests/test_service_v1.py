@@ -67,6 +67,21 @@ def test_v1_and_the_old_paths_answer_alike(http, tiny_stack, histories):
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
 
 
+def test_metrics_count_an_alias_and_its_v1_path_as_one_endpoint(http, tiny_stack):
+    from promtext import sample
+
+    before = http.get("/metrics").text
+    http.post("/retrieve", json={"query": "x", "k": 2})
+    http.post("/v1/retrieve", json={"query": "x", "k": 2})
+    http.get(f"/v1/items/{tiny_stack.catalog.item_ids[0]}")
+    http.get("/v1/items/no-such-item")
+    after = http.get("/metrics").text
+    delta = lambda name, **lb: sample(after, name, **lb) - sample(before, name, **lb)  # noqa: E731
+    assert delta("sa2crq_requests_total", endpoint="/retrieve", status="200") == 2
+    assert delta("sa2crq_requests_total", endpoint="/items/{item_id:path}", status="200") == 1
+    assert delta("sa2crq_requests_total", endpoint="/items/{item_id:path}", status="404") == 1
+
+
 def test_history_is_excluded_by_default_and_k_items_come_back(client, tiny_stack, histories, retriever):
     for history in histories[:5]:
         answer = client.retrieve(history=history, k=15)
