@@ -28,7 +28,7 @@ from indexer.split import SplitConfig, head_mask
 from model_store import Store
 from sidcore.embed import MODEL_NAME, embed_texts
 from sidcore.errors import DataError
-from sidcore.index.artifact import REPORT_FILE, save_items
+from sidcore.index.artifact import REPORT_FILE, save_extras, save_items
 from sidcore.sid import SIDTable
 
 METHODS: dict[str, tuple[str, bool]] = {
@@ -104,10 +104,13 @@ def build_index(
     report = quality_report(table, head, mse)
     report["timing_s"] = {"fit": t_fit - t0, "assign": t_assign - t_fit}
 
-    config = {**cfg.as_dict(), "embedder": embedder, "dim": int(vectors.shape[1])}
+    config = {**cfg.as_dict(), "embedder": embedder, "dim": int(vectors.shape[1]),
+              "attributes": [[s.name, s.kind] for s in (catalog.attributes.specs if catalog.attributes else ())],
+              "fields": list(catalog.fields)}
     with store.new_version("index", config) as d:
         quantizer.save(d)
         save_items(d, catalog.item_ids, codes, lengths, catalog.popularity, head, sizes)
+        save_extras(d, catalog.attributes, catalog.payload)
         (d / REPORT_FILE).write_text(json.dumps(report, indent=2))
         plot_report(table, head, d)
     return store.last_version, report

@@ -38,6 +38,23 @@ def _budget(_ctx, _param, value: str | None):
     return parts[0] if len(parts) == 1 else parts
 
 
+def _attributes(_ctx, _param, value: str | None):
+    from sidcore.errors import DataError
+    from sidcore.index.attributes import parse_attribute_option
+
+    try:
+        return parse_attribute_option(value or "")
+    except DataError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _names(_ctx, _param, value: str | None) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in (value or "").split(",") if v.strip())
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"a name appears twice in {value!r}")
+    return names
+
+
 @click.group()
 def data() -> None:
     """Data sets: generate synthetic catalogs."""
@@ -79,12 +96,17 @@ def index() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="RQ-VAE epochs (per ACRQ stage).")
 @click.option("--dedup", is_flag=True, help="TIGER-style collision suffix (fixed-length methods).")
 @click.option("--vectors", type=click.Path(path_type=Path), help="Precomputed item vectors (.npy, rows in items order).")
+@click.option("--attributes", "attributes", callback=_attributes, metavar="NAME[:KIND],...",
+              help="Item fields requests can filter on; KIND is categorical, numeric or boolean (default: inferred from the values), "
+                   "e.g. category,brand,price:numeric,available:boolean. Updatable later with `index set-attributes`.")
+@click.option("--fields", "fields", callback=_names, default="title", show_default=True, metavar="NAME,...",
+              help="Item fields stored with the index and returned on request (`fields` of /retrieve); '' for none.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--store", type=click.Path(path_type=Path), required=True, help="Artifact store directory.")
 @click.option("--activate", is_flag=True, help="Make the new version the active index of the store.")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
 def index_build(items, interactions, holdout_last, method, codebook_sizes, budget, min_length, direction, split_by,
-                head_share, extension, epochs, dedup, vectors, seed, store, activate, quiet) -> None:
+                head_share, extension, epochs, dedup, vectors, attributes, fields, seed, store, activate, quiet) -> None:
     """Build a new index version and print its id."""
     from indexer.build import BuildConfig, build_index
     from indexer.data.catalog import count_popularity, load_items, load_vectors
@@ -100,7 +122,7 @@ def index_build(items, interactions, holdout_last, method, codebook_sizes, budge
         split=SplitConfig(by=split_by, head_share=head_share),
         dedup=dedup,
     )
-    catalog = load_items(items)
+    catalog = load_items(items, attributes, fields)
     if interactions:
         catalog = catalog.with_popularity(count_popularity(catalog, interactions, holdout_last))
     if vectors:
@@ -280,6 +302,26 @@ def index_add_items(items: Path, vectors: Path | None, redis_url: str | None, qu
         for item, sid in result.items:
             click.echo(f"{item}\t{'-'.join(map(str, sid))}")
     click.echo(f"added {len(result.items)} item(s) to {result.version}: {result.new_sids} new SID(s)", err=True)
+
+
+@index.command("set-attributes")
+@click.option("--items", type=click.Path(path_type=Path), required=True,
+              help='JSONL of updates: item_id plus the attributes to set, null clears one: {"item_id": "1042", "available": false, "price": 17.5}.')
+@click.option("--version", help="Index version to update. Default: the active one.")
+@redis_option
+def index_set_attributes(items: Path, version: str | None, redis_url: str | None) -> None:
+    """Set attributes of items in place, without a rebuild (availability, prices change hourly).
+
+    Every update is checked first (known item, declared attribute, value of its kind); then they are
+    written 10,000 items per atomic step, each logged and announced, so serving replicas apply them
+    within a second, as they do cold-start inserts.
+    """
+    from indexer.data.catalog import load_attribute_updates
+
+    updates = load_attribute_updates(items)
+    with redis_index(redis_url) as idx:
+        result = idx.set_attributes(version, updates)
+    click.echo(f"updated {result.items} item(s) of {result.version} (log entry {result.log_id})", err=True)
 
 
 @click.group()

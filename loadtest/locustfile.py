@@ -1,8 +1,10 @@
-"""Locust load for ``POST /retrieve``: a mix of text queries and user histories from the served catalog.
+"""Locust load for ``POST /v1/retrieve``: a mix of text queries and user histories from the served catalog.
 
 The mix (``mix.py``): titles, a few words of a title, users' recent histories, and both; ``k``
-and the beam width drawn per request. Every answer is checked against the API contract (status
-200, at most ``k`` items each with an id and a SID, versions present); anything else is a failure.
+and the beam width drawn per request. Requests go through ``sa2crq.client`` (one ``Client`` per
+user, no retries: a 429 counts as a failure here), timed as Locust requests. Every answer is
+checked against the API contract (status 200, at most ``k`` items each with an id and a SID,
+versions present); anything else is a failure.
 
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --data-dir demo/data
     loadtest/run.sh URL USERS SECONDS [DATA_DIR]          # headless, with a summary
@@ -16,9 +18,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 
-from locust import FastHttpUser, constant, events, task
+import httpx
+from locust import User, constant, events, task
 from mix import DEFAULT_MIX, Catalog, RequestMix, beam_list, check_answer, int_list, parse_mix
+
+from sa2crq.client import Client, ServiceError
 
 
 @events.init_command_line_parser.add_listener
@@ -45,7 +51,11 @@ def _load(environment, **_kwargs) -> None:
         _catalog = Catalog(opts.data_dir, opts.max_history)
 
 
-class RetrieveUser(FastHttpUser):
+class ContractBroken(Exception):
+    """An answer that breaks the API contract (``check_answer``)."""
+
+
+class RetrieveUser(User):
     """Sends requests back to back (closed loop): the number of users sets the concurrency."""
 
     wait_time = constant(0)
@@ -54,15 +64,27 @@ class RetrieveUser(FastHttpUser):
         opts = self.environment.parsed_options
         self.mix = RequestMix(_catalog, int_list(opts.k_values), beam_list(opts.beam_widths), parse_mix(opts.mix),
                               seed=opts.seed * 1_000_003 + next(_user_numbers))
+        self.client = Client(self.host, retries=0, timeout=60)
+
+    def on_stop(self) -> None:
+        self.client.close()
 
     @task
     def retrieve(self) -> None:
         kind, body = self.mix.next()
-        with self.client.post("/retrieve", json=body, name=f"/retrieve [{kind}]", catch_response=True) as response:
-            try:
-                answer = response.json() if response.status_code == 200 else None
-            except ValueError:
-                answer = None
-            problem = check_answer(body, response.status_code, answer)
-            if problem:
-                response.failure(f"{problem}: {(response.text or '')[:200]}")
+        started = time.perf_counter()
+        problem: Exception | None = None
+        items = 0
+        try:
+            answer = self.client.retrieve(**body)
+            items = len(answer.items)
+            if why := check_answer(body, 200, answer.model_dump()):
+                problem = ContractBroken(why)
+        except ServiceError as e:
+            problem = ContractBroken(f"status {e.status}: {str(e.detail)[:200]}")
+        except httpx.HTTPError as e:
+            problem = e
+        self.environment.events.request.fire(
+            request_type="POST", name=f"/v1/retrieve [{kind}]", response_time=(time.perf_counter() - started) * 1000,
+            response_length=items, exception=problem, context={},
+        )  # fmt: skip

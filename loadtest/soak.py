@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -52,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mix import DEFAULT_MIX, Catalog, RequestMix, beam_list, check_answer, int_list, parse_mix
 
 from model_store import Store
+from sa2crq.client import AsyncClient, ServiceError
 from sidcore.index.artifact import load_index
 from sidcore.index.embedded import EmbeddedRedis, connect
 from sidcore.index.redis_index import RedisIndex
@@ -238,7 +240,9 @@ async def run(args: argparse.Namespace, urls: list[str], chaos: Chaos) -> tuple[
     readiness: list[tuple[float, str]] = []
     record = open(args.record, "w", encoding="utf-8") if args.record else None
     limits = httpx.Limits(max_connections=args.max_in_flight, max_keepalive_connections=args.max_in_flight)
-    async with httpx.AsyncClient(timeout=args.timeout, limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        # No retries: a refused or failed request is what the soak counts.
+        clients = {u: await stack.enter_async_context(AsyncClient(u, timeout=args.timeout, retries=0, limits=limits)) for u in urls}
         t0 = time.monotonic()
 
         def now() -> float:
@@ -248,10 +252,10 @@ async def run(args: argparse.Namespace, urls: list[str], chaos: Chaos) -> tuple[
             start = time.monotonic()
             answer, status = None, None
             try:
-                r = await client.post(f"{url}/retrieve", json=body)
-                status = r.status_code
-                answer = r.json() if r.status_code == 200 else None
-                problem = check_answer(body, r.status_code, answer)
+                answer = (await clients[url].retrieve(**body)).model_dump()
+                status, problem = 200, check_answer(body, 200, answer)
+            except ServiceError as e:
+                status, problem = e.status, f"status {e.status}"
             except (httpx.HTTPError, ValueError) as e:
                 problem = f"{type(e).__name__}"
             version, release = (answer.get("index_version"), answer.get("release")) if answer else (None, None)
@@ -261,9 +265,8 @@ async def run(args: argparse.Namespace, urls: list[str], chaos: Chaos) -> tuple[
 
         async def state_of(url: str) -> str:
             try:
-                r = await client.get(f"{url}/readyz", timeout=2)
-                return r.json().get("status", "?") if r.status_code == 200 else f"{r.status_code}"
-            except (httpx.HTTPError, ValueError) as e:
+                return (await asyncio.wait_for(clients[url].ready(), 2)).get("status", "?")
+            except (httpx.HTTPError, ValueError, TimeoutError) as e:
                 return type(e).__name__
 
         async def probe() -> None:

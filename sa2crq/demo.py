@@ -1,5 +1,6 @@
-"""The main job on embedded defaults: a synthetic long-tail catalog → SA²CRQ index → tiny decoder →
-the service on an embedded Redis → sample /retrieve calls, printed."""
+"""The main job on embedded defaults: a synthetic long-tail catalog → SA²CRQ index (with the items'
+attributes and titles) → tiny decoder → the service on an embedded Redis → sample /v1/retrieve
+calls through ``sa2crq.client``, printed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import threading
 from pathlib import Path
 
-import httpx
 from click import echo
 from rich.console import Console
 from rich.table import Table
@@ -16,11 +16,12 @@ from indexer.build import BuildConfig, build_index
 from indexer.cli import redis_index
 from indexer.coldstart import activate_release
 from indexer.data.catalog import count_popularity, load_items, load_sequences
-from indexer.data.synthetic import SyntheticConfig, generate, write
+from indexer.data.synthetic import ATTRIBUTES, SyntheticConfig, generate, write
 from indexer.quantizers import QuantizerConfig
 from indexer.report import print_report
 from indexer.training.trainer import TrainConfig, train_decoder
 from model_store import Store
+from sa2crq.client import Client
 from sa2crq.wiring import background_server
 from service.settings import Settings
 
@@ -31,7 +32,7 @@ def run_demo(workdir: Path, num_items: int, epochs: int, steps: int, seed: int, 
     total = 4 + serve
     echo(f"[1/{total}] generating a {num_items}-item long-tail catalog in {workdir}/data")
     paths = write(generate(SyntheticConfig(num_items=num_items, seed=seed)), workdir / "data", num_users=num_items // 4, seed=seed)
-    catalog = load_items(paths["items"])
+    catalog = load_items(paths["items"], ATTRIBUTES, ("title",))
     catalog = catalog.with_popularity(count_popularity(catalog, paths["sequences"], holdout_last=2))
     echo(f"[2/{total}] embedding with MiniLM and building the SA²CRQ index")
     st = Store(workdir / "store")
@@ -55,15 +56,18 @@ def run_demo(workdir: Path, num_items: int, epochs: int, steps: int, seed: int, 
         run_samples(st.root, workdir / "data", redis_url, port, keep_serving)
 
 
-def _show(console: Console, title: str, body: dict, answer: dict, titles: dict[str, str], target: str | None = None) -> None:
-    table = Table(title=f"{title}   ({answer['took_ms']:.1f} ms, index {answer['index_version']})", title_justify="left")
+def _show(console: Console, title: str, body: dict, answer, target: str | None = None) -> None:
+    table = Table(title=f"{title}   ({answer.took_ms:.1f} ms, index {answer.index_version})", title_justify="left")
     for column in ("rank", "item", "title", "SID", "score"):
         table.add_column(column)
-    for rank, item in enumerate(answer["items"], 1):
-        mark = " ← held-out next item" if item["item_id"] == target else ""
-        table.add_row(str(rank), item["item_id"], titles.get(item["item_id"], "")[:48] + mark, item["sid"], f"{item['score']:.3f}")
-    console.print(f"POST /retrieve {json.dumps(body)}")
+    for rank, item in enumerate(answer.items, 1):
+        mark = " ← held-out next item" if item.item_id == target else ""
+        title_text = (item.fields or {}).get("title", "")
+        table.add_row(str(rank), item.item_id, title_text[:48] + mark, item.sid, f"{item.score:.3f}")
+    console.print(f"POST /v1/retrieve {json.dumps(body)}")
     console.print(table)
+    if answer.reason:
+        console.print(f"reason: {answer.reason}")
 
 
 def run_samples(store: Path, data_dir: Path, redis_url: str | None, port: int = 0, keep_serving: bool = False) -> None:
@@ -74,27 +78,28 @@ def run_samples(store: Path, data_dir: Path, redis_url: str | None, port: int = 
     settings = Settings(_env_file=None, store=store, redis_url=redis_url, port=port)
     with background_server(settings) as server:
         console.print(f"service up at {server.url} (docs: {server.url}/docs)")
-        with httpx.Client(base_url=server.url, timeout=60) as http:
+        with Client(server.url, timeout=60) as client:
             history, target = sequences[0][:-1], sequences[0][-1]
             words = " ".join(titles[target].split()[:3])
+            in_stock_under_50 = {"must": [{"field": "available", "value": True}, {"field": "price", "range": {"lt": 50}}]}
             samples = [
                 ("by text query", {"query": words, "k": 5}, None),
-                ("by history (newest last)", {"history": history, "k": 5}, target),
+                ("by history (newest last; its items are left out)", {"history": history, "k": 5}, target),
                 ("by history and query", {"history": history, "query": words, "k": 5}, target),
+                ("by history, in stock and under 50", {"history": history, "k": 5, "filter": in_stock_under_50}, target),
             ]
             for title, body, tgt in samples:
-                r = http.post("/retrieve", json=body)
-                r.raise_for_status()
-                _show(console, title, body, r.json(), titles, tgt)
+                answer = client.retrieve(**body, fields=["title"])
+                _show(console, title, body, answer, tgt)
             held_out = sequences[:200]
             hits = 0
             for seq in held_out:
-                items = http.post("/retrieve", json={"history": seq[:-1], "k": 10}).json()["items"]
-                hits += seq[-1] in {i["item_id"] for i in items}
+                items = client.retrieve(history=seq[:-1], k=10).items
+                hits += seq[-1] in {i.item_id for i in items}
             console.print(f"Recall@10 on {len(held_out)} held-out next items: {hits / max(len(held_out), 1):.3f}")
-            console.print(f"/stats: {http.get('/stats').json()}")
-        console.print(f"try: curl -s -X POST {server.url}/retrieve -H 'content-type: application/json' "
-                      f"-d '{json.dumps({'query': words, 'k': 5})}'")
+            console.print(f"/stats: {client.stats()}")
+        console.print(f"try: curl -s -X POST {server.url}/v1/retrieve -H 'content-type: application/json' "
+                      f"-d '{json.dumps({'query': words, 'k': 5, 'fields': ['title']})}'")
         if keep_serving:
             console.print("serving until Ctrl-C")
             try:

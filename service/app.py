@@ -1,17 +1,19 @@
 """The FastAPI app: middleware, the error table (``service/errors.py``) and one router per
-concern (``service/routers/``); the runtime opens at startup and closes at shutdown."""
+concern (``service/routers/``), all under ``/v1``; the paths of the first API (``/retrieve``,
+``/items``, ``/healthz``, ``/readyz``, ``/metrics``, ``/stats``) stay as aliases, left out of the
+OpenAPI spec. The runtime opens at startup and closes at shutdown."""
 
 from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from service.errors import ERROR_STATUS, crashed, invalid_request, known_error
 from service.metrics import Metrics
-from service.routers import health, items, observability, retrieve
+from service.routers import health, items, lookups, observability, retrieve
 from service.runtime import InsertItems, Runtime
 from service.settings import Settings
 
@@ -54,6 +56,21 @@ async def _too_large(limit: int, send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+API_PREFIX = "/v1"
+ALIASES = {"/retrieve", "/items", "/healthz", "/readyz", "/metrics", "/stats"}
+"""Paths served before /v1, kept working (same handlers) but not advertised in the spec."""
+
+
+def endpoint_label(scope, static_paths: set[str]) -> str:
+    """The metrics label of a request: its route's template without the /v1 prefix, so an alias
+    and its /v1 path count as one endpoint and an item id is never a label. A request answered
+    before routing (413) is labelled by its path when that is a route's; anything else is "other"."""
+    path = getattr(scope.get("route"), "path", None)
+    if path is None:
+        path = scope["path"] if scope["path"] in static_paths else "other"
+    return path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else path
+
+
 class Observe:
     """Counts and times every request, whatever answers it (validation, body limit, endpoint)."""
 
@@ -75,7 +92,7 @@ class Observe:
         try:
             await self.app(scope, receive, sent)
         finally:
-            endpoint = scope["path"] if scope["path"] in self.paths else "other"
+            endpoint = endpoint_label(scope, self.paths)
             took = time.perf_counter() - started
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(took)
@@ -111,8 +128,11 @@ def create_app(settings: Settings | None = None, insert_items: InsertItems | Non
     for error in ERROR_STATUS:
         app.add_exception_handler(error, known_error)
     app.add_exception_handler(Exception, crashed)
-    for router in (retrieve.router(s), items.router(s), health.router(s), observability.router()):
-        app.include_router(router)
+    for router in (retrieve.router(s), lookups.router(s), items.router(s), health.router(s), observability.router()):
+        app.include_router(router, prefix=API_PREFIX)
+        aliases = APIRouter()
+        aliases.routes.extend(route for route in router.routes if route.path in ALIASES)
+        app.include_router(aliases, include_in_schema=False)
     app.add_middleware(BodyLimit, limit=s.max_body_bytes)
-    app.add_middleware(Observe, metrics=metrics, paths={r.path for r in app.routes})
+    app.add_middleware(Observe, metrics=metrics, paths={r.path for r in app.routes if "{" not in r.path})
     return app

@@ -1,9 +1,11 @@
 """Micro-batching: concurrent requests share engine calls, behind a bounded queue.
 
-A batch starts with the first waiting request and takes whatever else arrives within
-``max_wait_s``, up to ``max_batch``. At most ``concurrency`` batches run at once, each in a worker
-thread, so the event loop keeps accepting (and refusing) requests while the engine works. The
-queue is bounded: a full queue refuses at once (the caller answers 429) rather than letting
+No idle waiting: when the engine has a free slot, a batch leaves at once with whatever is queued
+(a lone request goes alone, immediately); requests that arrive while every slot is busy queue up
+and leave together, up to ``max_batch``, as soon as a slot frees. Batching thus happens exactly
+when it pays: behind a running batch. At most ``concurrency`` batches run at once, each in a
+worker thread, so the event loop keeps accepting (and refusing) requests while the engine works.
+The queue is bounded: a full queue refuses at once (the caller answers 429) rather than letting
 latency grow without limit. A request whose caller has gone (timeout, disconnect) is cancelled;
 it is skipped if its batch has not started, and its answer is dropped if it has.
 """
@@ -39,7 +41,6 @@ class MicroBatcher:
 
     Args:
         max_batch: payloads per batch at most.
-        max_wait_s: how long a batch waits to fill once it has its first payload.
         queue_size: payloads waiting at most; ``submit`` raises QueueFull beyond it.
         concurrency: batches in flight at once.
         on_batch: called with each batch (jobs still wanted) before it runs, e.g. for metrics.
@@ -49,14 +50,12 @@ class MicroBatcher:
         self,
         process: Callable[[list[Job]], None],
         max_batch: int = 16,
-        max_wait_s: float = 0.002,
         queue_size: int = 256,
         concurrency: int = 1,
         on_batch: Callable[[Sequence[Job]], None] | None = None,
     ):
         self.process = process
         self.max_batch = max_batch
-        self.max_wait_s = max_wait_s
         self.queue_size = queue_size
         self.concurrency = concurrency
         self.on_batch = on_batch
@@ -95,13 +94,18 @@ class MicroBatcher:
 
     def submit(self, payload: Any) -> asyncio.Future:
         """Queue a payload; its future resolves with the result. Raises QueueFull at once."""
+        return self.submit_many([payload])[0]
+
+    def submit_many(self, payloads: list[Any]) -> list[asyncio.Future]:
+        """Queue all payloads or none (QueueFull when they do not all fit). Queued in one go, from
+        the event loop, so the runner sees them together and they share batches."""
         assert self._queue is not None, "start() first"
-        job = Job(payload, self._loop.create_future())
-        try:
+        if self._queue.qsize() + len(payloads) > self.queue_size:
+            raise QueueFull(self.retry_after())
+        jobs = [Job(p, self._loop.create_future()) for p in payloads]
+        for job in jobs:
             self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            raise QueueFull(self.retry_after()) from None
-        return job.future
+        return [job.future for job in jobs]
 
     def retry_after(self) -> int:
         """Seconds until the queue has likely drained (at least 1: Retry-After is whole seconds)."""
@@ -115,23 +119,16 @@ class MicroBatcher:
         self._loop.call_soon_threadsafe(_settle, job.future, None, error)
 
     async def _next_batch(self) -> list[Job]:
+        """The first waiting job and whatever queued behind it, up to ``max_batch``; no waiting for more."""
         batch = [await self._queue.get()]
-        deadline = self._loop.time() + self.max_wait_s
-        while len(batch) < self.max_batch:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
+        while len(batch) < self.max_batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
         return [j for j in batch if not j.future.done()]
 
     async def _run(self) -> None:
         while True:
+            # A slot first, then the jobs: while every slot is busy, arrivals queue up and the
+            # next batch takes them all.
             await self._slots.acquire()
             try:
                 batch = await self._next_batch()

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from service.batching import QueueFull
 from sidcore.errors import ConflictError, DataError, NotFoundError, UnavailableError
+from sidcore.index.attributes import FilterError
 from sidcore.retriever import UnknownItems
 
 log = logging.getLogger("sa2crq.service")
@@ -32,6 +33,7 @@ class FieldError(DataError):
 
 ERROR_STATUS: dict[type[BaseException], int] = {
     UnknownItems: 422,
+    FilterError: 422,
     FieldError: 422,
     DataError: 422,
     ConflictError: 409,
@@ -51,11 +53,15 @@ def error_response(status: int, detail: Any, retry_after: int | None = None) -> 
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-def _detail(exc: BaseException) -> Any:
-    """The body of an error answer: field lists for bad input, a sentence otherwise."""
+def error_detail(exc: BaseException, body: list | None = None) -> Any:
+    """The body of an error answer: field lists for bad input, a sentence otherwise. ``body`` is
+    where the request sits (``["body"]``; a batch entry's ``["body", "requests", i]``)."""
+    body = ["body"] if body is None else body
     if isinstance(exc, UnknownItems):
-        return [{"loc": ["body", "history", p], "msg": f"unknown item id {i!r} in index {exc.version}", "type": "value_error"}
+        return [{"loc": [*body, "history", p], "msg": f"unknown item id {i!r} in index {exc.version}", "type": "value_error"}
                 for p, i in zip(exc.positions, exc.ids)]
+    if isinstance(exc, FilterError):
+        return [{"loc": [*body, "filter", *exc.path], "msg": str(exc), "type": "value_error"}]
     if isinstance(exc, FieldError):
         return [{"loc": exc.loc, "msg": str(exc), "type": "value_error"}]
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
@@ -63,7 +69,7 @@ def _detail(exc: BaseException) -> Any:
     return str(exc)
 
 
-def _retry_after(exc: BaseException) -> int | None:
+def retry_after(exc: BaseException) -> int | None:
     if isinstance(exc, QueueFull):
         return exc.retry_after_s
     if isinstance(exc, (UnavailableError, redis.ConnectionError, redis.TimeoutError)):
@@ -77,7 +83,7 @@ def status_of(exc: BaseException) -> int:
 
 
 async def known_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(status_of(exc), _detail(exc), _retry_after(exc))
+    return error_response(status_of(exc), error_detail(exc), retry_after(exc))
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -236,10 +236,13 @@ class ReleaseFollower:
                 sync = current.sync if same_index else TrieSync(self.url, self.keys.prefix, version=target.index_version).start()
                 if not sync.wait_ready(60):
                     raise TimeoutError(f"index {target.index_version} did not load within 60 s: {sync.state().last_error}")
-                trie = sync.trie
-                retriever.check(trie)
-                for width in {retriever.beam_width, retriever.max_beam_width}:  # the first requests pay no set-up
-                    retriever.retrieve(trie, [Query(query="warm up", k=width, beam_width=width)])
+                snap = sync.snapshot
+                retriever.check(snap.trie)
+                # The first requests pay no set-up: both beam widths, and an exclusion (it builds the move table).
+                some_item = (snap.trie.item(0),) if snap.trie.num_items else ()
+                for width in {retriever.beam_width, retriever.max_beam_width}:
+                    exclude = some_item if width == retriever.max_beam_width else ()
+                    retriever.retrieve(snap, [Query(query="warm up", k=width, beam_width=width, exclude_ids=exclude)])
             except BaseException:
                 if not same_decoder:
                     engine.close()

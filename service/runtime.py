@@ -3,8 +3,9 @@
 ``Runtime.open`` builds everything ready to serve: it connects to Redis (or starts an embedded one
 and publishes the store's decoder and its index into it as a release), starts the release
 follower (``service/releases.py``), waits for the first release to load and starts the batcher.
-Requests then go through ``submit``; each batch holds one ``Served`` release, whose trie snapshot,
-decoder and engine answer the whole batch. ``close`` stops it all.
+Requests are checked with ``validate`` and queued with ``submit_many``; each batch holds one
+``Served`` release, whose index snapshot, decoder and engine answer the whole batch. ``close``
+stops it all.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sidcore.errors import UnavailableError
 from sidcore.index.embedded import EmbeddedRedis
 from sidcore.index.redis_index import InsertResult, RedisIndex
 from sidcore.index.releases import Release
+from sidcore.index.snapshot import IndexSnapshot
 from sidcore.retriever import IndexMismatch, Query, Result
 
 log = logging.getLogger("sa2crq.service")
@@ -75,10 +77,10 @@ class Runtime:
         self.embedded = embedded
         self.insert_items = insert_items
         self._cache_dir = cache_dir
-        self.batcher = MicroBatcher(
-            self._process, settings.max_batch, settings.max_wait_ms / 1000, settings.queue_size,
-            settings.concurrent_batches, on_batch=self._on_batch,
-        )  # fmt: skip
+        self.batcher = MicroBatcher(self._process, settings.max_batch, settings.queue_size, settings.concurrent_batches, on_batch=self._on_batch)
+        # Reads of stored item fields at answer time; short timeouts, since an answer waits on them.
+        self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=1)
+        self.reader = RedisIndex(self.redis, settings.redis_prefix)
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -95,9 +97,9 @@ class Runtime:
             redis_url = embedded.url
         cache_dir = None if s.cache_dir else tempfile.TemporaryDirectory(prefix="sa2crq-decoders-")
         cache = Store(s.cache_dir or cache_dir.name)
+        retriever_args = {"beam_width": s.beam_width, "max_beam_width": s.max_beam_width, "filter_cache_bytes": int(s.filter_cache_mb * 2**20)}
         follower = ReleaseFollower(
-            redis_url, s.redis_prefix, lambda decoder: _engine(s, decoder),
-            {"beam_width": s.beam_width, "max_beam_width": s.max_beam_width}, cache,
+            redis_url, s.redis_prefix, lambda decoder: _engine(s, decoder), retriever_args, cache,
             device=s.device if s.engine == "torch" else "cpu", pin=s.release, replica_id=s.replica_id,
             on_swap=metrics.set_release, on_failure=lambda e: metrics.release_failures.labels(type(e).__name__).inc(),
         )
@@ -113,6 +115,7 @@ class Runtime:
     async def close(self) -> None:
         await self.batcher.stop()
         await asyncio.to_thread(self.follower.stop)
+        self.redis.close()
         if self.embedded:
             self.embedded.close()
         if self._cache_dir is not None:
@@ -121,9 +124,13 @@ class Runtime:
     # -- serving ------------------------------------------------------------------------------
     def served(self) -> Served:
         served = self.follower.served
-        if served is None or served.sync.trie is None:
+        if served is None or served.sync.snapshot is None:
             raise NotReady(f"not ready: {self.follower.state().last_error or 'no release loaded yet'}")
         return served
+
+    def snapshot(self) -> IndexSnapshot:
+        """The index snapshot of the release served now (what requests are validated against)."""
+        return self.served().sync.snapshot
 
     def readiness(self) -> Readiness:
         served = self.follower.served
@@ -138,28 +145,32 @@ class Runtime:
             return Readiness("degraded", f"serving index {state.version} from memory: {state.last_error}")
         return Readiness("ready", None)
 
-    def submit(self, query: Query) -> asyncio.Future:
-        """Check the request against the served release, then queue it (raises QueueFull)."""
-        served = self.served()
-        served.retriever.prompt(served.sync.trie, query)  # unknown history ids fail here, before queueing
-        served.retriever.plan(query)
-        return self.batcher.submit(query)
+    def validate(self, snap: IndexSnapshot, query: Query) -> None:
+        """Unknown history ids, a bad beam width or filter fail here, before queueing."""
+        self.served().retriever.validate(snap, query)
+
+    def submit_many(self, queries: list[Query], checked_on: IndexSnapshot | None = None) -> list[asyncio.Future]:
+        """Queue requests, all or none (raises QueueFull); ``checked_on``: the snapshot they were
+        validated against, which spares the batch checking them again if it is still the one served."""
+        return self.batcher.submit_many([(q, checked_on) for q in queries])
 
     def _process(self, jobs: list[Job]) -> None:
-        """One batch, one release, one trie snapshot. Runs in a batcher thread."""
+        """One batch, one release, one index snapshot. Runs in a batcher thread."""
         with self.served().hold() as served:
-            trie = served.sync.trie
+            snap = served.sync.snapshot
             ok: list[Job] = []
             for job in jobs:
+                query, checked_on = job.payload
                 try:
-                    served.retriever.prompt(trie, job.payload)  # the release may have changed since submit
+                    if checked_on is not snap:  # the index or the release changed since submit
+                        served.retriever.validate(snap, query)
                     ok.append(job)
                 except ValueError as e:
                     self.batcher.fail(job, e)
             if not ok:
                 return
             started = time.perf_counter()
-            results, stats = served.retriever.retrieve(trie, [j.payload for j in ok])
+            results, stats = served.retriever.retrieve(snap, [j.payload[0] for j in ok])
         m = self.metrics
         m.decode_seconds.observe(time.perf_counter() - started)
         for group in stats.groups:
@@ -204,6 +215,18 @@ class Runtime:
             "redis": {"connected": state.connected, "last_sync": state.last_sync, "last_error": state.last_error} if state else None,
         }
 
+    redis_errors = (redis.ConnectionError, redis.TimeoutError)
+    """What ``payloads`` raises when Redis cannot answer."""
+
+    async def payloads(self, version: str, item_ids: list[str]) -> list[dict | None]:
+        """Stored fields of items, read from Redis per answer (replicas hold none in memory:
+        titles of a 1M catalog would be hundreds of MB per replica). Fails fast while the index
+        sync already knows Redis is down."""
+        state = self.served().sync.state()
+        if not state.connected:
+            raise redis.ConnectionError(state.last_error or "Redis unreachable")
+        return await asyncio.to_thread(self.reader.payloads, version, item_ids)
+
     def redis_index(self) -> RedisIndex:
         """A short-lived client for writes (cold-start inserts); close it after use."""
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=10)
@@ -233,4 +256,3 @@ def _engine(s: Settings, decoder: Decoder) -> Engine:
     from sidcore.engines.torch_engine import TorchEngine
 
     return TorchEngine(decoder)
-

@@ -36,21 +36,29 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(2000, ge=1, description="Longest text query accepted.")
     max_history: int = Field(500, ge=1, description="Longest history accepted (the prompt keeps the newest items).")
     max_body_bytes: int = Field(8 << 20, ge=1024, description="Largest request body accepted; beyond it: 413.")
-    max_batch: int = Field(16, ge=1, description="Requests decoded together at most.")
-    max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits to fill once it has its first request.")
+    max_exclude_ids: int = Field(1000, ge=0, description="Most item ids a request may exclude (`exclude_ids`).")
+    max_batch_requests: int = Field(64, ge=1, description="Requests per POST /v1/retrieve/batch call at most (and at most queue_size).")
+    max_batch: int = Field(16, ge=1, description="Requests decoded together at most (those queued behind a running batch; "
+                                                 "an idle engine takes a request at once).")
     queue_size: int = Field(256, ge=1, description="Requests waiting at most; beyond it: 429 with Retry-After.")
     concurrent_batches: int = Field(1, ge=1, description="Batches decoded at once (more helps vLLM on a GPU; 1 suits the CPU).")
     request_timeout_s: float = Field(10.0, gt=0, description="A request not answered within it gets 503 with Retry-After.")
-    admin_token: SecretStr | None = Field(None, description="Bearer token for POST /items; unset: POST /items is disabled (403).")
-    max_insert_items: int = Field(1000, ge=1, description="Items per POST /items call at most.")
+    filter_cache_mb: float = Field(256.0, ge=0, description="Memory for cached filter masks (per filter ~14 MB on a 1M-item trie); "
+                                                             "a repeated filter then costs nothing.")
+    api_key: SecretStr | None = Field(None, description="API key of the read routes (retrieve, batch, item and SID lookups), "
+                                                         "sent as header X-API-Key; unset: they are open.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token of the admin routes (POST /v1/items, POST /v1/attributes); "
+                                                             "unset: they are disabled (403).")
+    max_insert_items: int = Field(1000, ge=1, description="Items per POST /v1/items call at most.")
+    max_attribute_updates: int = Field(10_000, ge=1, description="Items per POST /v1/attributes call at most.")
     stats_window_s: float = Field(60.0, gt=0, description="Sliding window of GET /stats.")
     ready_timeout_s: float = Field(60.0, gt=0, description="How long start-up waits for the first release to load.")
     log_level: str = Field("info", description="Log level of the service and uvicorn.")
 
-    @field_validator("admin_token", mode="after")
+    @field_validator("admin_token", "api_key", mode="after")
     @classmethod
     def _blank_token_is_no_token(cls, v: SecretStr | None) -> SecretStr | None:
-        # An empty Secret must not turn into "the empty bearer token is valid".
+        # An empty secret must not turn into "the empty token is valid".
         return v if v is not None and v.get_secret_value().strip() else None
 
     @model_validator(mode="after")

@@ -1,8 +1,9 @@
-"""Keep an in-memory trie in step with the active Redis version, and keep serving without Redis.
+"""Keep an in-memory index snapshot in step with the active Redis version, and keep serving without Redis.
 
 A daemon thread subscribes to the events channel (``sa2crq:events``), then (re)syncs: it loads
-the active version's trie if the version changed, else replays the version's insert log after
-the last entry it applied. Events only trigger that same resync, so a lost message costs nothing: the log, not the
+the active version's snapshot (trie, attribute columns, payload field names) if the version
+changed, else replays the version's log (cold-start inserts, attribute updates) after the last
+entry it applied. Events only trigger that same resync, so a lost message costs nothing: the log, not the
 channel, is the source of truth. Subscribing before resyncing closes the gap where an event could
 slip between the two.
 
@@ -27,6 +28,7 @@ from sidcore.errors import DataError
 from sidcore.index.embedded import resolve_url
 from sidcore.index.keys import DEFAULT_PREFIX, Keys
 from sidcore.index.redis_index import RedisIndex
+from sidcore.index.snapshot import IndexSnapshot
 from sidcore.index.trie import Trie
 
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -43,11 +45,18 @@ class SyncState:
     generation: int  # bumps on every swap of the served trie
 
 
+def _stream_id(text: str) -> tuple[int, int]:
+    """A Redis stream id ("1700000000000-3") as a comparable pair."""
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class TrieSync:
-    """``TrieSync(url).start()``; read ``.trie`` per request (an immutable snapshot) and ``.state()``.
+    """``TrieSync(url).start()``; read ``.snapshot`` (or just its ``.trie``) per request, an immutable
+    view, and ``.state()``.
 
     It follows the active version, or with ``version`` one fixed version (a release's index) and
-    only that version's inserts.
+    only that version's inserts and attribute updates.
     """
 
     def __init__(
@@ -59,7 +68,7 @@ class TrieSync:
         self.keys = Keys(prefix)
         self.backoff = backoff
         self.poll = poll
-        self._trie: Trie | None = None
+        self._snapshot: IndexSnapshot | None = None
         self._log_id = "0-0"
         self._lock = threading.Lock()
         self._connected = False
@@ -71,12 +80,23 @@ class TrieSync:
         self._thread = threading.Thread(target=self._run, name=f"trie-sync-{version or 'active'}", daemon=True)
 
     @property
+    def snapshot(self) -> IndexSnapshot | None:
+        return self._snapshot
+
+    @property
     def trie(self) -> Trie | None:
-        return self._trie
+        snap = self._snapshot
+        return snap.trie if snap else None
+
+    def has_applied(self, version: str, log_id: str) -> bool:
+        """Whether the served snapshot is of ``version`` and includes its log entry ``log_id``."""
+        with self._lock:
+            snap, last = self._snapshot, self._log_id
+        return snap is not None and snap.version == version and (not log_id or _stream_id(last) >= _stream_id(log_id))
 
     def state(self) -> SyncState:
         with self._lock:
-            t = self._trie
+            t = self.trie
             return SyncState(
                 connected=self._connected,
                 version=t.version if t else None,
@@ -145,29 +165,29 @@ class TrieSync:
             return False
         if not isinstance(event, dict):
             return False
-        current = self._trie.version if self._trie else None
+        current = self._snapshot.version if self._snapshot else None
         return (event.get("type") == "activate" and self.version is None) or event.get("version") in (current, self.version)
 
     def _resync(self, index: RedisIndex) -> None:
         active = self.version or index.active()
-        current = self._trie
+        current = self._snapshot
         if active is None:
             note = f"no active index version in Redis; serving {current.version}" if current else "no active index version in Redis yet"
             self._set(connected=True, last_error=note, synced=True)
             return
         if current is None or current.version != active:
-            trie, log_id = index.load_trie(active)
+            snap, log_id = index.load_snapshot(active)
         else:
             expected = index.meta(active)["num_items"]  # read before the log: inserts only add
-            items, log_id = index.log_since(active, self._log_id)
-            trie = current.insert(items)
-            if trie.num_items < expected:  # the log lost entries we never saw (e.g. Redis restored from a backup)
-                trie, log_id = index.load_trie(active)
-            elif trie is current:
+            events, log_id = index.events_since(active, self._log_id)
+            snap = current.apply(events)
+            if snap.trie.num_items < expected:  # the log lost entries we never saw (e.g. Redis restored from a backup)
+                snap, log_id = index.load_snapshot(active)
+            elif snap is current:
                 self._set(connected=True, last_error=None, synced=True)
                 return
         with self._lock:
-            self._trie, self._log_id = trie, log_id
+            self._snapshot, self._log_id = snap, log_id
             self._generation += 1
         self._set(connected=True, last_error=None, synced=True)
         self._ready.set()

@@ -1,19 +1,34 @@
 """One retrieval pipeline, shared by the service and offline evaluation: request → prompt → SIDs → items.
 
-Everything a request touches comes from one trie snapshot: its history items' SIDs, the decode
-mask and the SID → items lookup, and the answer names that snapshot's version. A version flip or a
-cold-start insert in the middle of a batch therefore can never mix two versions in one answer.
+Everything a request touches comes from one index snapshot: its history items' SIDs, the decode
+mask, the item attributes its filter reads and the SID → items lookup, and the answer names that
+snapshot's version. A version flip, a cold-start insert or an attribute update in the middle of a
+batch therefore can never mix two states in one answer.
+
+Exclusions and filters act inside the decode: a request's ``ItemMask`` (its history unless
+``exclude_history`` is off, its ``exclude_ids``, its ``filter``) prunes every SID left with no item
+it may return, so the beams go to SIDs it can use and k items come back whenever the index holds
+them. Filter masks are cached per (snapshot, filter): a repeated filter costs nothing; exclusions
+are applied on top per request, at a cost proportional to their number.
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from sidcore.cache import Recent
 from sidcore.decoder.bundle import Decoder
 from sidcore.engines.base import DecodeStats, Engine, Hit
 from sidcore.errors import DataError, UnavailableError
+from sidcore.index.attributes import Filter
+from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import TrieMask
+from sidcore.index.snapshot import IndexSnapshot, as_snapshot
 from sidcore.index.trie import Trie
 from sidcore.sid import SID
 
@@ -33,12 +48,19 @@ class IndexMismatch(UnavailableError):
 
 @dataclass(frozen=True)
 class Query:
-    """One retrieval request. ``history`` is item ids, oldest first; ``beam_width`` None = default."""
+    """One retrieval request. ``history`` is item ids, oldest first; ``beam_width`` None = default.
+
+    The answer leaves out the history's items (unless ``exclude_history`` is False), the items of
+    ``exclude_ids`` (ids the index does not hold are ignored) and items ``filter`` does not keep.
+    """
 
     query: str | None = None
     history: tuple[str, ...] = ()
     k: int = 10
     beam_width: int | None = None
+    exclude_history: bool = True
+    exclude_ids: tuple[str, ...] = ()
+    filter: Filter | None = None
 
     def __post_init__(self) -> None:
         if not self.query and not self.history:
@@ -60,6 +82,7 @@ class Result:
     sids: list[Hit]  # the decoded SIDs, best first, before the cut at k items
     index_version: str
     beam_width: int
+    reason: str | None = None  # why fewer than k items came back, when exclusions or a filter explain it
 
 
 @dataclass
@@ -73,8 +96,47 @@ class BatchStats:
         return sum(g.steps for g in self.groups)
 
 
+class FilterCache:
+    """Item masks of filters on the latest snapshot, least recently used evicted first, within
+    ``max_bytes`` (a mask costs ~ items + moves + 16 x nodes bytes: ~14 MB on a 1M-item trie).
+
+    Entries belong to one snapshot: the first lookup on another snapshot (an insert or an
+    attribute update arrived) starts afresh, since a filter's items may have changed.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._owner: weakref.ref | None = None
+        self._entries: OrderedDict[str, ItemMask] = OrderedDict()
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    def get(self, snap: IndexSnapshot, flt: Filter, build) -> ItemMask:
+        key = flt.canonical
+        with self._lock:
+            if self._owner is None or self._owner() is not snap:
+                self._owner, self._bytes = weakref.ref(snap), 0
+                self._entries.clear()
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return hit
+            self.misses += 1
+        made = build()  # outside the lock: tens of ms on a large trie
+        with self._lock:
+            if self._owner() is snap and key not in self._entries:
+                self._entries[key] = made
+                self._bytes += made.nbytes
+                while self._bytes > self.max_bytes and len(self._entries) > 1:
+                    self._bytes -= self._entries.popitem(last=False)[1].nbytes
+        return made
+
+
 class Retriever:
-    """Query → ranked items for one decoder and engine, over whichever trie snapshot it is handed.
+    """Query → ranked items for one decoder and engine, over whichever index snapshot it is handed
+    (an ``IndexSnapshot``, or a bare ``Trie``: an index without attributes).
 
     Args:
         decoder: the decoder version served (its SID layout must match the trie's).
@@ -82,14 +144,18 @@ class Retriever:
         beam_width: beams when a request does not say; a request for more than ``beam_width``
             items gets ``min(k, max_beam_width)`` beams, since k SIDs hold at least k items.
         max_beam_width: the widest beam a request may ask for.
+        filter_cache_bytes: memory for cached filter masks (see ``FilterCache``).
     """
 
-    def __init__(self, decoder: Decoder, engine: Engine, beam_width: int = 20, max_beam_width: int = 128):
+    def __init__(self, decoder: Decoder, engine: Engine, beam_width: int = 20, max_beam_width: int = 128,
+                 filter_cache_bytes: int = 256 << 20):
         self.decoder = decoder
         self.engine = engine
         self.beam_width = beam_width
         self.max_beam_width = max_beam_width
-        self._masks: weakref.WeakKeyDictionary[Trie, TrieMask] = weakref.WeakKeyDictionary()
+        self._masks: Recent[Trie, TrieMask] = Recent()
+        self._everything: Recent[Trie, ItemMask] = Recent()
+        self.filters = FilterCache(filter_cache_bytes)
 
     def check(self, trie: Trie) -> None:
         if tuple(trie.sizes) != tuple(self.decoder.spec.sizes):
@@ -100,11 +166,12 @@ class Retriever:
 
     def mask(self, trie: Trie) -> TrieMask:
         """The decode mask of a snapshot, built once per snapshot."""
-        m = self._masks.get(trie)
-        if m is None:
-            self.check(trie)
-            m = self._masks[trie] = TrieMask(trie, self.decoder.spec.vocab)
-        return m
+
+        def build(t: Trie) -> TrieMask:
+            self.check(t)
+            return TrieMask(t, self.decoder.spec.vocab)
+
+        return self._masks.get(trie, build)
 
     def plan(self, q: Query) -> tuple[int, int]:
         """(beam width, SIDs to finish) for a request; the core's one check of the beam width."""
@@ -113,32 +180,81 @@ class Retriever:
             raise DataError(f"beam_width must be in [1, {self.max_beam_width}], got {width}")
         return width, min(q.k, width)
 
-    def prompt(self, trie: Trie, q: Query) -> list[int]:
-        nodes = [trie.node_of_item(item) for item in q.history]
-        unknown = [i for i, n in enumerate(nodes) if n < 0]
+    @staticmethod
+    def history_rows(trie: Trie, q: Query) -> np.ndarray:
+        """Int64 item rows of the history; UnknownItems naming the positions of ids the index lacks."""
+        rows = trie.rows_of(q.history)
+        unknown = np.flatnonzero(rows < 0).tolist()
         if unknown:
             raise UnknownItems(unknown, [q.history[i] for i in unknown], trie.version)
+        return rows
+
+    def prompt(self, trie: Trie, q: Query) -> list[int]:
+        nodes = trie.item_node[self.history_rows(trie, q)].tolist()
         return self.decoder.prompt_ids(q.query, [(item, trie.sid_of(n)) for item, n in zip(q.history, nodes)])
 
-    def retrieve(self, trie: Trie, queries: list[Query], constrained: bool = True) -> tuple[list[Result], BatchStats]:
-        """Decode a batch under one snapshot. Requests sharing a plan are decoded together."""
+    def validate(self, index: Trie | IndexSnapshot, q: Query) -> None:
+        """Everything about ``q`` that can fail, checked against ``index`` without decoding:
+        the layout, the history's ids, the beam width and the filter (FilterError naming its part)."""
+        snap = as_snapshot(index)
+        self.check(snap.trie)
+        self.prompt(snap.trie, q)
+        self.plan(q)
+        if q.filter:
+            snap.attributes.check(q.filter)
+
+    def item_mask(self, index: Trie | IndexSnapshot, q: Query) -> ItemMask | None:
+        """The items ``q`` may return, None when it may return any."""
+        snap = as_snapshot(index)
+        trie = snap.trie
+        out = []
+        if q.exclude_history and q.history:
+            out.append(self.history_rows(trie, q))
+        if q.exclude_ids:
+            rows = trie.rows_of(q.exclude_ids)
+            out.append(rows[rows >= 0])  # ids the index does not hold exclude nothing
+        if q.filter:
+            snap.attributes.check(q.filter)
+            base = self.filters.get(snap, q.filter, lambda: ItemMask.of_rows(self.mask(trie).moves, snap.attributes.evaluate(q.filter)))
+        elif out:
+            base = self._everything.get(trie, lambda t: ItemMask.everything(self.mask(t).moves))
+        else:
+            return None
+        return base.excluding(np.concatenate(out)) if out else base
+
+    def retrieve(self, index: Trie | IndexSnapshot, queries: list[Query], constrained: bool = True) -> tuple[list[Result], BatchStats]:
+        """Decode a batch under one snapshot. Requests sharing a plan are decoded together; a
+        request whose exclusions and filter leave no item is answered without decoding."""
+        snap = as_snapshot(index)
+        trie = snap.trie
         mask = self.mask(trie)
         prompts = [self.prompt(trie, q) for q in queries]
+        item_masks = [self.item_mask(snap, q) for q in queries]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault(self.plan(q), []).append(i)
         results: list[Result | None] = [None] * len(queries)
         stats = BatchStats()
         for (width, num_sids), members in groups.items():
-            hits, st = self.engine.decode([prompts[i] for i in members], width, num_sids, constrained, mask=mask)
+            for i in members:
+                if item_masks[i] is not None and item_masks[i].empty:
+                    results[i] = Result([], [], trie.version, width, _shortfall(item_masks[i], queries[i].k, trie.version))
+            todo = [i for i in members if results[i] is None]
+            if not todo:
+                continue
+            hits, st = self.engine.decode([prompts[i] for i in todo], width, num_sids, constrained, mask=mask,
+                                          item_masks=[item_masks[i] for i in todo])
             stats.groups.append(st)
-            for i, h in zip(members, hits):
-                results[i] = Result(self.items(h, trie, queries[i].k), h, trie.version, width)
+            for i, h in zip(todo, hits):
+                items = self.items(h, trie, queries[i].k, item_masks[i])
+                reason = _shortfall(item_masks[i], queries[i].k, trie.version) if len(items) < queries[i].k else None
+                results[i] = Result(items, h, trie.version, width, reason)
         return results, stats  # type: ignore[return-value]
 
     @staticmethod
-    def items(hits: list[Hit], trie: Trie, k: int) -> list[ItemHit]:
-        """Items of the SIDs in score order, each SID's items most popular first, cut at ``k``.
+    def items(hits: list[Hit], trie: Trie, k: int, item_mask: ItemMask | None = None) -> list[ItemHit]:
+        """Items of the SIDs in score order, each SID's items most popular first, cut at ``k``;
+        with an ``item_mask``, only the items it keeps.
 
         SIDs outside the index (unconstrained decoding) contribute nothing.
         """
@@ -146,8 +262,18 @@ class Retriever:
         for hit in hits:
             if hit.node < 0:
                 continue
-            for item in trie.items_of(hit.node):
+            for item in trie.items_of(hit.node) if item_mask is None else item_mask.items(trie, hit.node):
                 out.append(ItemHit(item, hit.score, hit.sid))
                 if len(out) == k:
                     return out
         return out
+
+
+def _shortfall(item_mask: ItemMask | None, k: int, version: str) -> str | None:
+    """Why an answer holds fewer than k items, when the request's exclusions and filter explain it."""
+    if item_mask is None:
+        return None
+    left = item_mask.num_rows
+    if left == 0:
+        return f"no item of index {version} passes the filter and exclusions"
+    return f"only {left} item(s) of index {version} pass the filter and exclusions" if left < k else None

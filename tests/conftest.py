@@ -114,14 +114,16 @@ def items_file(tmp_path):
 def tiny_stack(tmp_path_factory):
     """A tiny decoder trained briefly on a SARQ index whose trie a beam can cover whole.
 
-    Small codebooks with SARQ give variable-length SIDs. Returns a namespace: store, data_dir
-    (items.jsonl + sequences.jsonl), decoder, trie, mask, art (the index artifact).
+    Small codebooks with SARQ give variable-length SIDs; items carry the synthetic attributes
+    (category, brand, price, available) and a title payload. Returns a namespace: store, data_dir
+    (items.jsonl + sequences.jsonl), decoder, trie, mask, art (the index artifact), catalog, snapshot
+    (the trie with the attributes, as a replica holds it).
     """
     from types import SimpleNamespace
 
     from indexer.build import BuildConfig, build_index
     from indexer.data.catalog import count_popularity, load_items
-    from indexer.data.synthetic import write
+    from indexer.data.synthetic import ATTRIBUTES, write
     from indexer.quantizers import QuantizerConfig
     from indexer.training.trainer import TrainConfig, train_decoder
     from sidcore.decoder.bundle import load_decoder
@@ -129,11 +131,12 @@ def tiny_stack(tmp_path_factory):
     from sidcore.decoder.vocab import SIDVocab
     from sidcore.index import Trie, TrieMask
     from sidcore.index.artifact import load_index
+    from sidcore.index.snapshot import IndexSnapshot
 
     d = tmp_path_factory.mktemp("tiny_decoder")
     synth = generate(SyntheticConfig(num_items=400, dim=16, seed=2))
     paths = write(synth, d / "data", num_users=150, seed=2)
-    cat = load_items(paths["items"]).with_vectors(synth.catalog.vectors)
+    cat = load_items(paths["items"], ATTRIBUTES, ("title",)).with_vectors(synth.catalog.vectors)
     cat = cat.with_popularity(count_popularity(cat, paths["sequences"]))
     store = Store(d / "store")
     cfg = BuildConfig(method="sarq", quantizer=QuantizerConfig(sizes=(4, 4, 6), epochs=3, latent_dim=8, hidden=(32,)))
@@ -146,7 +149,9 @@ def tiny_stack(tmp_path_factory):
     art = load_index(store, decoder.spec.index_version)
     trie = Trie.from_artifact(art)
     mask = TrieMask(trie, SIDVocab(art.sizes, decoder.spec.base))
-    return SimpleNamespace(store=store, data_dir=d / "data", decoder=decoder, trie=trie, mask=mask, art=art, catalog=cat)
+    table = art.table()
+    snapshot = IndexSnapshot(trie, art.attributes.take(table.order), art.fields)
+    return SimpleNamespace(store=store, data_dir=d / "data", decoder=decoder, trie=trie, mask=mask, art=art, catalog=cat, snapshot=snapshot)
 
 
 def tiny_pair(tiny_stack, directory: Path, sizes: tuple[int, ...], seed: int):

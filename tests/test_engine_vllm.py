@@ -110,3 +110,21 @@ def test_a_swapped_trie_takes_effect_on_the_next_decode(engines, tiny_decoder, p
 def test_beam_wider_than_configured_is_refused(engines, prompts):
     with pytest.raises(ValueError, match="beam_width"):
         engines[0].decode(prompts[:1], beam_width=MAX_BEAM + 1, num_sids=5)
+
+
+def test_item_masks_prune_alike_on_both_engines(engines, tiny_stack, prompts):
+    """Exclusions and a filter reach vLLM through BeamSearch.allowed(): the same SIDs as the torch engine."""
+    from sidcore.index.attributes import Condition, Filter
+    from sidcore.index.item_mask import ItemMask
+
+    vllm_engine, torch_engine, _ = engines
+    snap, mask = tiny_stack.snapshot, tiny_stack.mask
+    everything = ItemMask.everything(mask.moves)
+    top, _ = torch_engine.decode(prompts[:1], beam_width=8, num_sids=3)
+    best_items = [r for h in top[0] for r in snap.trie.item_rows[snap.trie.item_start[h.node] : snap.trie.item_start[h.node + 1]]]
+    in_stock = ItemMask.of_rows(mask.moves, snap.attributes.evaluate(Filter(must=(Condition.eq("available", True),))))
+    masks = [everything.excluding(np.array(best_items)), in_stock, None, in_stock.excluding(np.array(best_items))]
+    got, _ = vllm_engine.decode(prompts, beam_width=12, num_sids=8, item_masks=masks)
+    want, _ = torch_engine.decode(prompts, beam_width=12, num_sids=8, item_masks=masks)
+    assert_same_hits(got, want)
+    assert not {h.node for h in got[0]} & {h.node for h in top[0]}  # the excluded SIDs cost no beam

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import numpy as np
 import pytest
 
@@ -111,17 +110,36 @@ def test_eval_equals_the_service_pipeline(evaluated):
         assert [h.score for h in res.items] == pytest.approx(rec["scores"], abs=1e-4)
 
 
-def test_live_service_matches_eval(live_service):
-    """The eval's rankings are what the HTTP service answers for the same cases."""
+@pytest.mark.parametrize("exclude_history", [True, False])
+def test_live_service_matches_eval(live_service, exclude_history):
+    """The eval's rankings are what the HTTP service answers for the same cases, asked through
+    sa2crq.client, with the history left out (both defaults) or kept (both set so)."""
+    from sa2crq.client import Client
+
     live = live_service
     data = load_eval_data(live.data_dir)
     data = sample_cases(data, 8, 0)
-    cfg = EvalConfig(methods=(), baselines=("popularity",), ks=(10,), hallucination_cases=0)
+    cfg = EvalConfig(methods=(), baselines=("popularity",), ks=(10,), hallucination_cases=0, exclude_history=exclude_history)
     _, records = evaluate_decoder(live.store, data, cfg, progress=False)
-    for case, rec in zip(data.cases, records):
-        body = {"k": 10, **({"query": case.query} if case.query else {}), **({"history": list(case.history)} if case.history else {})}
-        got = httpx.post(f"{live.url}/retrieve", json=body, timeout=30).json()
-        assert [it["item_id"] for it in got["items"]] == rec["items"]
+    with Client(live.url) as client:
+        for case, rec in zip(data.cases, records):
+            got = client.retrieve(case.query, case.history, k=10, exclude_history=exclude_history)
+            assert [it.item_id for it in got.items] == rec["items"]
+            if exclude_history:
+                assert not set(rec["items"]) & set(case.history)
+
+
+def test_history_items_are_left_out_of_every_ranking_and_the_report_says_so(evaluated):
+    data, report, out, _ = evaluated
+    cases = sample_cases(data, CFG.max_cases, CFG.seed).cases
+    assert report["config"]["exclude_history"] is True
+    assert "history items excluded from every ranking" in (out / "report.md").read_text()
+    for kind, names in (("methods", ("rq-kmeans", "sa2crq")), ("baselines", ("popularity", "dense", "sasrec"))):
+        for name in names:
+            ranked = [json.loads(line)["items"] for line in (out / kind / name / "ranked.jsonl").open()]
+            assert all(not set(r) & set(c.history) for r, c in zip(ranked, cases)), (kind, name)
+            if kind == "baselines":  # asked for more, so max(K) items remain without the history
+                assert all(len(r) == max(CFG.ks) for r in ranked), name
 
 
 def test_resume_reuses_finished_runs(evaluated):

@@ -104,7 +104,7 @@ def test_headless_locust_20s_against_the_live_service_has_no_failure(live_servic
     total = rows["Aggregated"]
     assert int(total["Failure Count"]) == 0
     assert int(total["Request Count"]) >= 20  # the tiny model answers in tens of ms: far more than 1/s
-    assert {f"/retrieve [{k}]" for k in mix.NEEDS} <= set(rows)  # every kind of the mix was sent
+    assert {f"/v1/retrieve [{k}]" for k in mix.NEEDS} <= set(rows)  # every kind of the mix was sent
     assert (tmp_path / "report.html").stat().st_size > 1000
     line = next(l for l in done.stdout.splitlines() if l.startswith("QPS "))
     assert re.match(r"QPS [\d.]+  p50 \d+ ms  p95 \d+ ms  p99 \d+ ms  requests \d+  failures 0", line), line

@@ -34,7 +34,7 @@ def test_unknown_history_ids_name_their_positions(retriever, tiny_stack):
 def test_items_follow_sid_order_and_stop_at_k(retriever, tiny_stack):
     trie = tiny_stack.trie
     history = tuple(tiny_stack.art.item_ids[:3])
-    (result,), stats = retriever.retrieve(trie, [Query(history=history, k=7)])
+    (result,), stats = retriever.retrieve(trie, [Query(history=history, k=7, exclude_history=False)])
     assert result.index_version == trie.version and result.beam_width == 8 and stats.steps >= 1
     assert len(result.items) == min(7, sum(len(trie.items_of(h.node)) for h in result.sids))
     expected = [(item, h.sid) for h in result.sids for item in trie.items_of(h.node)][:7]

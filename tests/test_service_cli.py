@@ -33,8 +33,8 @@ def test_demo_samples_run_on_an_embedded_redis(tiny_stack, capsys):
     run_samples(tiny_stack.store.root, tiny_stack.data_dir, redis_url=None)
     out = capsys.readouterr().out
     assert "service up at http://127.0.0.1:" in out
-    assert out.count("POST /retrieve") == 3
-    assert "by text query" in out and "by history and query" in out
+    assert out.count("POST /v1/retrieve") == 4
+    assert "by text query" in out and "by history and query" in out and "in stock and under 50" in out
     recall = float(out.split(" held-out next items: ")[1].split()[0])
     assert 0 <= recall <= 1
     assert "'errors': 0" in out

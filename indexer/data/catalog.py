@@ -1,21 +1,25 @@
 """The catalog every indexer stage consumes, and loaders for the on-disk layouts we accept.
 
 Layouts (see ../shared/data/README.md for the public ones):
-- items JSONL: ``item_id`` (or BEIR's ``_id``), ``title`` and/or ``text``, optional ``popularity``;
+- items JSONL: ``item_id`` (or BEIR's ``_id``), ``title`` and/or ``text``, optional ``popularity``,
+  and any other fields: declared attributes (filters) and payload fields (returned with answers);
 - interactions JSONL: ``{"user_id", "item_ids": [oldest, ..., newest]}``;
 - BEIR qrels TSV: ``query-id  corpus-id  score`` with a header line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from sidcore.errors import DataError
+from sidcore.index.attributes import Attributes
 
 
 @dataclass(frozen=True)
@@ -23,13 +27,16 @@ class Catalog:
     """Items in a fixed order; every per-item array is aligned with ``item_ids``.
 
     ``popularity`` counts interactions (or is given); ``vectors`` are optional precomputed
-    embeddings that replace text embedding.
+    embeddings that replace text embedding; ``attributes`` are what requests can filter on;
+    ``payload`` holds per item the stored fields an answer can return (title, url, ...).
     """
 
     item_ids: list[str]
     texts: list[str]
     popularity: np.ndarray
     vectors: np.ndarray | None = None
+    attributes: Attributes | None = None
+    payload: tuple[dict, ...] | None = None
     index_of: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -46,16 +53,25 @@ class Catalog:
             raise DataError("popularity must be non-negative")
         if self.vectors is not None:
             check_vectors(self.vectors, n)
+        if self.attributes is not None and self.attributes.num_rows != n:
+            raise DataError(f"attributes cover {self.attributes.num_rows} items, the catalog has {n}")
+        if self.payload is not None and len(self.payload) != n:
+            raise DataError(f"payload has {len(self.payload)} entries, the catalog {n} items")
         object.__setattr__(self, "index_of", index_of)
 
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Payload field names, in order of first appearance."""
+        return tuple(dict.fromkeys(k for p in self.payload or () for k in p))
+
     def with_popularity(self, popularity: np.ndarray) -> "Catalog":
-        return Catalog(list(self.item_ids), list(self.texts), np.asarray(popularity), self.vectors)
+        return dataclasses.replace(self, popularity=np.asarray(popularity))
 
     def with_vectors(self, vectors: np.ndarray) -> "Catalog":
-        return Catalog(list(self.item_ids), list(self.texts), self.popularity, vectors)
+        return dataclasses.replace(self, vectors=vectors)
 
 
 def check_vectors(vectors: np.ndarray, n: int) -> None:
@@ -87,11 +103,22 @@ def read_jsonl(path: Path):
             yield lineno, row
 
 
-def load_items(path: str | Path) -> Catalog:
-    """Load an items JSONL. Text is ``title. text`` when both are present."""
+def load_items(path: str | Path, attributes: Sequence[tuple[str, str | None]] = (), fields: Sequence[str] = ()) -> Catalog:
+    """Load an items JSONL. Text is ``title. text`` when both are present.
+
+    ``attributes``: (name, kind or None to infer it) of the fields to keep as item attributes
+    (``sidcore.index.attributes``); ``fields``: the fields to keep as payload (an item lacking one
+    simply has none).
+    """
     path = Path(path)
     ids, texts, pops = [], [], []
+    attribute_rows: list[dict] = []
+    payload: list[dict] = []
     any_pop = False
+    reserved = {"item_id", "_id", "popularity"}
+    clash = reserved & ({n for n, _ in attributes} | set(fields))
+    if clash:
+        raise DataError(f"{', '.join(sorted(clash))} cannot be an attribute or a payload field")
     for lineno, row in read_jsonl(path):
         item_id = row.get("item_id", row.get("_id"))
         if item_id is None or isinstance(item_id, (dict, list, bool)):
@@ -107,12 +134,37 @@ def load_items(path: str | Path) -> Catalog:
         ids.append(str(item_id))
         texts.append(". ".join(parts))
         pops.append(pop or 0)
+        if attributes:
+            attribute_rows.append({name: row.get(name) for name, _ in attributes})
+        if fields:
+            payload.append({f: row[f] for f in fields if row.get(f) is not None})
     if not ids:
         raise DataError(f"{path}: the catalog is empty")
-    catalog = Catalog(ids, texts, np.asarray(pops, dtype=np.float64))
+    try:
+        attrs = Attributes.from_values(attributes, attribute_rows) if attributes else None
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    catalog = Catalog(ids, texts, np.asarray(pops, dtype=np.float64), attributes=attrs, payload=tuple(payload) if fields else None)
     if not any_pop:
         catalog = catalog.with_popularity(np.zeros(len(ids)))
     return catalog
+
+
+def load_attribute_updates(path: str | Path) -> list[tuple[str, dict]]:
+    """Attribute updates JSONL: per line ``item_id`` (or ``_id``) and the attributes to set (null
+    clears one), e.g. ``{"item_id": "1042", "available": false, "price": 17.5}``."""
+    path = Path(path)
+    out = []
+    for lineno, row in read_jsonl(path):
+        item_id = row.pop("item_id", row.pop("_id", None))
+        if item_id is None or isinstance(item_id, (dict, list, bool)):
+            raise DataError(f"{path}:{lineno}: missing field 'item_id' (or '_id')")
+        if not row:
+            raise DataError(f"{path}:{lineno}: no attribute to set for item {item_id!r}")
+        out.append((str(item_id), row))
+    if not out:
+        raise DataError(f"{path}: no updates")
+    return out
 
 
 def load_sequences(path: str | Path) -> list[list[str]]:

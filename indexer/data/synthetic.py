@@ -4,11 +4,15 @@ Popularity is Zipf both across leaf topics and within a topic, so whole niches a
 real catalogs; that is what makes head and tail regions of the embedding space differ in density.
 Vectors (optional) follow the topic tree: category centre + subcategory offset + leaf offset +
 item noise, L2-normalised, so quantizers see the same hierarchy the titles express.
+Items also carry catalog attributes to filter on: ``category`` and ``brand`` (the ones in the
+title), a ``price`` (log-normal, by product type) and ``available`` (90% in stock); they come from
+their own random stream, so adding them changed no title, popularity or vector.
 Everything is vectorised; a million items take a few seconds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +21,7 @@ import numpy as np
 
 from indexer.data.catalog import Catalog
 from sidcore.errors import DataError
+from sidcore.index.attributes import Attributes
 
 CATEGORIES = {
     "Kitchen": ["Skillet", "Kettle", "Blender", "Knife Set", "Cutting Board", "Toaster", "Mixing Bowl", "Spatula"],
@@ -70,11 +75,23 @@ class SyntheticConfig:
             raise DataError("subtopics >= 1, dim >= 0 and interactions_per_item > 0 are required")
 
 
+ATTRIBUTES = (("category", "categorical"), ("brand", "categorical"), ("price", "numeric"), ("available", "boolean"))
+"""The attributes ``write`` puts in items.jsonl, as ``sa2crq index build --attributes`` declares them."""
+
+
 @dataclass(frozen=True)
 class SyntheticCatalog:
     catalog: Catalog
     leaf: np.ndarray  # leaf topic per item
     leaf_weight: np.ndarray  # popularity share of each leaf topic
+    attributes: dict[str, list]  # ATTRIBUTES' values per item
+
+    def with_attributes(self) -> Catalog:
+        """The catalog with its ``ATTRIBUTES`` and a ``title`` payload, as ``load_items`` reads
+        ``write``'s items.jsonl with ``--attributes category,brand,price,available --fields title``."""
+        rows = [dict(zip(self.attributes, values)) for values in zip(*self.attributes.values())]
+        payload = tuple({"title": t} for t in self.catalog.texts)
+        return dataclasses.replace(self.catalog, attributes=Attributes.from_values(ATTRIBUTES, rows), payload=payload)
 
 
 def _brands(rng: np.random.Generator, n: int) -> list[str]:
@@ -123,9 +140,20 @@ def generate(cfg: SyntheticConfig) -> SyntheticCatalog:
         vectors = (leaf_c[leaf] + 0.2 * rng.normal(size=(cfg.num_items, d))).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
+    # A stream of its own: drawing these from ``rng`` would have changed everything above.
+    extra = np.random.default_rng([cfg.seed, 1])
+    type_price = np.exp(extra.uniform(np.log(5), np.log(500), size=len(cats) * n_types))
+    price = np.round(type_price[leaf_cat[leaf] * n_types + leaf_type[leaf]] * extra.lognormal(0, 0.35, cfg.num_items), 2)
+    attributes = {
+        "category": [cats[c] for c in leaf_cat[leaf]],
+        "brand": [brands[b] for b in brand],
+        "price": price.tolist(),
+        "available": (extra.random(cfg.num_items) < 0.9).tolist(),
+    }
+
     ids = [str(i) for i in range(cfg.num_items)]
     catalog = Catalog(ids, texts, popularity.astype(np.float64), vectors)
-    return SyntheticCatalog(catalog=catalog, leaf=leaf, leaf_weight=leaf_weight)
+    return SyntheticCatalog(catalog=catalog, leaf=leaf, leaf_weight=leaf_weight, attributes=attributes)
 
 
 def sample_sequences(
@@ -158,14 +186,17 @@ def sample_sequences(
 
 
 def write(synth: SyntheticCatalog, out: str | Path, num_users: int = 0, seed: int = 0) -> dict[str, Path]:
-    """Write items.jsonl (+ vectors.npy, sequences.jsonl) in the layouts the loaders read."""
+    """Write items.jsonl (+ vectors.npy, sequences.jsonl) in the layouts the loaders read; items
+    carry their title and the ``ATTRIBUTES``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cat = synth.catalog
     paths = {"items": out / "items.jsonl"}
+    names = [name for name, _ in ATTRIBUTES]
     with open(paths["items"], "w", encoding="utf-8") as f:
-        for item, text in zip(cat.item_ids, cat.texts, strict=True):
-            f.write(json.dumps({"item_id": int(item), "title": text}) + "\n")
+        for i, (item, text) in enumerate(zip(cat.item_ids, cat.texts, strict=True)):
+            row = {"item_id": int(item), "title": text, **{n: synth.attributes[n][i] for n in names}}
+            f.write(json.dumps(row) + "\n")
     if cat.vectors is not None:
         paths["vectors"] = out / "vectors.npy"
         np.save(paths["vectors"], cat.vectors)

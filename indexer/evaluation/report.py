@@ -156,6 +156,7 @@ def markdown(report: dict) -> str:
         f"- quantizer: `{cfg['quantizer']}`", f"- split: `{cfg['split']}`", f"- decoder: `{cfg['train']}`",
         f"- SASRec: `{cfg['sasrec']}`",
         f"- decoding: beam {cfg['beam_width']} (max(K) = {max(ks)} beams for the k = {max(ks)} request), batch {cfg['batch_size']}; "
+        f"history items {'excluded from' if cfg.get('exclude_history', False) else 'kept in'} every ranking (methods and baselines); "
         f"hallucination: {cfg['hallucination_k']} SIDs per case, constraint off, first {cfg['hallucination_cases']} cases",
         f"- seeds: `{report['seeds']}`",
         f"- packages: `{report['packages']}`",

@@ -9,8 +9,10 @@ evaluation settings changed. Baselines work the same way under
 ``OUT/baselines/NAME/``.
 
 Decoding goes through ``sidcore.retriever.Retriever`` with the torch engine, the pipeline the
-service runs, so a method's numbers are what the service would return for the same requests. All
-cut-offs K come from one request per case with ``k = max(K)``.
+service runs, so a method's numbers are what the service would return for the same requests
+(history items left out by default, as the service does: ``EvalConfig.exclude_history``, which
+the baselines follow too). All cut-offs K come from one request per case with
+``k = max(K)``.
 """
 
 from __future__ import annotations
@@ -69,9 +71,10 @@ def sample_cases(data: EvalData, max_cases: int | None, seed: int) -> EvalData:
 class _RunDir:
     """A run's folder, reset when its fingerprint changes; ``result.json`` marks it finished.
 
-    A fingerprint's ``index`` part names what the run's index depends on: when only the rest
-    changed (decoder steps, cut-offs, cases), the index in ``store/`` is kept and the decoder and
-    results are redone.
+    A fingerprint's ``index`` part names what the run's index depends on, its ``train`` part what
+    the decoder depends on: when only the rest changed (cut-offs, cases, exclusions), the index and
+    the decoder in ``store/`` are kept and the results redone; when the training changed too, the
+    decoder is retrained on the kept index.
     """
 
     def __init__(self, path: Path, fingerprint: dict):
@@ -81,7 +84,11 @@ class _RunDir:
         old = json.loads(fp.read_text()) if fp.is_file() else None
         if old != self.fingerprint:
             if old is not None and "index" in old and old["index"] == self.fingerprint.get("index"):
-                for name in ("result.json", "ranked.jsonl", "store/active/decoder"):
+                # Keep what did not change: the index, and the decoder too when its training did not.
+                redo = ["result.json", "ranked.jsonl"]
+                if old.get("train") != self.fingerprint.get("train"):
+                    redo.append("store/active/decoder")
+                for name in redo:
                     (path / name).unlink(missing_ok=True)
             elif path.exists():
                 shutil.rmtree(path)
@@ -123,7 +130,7 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
     bar = tqdm(total=len(data.cases), desc="decode", unit="case", disable=not progress)
     for i in range(0, len(data.cases), cfg.batch_size):
         chunk = data.cases[i : i + cfg.batch_size]
-        results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=cfg.max_k) for c in chunk])
+        results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=cfg.max_k, exclude_history=cfg.exclude_history) for c in chunk])
         for r in results:
             records.append({
                 "items": [h.item_id for h in r.items],
@@ -152,7 +159,7 @@ def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, o
                cache_dir: Path | None = None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     fingerprint = {
         "index": {"build": build.as_dict(), "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None},
-        "train": dataclasses.asdict(cfg.train), "ks": cfg.ks, "beam_width": cfg.beam_width,
+        "train": dataclasses.asdict(cfg.train), "ks": cfg.ks, "beam_width": cfg.beam_width, "exclude_history": cfg.exclude_history,
         "hallucination": [cfg.hallucination_cases, cfg.hallucination_k], "cases": cases_digest(data),
     }
     run = _RunDir(out / "methods" / name, fingerprint)
@@ -202,7 +209,7 @@ def run_baseline(name: str, data: EvalData, cfg: EvalConfig, out: Path,
     baseline = BASELINES[name](seed=cfg.seed, cache_dir=cache_dir, progress=progress, sasrec=cfg.sasrec, rules=cfg.rules,
                                exclude_history=cfg.exclude_history)
     fingerprint = {"baseline": name, "config": baseline.config(), "ks": cfg.ks, "seed": cfg.seed, "cases": cases_digest(data),
-                   "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None}
+                   "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None, "exclude_history": cfg.exclude_history}
     run = _RunDir(out / "baselines" / name, fingerprint)
     if (done := run.finished()) is not None:
         log(f"{name}: finished earlier, reusing {run.path / 'result.json'}")

@@ -31,6 +31,7 @@ from sidcore.decoder.bundle import Decoder
 from sidcore.decoder.prompt import max_prompt_tokens
 from sidcore.engines.base import DecodeStats, Engine, Hit, default_mask
 from sidcore.engines.beam import NEG, BeamSearch
+from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import TrieMask
 
 log = logging.getLogger(__name__)
@@ -169,19 +170,21 @@ class VLLMEngine(Engine):
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None) -> tuple[list[list[Hit]], DecodeStats]:
-        return self._submit(prompts, beam_width, num_sids, constrained, mask).result()
+    def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None,
+               item_masks: list[ItemMask | None] | None = None) -> tuple[list[list[Hit]], DecodeStats]:
+        return self._submit(prompts, beam_width, num_sids, constrained, mask, item_masks).result()
 
-    def _submit(self, prompts, beam_width, num_sids, constrained, mask=None):
+    def _submit(self, prompts, beam_width, num_sids, constrained, mask=None, item_masks=None):
         """Checks in the caller's thread, then the search on the engine's loop."""
         if self._llm is None:
             raise RuntimeError("the vLLM engine is closed")
         if not 1 <= beam_width <= self.max_beam_width:
             raise ValueError(f"beam_width must be in [1, {self.max_beam_width}], got {beam_width}")
-        return self._run(self._decode(prompts, beam_width, num_sids, constrained, mask or self._mask()))
+        return self._run(self._decode(prompts, beam_width, num_sids, constrained, mask or self._mask(), item_masks))
 
-    async def _decode(self, prompts, beam_width, num_sids, constrained, mask):
-        search = BeamSearch(mask, len(prompts), beam_width, num_sids, constrained, self.length_penalty)
+    async def _decode(self, prompts, beam_width, num_sids, constrained, mask, item_masks=None):
+        # The item masks act through search.allowed(), which _step ships to vLLM per beam.
+        search = BeamSearch(mask, len(prompts), beam_width, num_sids, constrained, self.length_penalty, item_masks)
         while search.advance(await self._step(search, prompts)) is not None:
             pass
         return search.results(), search.stats

@@ -1,6 +1,8 @@
-"""One router per concern: ``retrieve`` (POST /retrieve), ``items`` (POST /items, cold start),
-``health`` (/healthz, /readyz), ``observability`` (/metrics, /stats). Handlers reach the running
-service through ``runtime(request)``; errors they raise become answers through ``service.errors``."""
+"""One router per concern: ``retrieve`` (POST /retrieve, /retrieve/batch), ``lookups`` (GET
+/items/{id}, /sids/{sid}), ``items`` (admin: POST /items, cold start; POST /attributes),
+``health`` (/healthz, /readyz), ``observability`` (/metrics, /stats); the app mounts them under
+``/v1``. ``access`` holds the API-key and admin-token checks. Handlers reach the running service
+through ``runtime(request)``; errors they raise become answers through ``service.errors``."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
 
+from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import TrieMask
 
 
@@ -49,12 +50,14 @@ class Engine(ABC):
 
     @abstractmethod
     def decode(
-        self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None
+        self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None,
+        item_masks: list[ItemMask | None] | None = None,
     ) -> tuple[list[list[Hit]], DecodeStats]:
         """Top ``num_sids`` SIDs per prompt (best first), decoded with ``beam_width`` beams.
 
         ``mask`` pins the trie snapshot for this call (the service decodes and maps SIDs to items
-        under one snapshot); default: the engine's current mask.
+        under one snapshot); default: the engine's current mask. ``item_masks`` (one per prompt,
+        None for none) prune SIDs whose items a request may not return (``BeamSearch``).
         """
 
     def close(self) -> None:

@@ -7,20 +7,32 @@ each request's top 2W candidates lie within every beam's own top 2W, an engine t
 per-beam top-2W log-probs (vLLM) selects exactly what a full-distribution engine does.
 A request stops when its ``num_sids``-th finished score is at least the best live beam's bound
 (log-probs only lower a sum), or at depth L.
+
+A request may carry an ``ItemMask`` (exclusions, filters): ``allowed()`` then also clears the
+moves leading only to items the request may not return, so its beams go to SIDs it can use.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import torch
 
 from sidcore.engines.base import DecodeStats, Hit
+from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import INVALID, TrieMask
 
 NEG = float("-inf")
 
 
 class BeamSearch:
-    def __init__(self, mask: TrieMask, num_requests: int, beam_width: int, num_sids: int, constrained: bool = True, length_penalty: float = 0.0):
+    """``item_masks``: per request, the items it may return (None: all); constrained decoding only."""
+
+    def __init__(
+        self, mask: TrieMask, num_requests: int, beam_width: int, num_sids: int, constrained: bool = True,
+        length_penalty: float = 0.0, item_masks: Sequence[ItemMask | None] | None = None,
+    ):  # fmt: skip
         self.mask = mask
         self.vocab = mask.vocab
         self.R, self.W, self.k = num_requests, beam_width, num_sids
@@ -37,6 +49,9 @@ class BeamSearch:
         self.stats = DecodeStats()
         self._offsets = torch.tensor(self.vocab.offsets, dtype=torch.long)
         self._layer_of = torch.repeat_interleave(torch.arange(self.L + 1), torch.tensor([*self.vocab.sizes, 1]))
+        if item_masks is not None and len(item_masks) != num_requests:
+            raise ValueError(f"{len(item_masks)} item masks for {num_requests} requests")
+        self._item_masks = [(r, m) for r, m in enumerate(item_masks or ()) if m is not None]
 
     @property
     def live(self) -> torch.Tensor:
@@ -44,9 +59,16 @@ class BeamSearch:
         return torch.isfinite(self.scores).view(-1) & ~self.done.repeat_interleave(self.W)
 
     def allowed(self) -> torch.Tensor:
-        """Bool [R*W, S]: the trie mask, or (unconstrained) just the layer order."""
+        """Bool [R*W, S]: the trie mask less each request's excluded items, or (unconstrained) just the layer order."""
         if self.constrained:
-            return self.mask.allowed(self.nodes.clamp(min=0))
+            nodes = self.nodes.clamp(min=0)
+            ok = self.mask.allowed(nodes).cpu()
+            if self._item_masks:
+                view, at, live = ok.numpy(), nodes.cpu().numpy(), self.live.numpy()
+                for r, m in self._item_masks:
+                    beams = np.flatnonzero(live[r * self.W : (r + 1) * self.W]) + r * self.W
+                    m.prune(view, at, beams)
+            return ok
         ok = (self._layer_of == self.depth) | ((self._layer_of == self.L) & (self.depth > 0))
         return ok.expand(self.R * self.W, self.S)
 

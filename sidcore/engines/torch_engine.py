@@ -18,6 +18,7 @@ from sidcore.decoder.bundle import Decoder
 from sidcore.decoder.model import sid_logits
 from sidcore.engines.base import Engine, default_mask
 from sidcore.engines.beam import NEG, BeamSearch
+from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import TrieMask
 
 
@@ -38,9 +39,10 @@ class TorchEngine(Engine):
         return out.last_hidden_state[:, -1]
 
     @torch.inference_mode()
-    def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None):
+    def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None,
+               item_masks: list[ItemMask | None] | None = None):
         mask = mask or self._mask()
-        search = BeamSearch(mask, len(prompts), beam_width, num_sids, constrained, self.length_penalty)
+        search = BeamSearch(mask, len(prompts), beam_width, num_sids, constrained, self.length_penalty, item_masks)
         vocab, R, W, dev = mask.vocab, len(prompts), beam_width, self.device
 
         P = max(map(len, prompts))

@@ -2,12 +2,15 @@
 
 Files of an ``index`` version: ``items.npz`` (per item: id, codes, SID length, popularity, head flag;
 and the codebook sizes), ``report.json`` (the quality report), the quantizer (``quantizer.json`` +
-``quantizer.safetensors``, what cold start encodes new items with) and the report's plots.
+``quantizer.safetensors``, what cold start encodes new items with) and the report's plots; when the
+build declared them, ``attributes.npz`` (one column per attribute, see
+``sidcore.index.attributes``) and ``payload.jsonl`` (per item, the stored fields answers can return).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +18,13 @@ import numpy as np
 
 from model_store import Store, Version
 from sidcore.errors import DataError
+from sidcore.index.attributes import Attributes, AttributeSpec, Column
 from sidcore.sid import SIDTable
 
 ITEMS_FILE = "items.npz"
 REPORT_FILE = "report.json"
+ATTRIBUTES_FILE = "attributes.npz"
+PAYLOAD_FILE = "payload.jsonl"
 QUANTIZER_FILES = ("quantizer.json", "quantizer.safetensors")
 
 
@@ -69,9 +75,18 @@ class IndexArtifact:
     report: dict
     path: Path
     fingerprint: str  # quantizer_fingerprint of the version's quantizer files
+    attributes: Attributes | None = None  # aligned with item_ids
+    fields: tuple[str, ...] = ()  # payload field names; the values stay on disk until ``payload()``
 
     def table(self) -> SIDTable:
         return SIDTable.build(self.codes, self.lengths, self.sizes, self.popularity)
+
+    def payload(self) -> list[dict]:
+        """Per item (aligned with ``item_ids``), its stored fields; empty dicts without a payload."""
+        if not self.fields:
+            return [{} for _ in range(len(self.item_ids))]
+        with open(self.path / PAYLOAD_FILE, encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
 
 
 def save_items(directory: Path, item_ids, codes, lengths, popularity, head, sizes) -> None:
@@ -85,6 +100,25 @@ def save_items(directory: Path, item_ids, codes, lengths, popularity, head, size
         head=np.asarray(head, dtype=bool),
         sizes=np.asarray(sizes, dtype=np.int64),
     )
+
+
+def save_extras(directory: Path, attributes: Attributes | None, payload: tuple[dict, ...] | None) -> None:
+    """Write ``attributes.npz`` and ``payload.jsonl`` of a version being staged (when there are any)."""
+    if attributes is not None and attributes.columns:
+        specs = [[c.name, c.spec.kind, list(c.values)] for c in attributes.columns]
+        np.savez(directory / ATTRIBUTES_FILE, specs=np.array(json.dumps(specs)), **{f"column_{i}": c.data for i, c in enumerate(attributes.columns)})
+    if payload is not None:
+        with open(directory / PAYLOAD_FILE, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in payload)
+
+
+def _load_attributes(v: Version, num_rows: int) -> Attributes | None:
+    if not (v.path / ATTRIBUTES_FILE).is_file():
+        return None
+    with np.load(v.file(ATTRIBUTES_FILE), allow_pickle=False) as z:
+        specs = json.loads(str(z["specs"]))
+        columns = tuple(Column(AttributeSpec(name, kind), z[f"column_{i}"], tuple(values)) for i, (name, kind, values) in enumerate(specs))
+    return Attributes(columns, num_rows)
 
 
 def load_index(store: Store, version: str | None = None) -> IndexArtifact:
@@ -104,4 +138,6 @@ def load_index(store: Store, version: str | None = None) -> IndexArtifact:
         report=v.json(REPORT_FILE),
         path=v.path,
         fingerprint=quantizer_fingerprint(v.manifest.files),
+        attributes=_load_attributes(v, len(arrays["item_ids"])),
+        fields=tuple(v.manifest.config.get("fields", ())),
     )

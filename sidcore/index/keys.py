@@ -2,14 +2,19 @@
 
     P:active                      string: id of the version the service serves
     P:versions                    set: every version that has (or had) keys, complete or not
-    P:events                      pub/sub channel: JSON {"type": "activate" | "insert", ...}
-    P:{V}:meta                    hash: method, sizes, num_sids, num_items, published, ...
+    P:events                      pub/sub channel: JSON {"type": "activate" | "insert" | "attributes", ...}
+    P:{V}:meta                    hash: method, sizes, num_sids, num_items, attributes, fields, published, ...
     P:{V}:sid                     hash: SID "12-301-7" -> JSON list of item ids, most popular first
     P:{V}:item                    hash: item id -> SID
     P:{V}:snapshot                hash: segment number -> npz bytes of the published SID table
     P:{V}:files                   hash: quantizer.json / quantizer.safetensors -> bytes
-    P:{V}:log                     stream: one entry per cold-start insert batch (items, SIDs)
+    P:{V}:log                     stream: cold-start insert batches and attribute updates, in order
     P:{V}:inserted                hash: cold-start item id -> JSON {title, popularity, vector?} (carried to later releases)
+    P:{V}:payload                 hash: item id -> JSON object of its stored fields (title, ...)
+    P:{V}:attrs                   hash: attribute name -> kind (categorical | numeric | boolean)
+    P:{V}:attr:NAME               string: the attribute's column, one fixed-width value per item row
+    P:{V}:attr:NAME:codes         hash: categorical value -> code
+    P:{V}:row                     hash: item id -> item row (versions with attributes)
     P:{V}:lease                   string with TTL: held while a publisher writes V
     P:{V}:complete                string: written last, after every count was verified
 
@@ -136,6 +141,24 @@ class VersionKeys:
     @property
     def inserted(self) -> str:
         return f"{self.namespace}:inserted"
+
+    @property
+    def payload(self) -> str:
+        return f"{self.namespace}:payload"
+
+    @property
+    def attrs(self) -> str:
+        return f"{self.namespace}:attrs"
+
+    def column(self, name: str) -> str:
+        return f"{self.namespace}:attr:{name}"
+
+    def codes(self, name: str) -> str:
+        return f"{self.namespace}:attr:{name}:codes"
+
+    @property
+    def row(self) -> str:
+        return f"{self.namespace}:row"
 
     @property
     def lease(self) -> str:

@@ -9,6 +9,9 @@ of batched tensor ops with no per-beam Python, on whatever device its tensors li
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 import numpy as np
 import torch
 
@@ -96,6 +99,8 @@ class TrieMask:
         key = np.concatenate([key, [np.iinfo(np.int64).max]])
         target = np.concatenate([target, [INVALID]])
 
+        # Kept as numpy whatever the backend: per-request item masks work on them (``moves``).
+        self._blocks = (start[:-1], count.astype(np.int64), local[: len(target) - 1], target[:-1])
         tables = (start[:-1], sparse_count, local, np.arange(width), key, target, row_of, rows)
         if backend == "torch":
             tables = tuple(torch.tensor(t, device=self.device) for t in tables)
@@ -137,9 +142,53 @@ class TrieMask:
         idx = np.searchsorted(self._key, query)
         return np.where(self._key[idx] == query, self._target[idx], INVALID)
 
+    @cached_property
+    def moves(self) -> "MoveTable":
+        """The moves as flat numpy arrays with their inverse links (built on first use)."""
+        start, count, local, target = self._blocks
+        return MoveTable.build(self.trie, start, count, local, target)
+
     def sid(self, node: int) -> tuple[int, ...]:
         return self.trie.sid_of(node)
 
     def items(self, node: int) -> list[str]:
         return self.trie.items_of(node)
 
+
+
+@dataclass(frozen=True, eq=False)
+class MoveTable:
+    """A trie's decode moves in flat arrays, ``TrieMask``'s layout with links both ways.
+
+    Node ``n``'s moves are ``start[n] : start[n] + count[n]``: one per child in code order, then
+    ``<sid_end>`` if ``n`` is terminal. Every node has at least one move.
+    """
+
+    start: np.ndarray  # int64 [N], first move of each node
+    count: np.ndarray  # int64 [N], moves of each node
+    local: np.ndarray  # int64 [M], local token id of each move
+    target: np.ndarray  # int64 [M], the child a move leads to, FINISHED for <sid_end>
+    move_in: np.ndarray  # int64 [N], the move leading into each node (-1 at the root)
+    end_move: np.ndarray  # int64 [N], each node's <sid_end> move (-1 if not terminal)
+    by_depth: tuple[np.ndarray, ...]  # int64 nodes of depth 0, 1, ..., L
+    parent: np.ndarray  # int32 [N], the trie's
+    depth: np.ndarray  # int8 [N], the trie's
+    item_node: np.ndarray  # int32 [I], the trie's: terminal node of each item row
+
+    @classmethod
+    def build(cls, trie: Trie, start: np.ndarray, count: np.ndarray, local: np.ndarray, target: np.ndarray) -> "MoveTable":
+        n = trie.num_nodes
+        move_in = np.full(n, -1, dtype=np.int64)
+        child = np.flatnonzero(target >= 0)
+        move_in[target[child]] = child
+        end_move = np.full(n, -1, dtype=np.int64)
+        terminal = np.flatnonzero(trie.terminal)
+        end_move[terminal] = start[terminal] + count[terminal] - 1  # <sid_end> is a block's last move
+        order = np.argsort(trie.depth, kind="stable")
+        bounds = np.searchsorted(trie.depth[order], np.arange(len(trie.sizes) + 2))
+        by_depth = tuple(order[bounds[d] : bounds[d + 1]].astype(np.int64) for d in range(len(trie.sizes) + 1))
+        return cls(start, count, local, target, move_in, end_move, by_depth, trie.parent, trie.depth, trie.item_node)
+
+    @property
+    def num_moves(self) -> int:
+        return len(self.target)

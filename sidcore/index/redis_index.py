@@ -33,8 +33,10 @@ from model_store import Store, Version
 from sidcore.errors import ConflictError, DataError, NotFoundError, UnavailableError
 from sidcore.index import releases
 from sidcore.index.artifact import QUANTIZER_FILES, IndexArtifact, check_pair, load_index
+from sidcore.index.attributes import Attributes, AttributeSpec, Column, check_value
 from sidcore.index.keys import DEFAULT_PREFIX, Keys, VersionKeys, check_name
 from sidcore.index.releases import Release
+from sidcore.index.snapshot import AttributesSet, IndexSnapshot, Inserted, LogEvent
 from sidcore.index.trie import Trie
 from sidcore.sid import SID, format_sid, format_sids, parse_sid
 
@@ -42,20 +44,25 @@ LEASE_MS = 60_000
 """A publisher's claim on its version, renewed every chunk; gc leaves leased versions alone."""
 SEGMENT_SIDS = 65_536
 """SIDs per snapshot segment: a few MB each, far below Redis's 512 MB value limit."""
+UPDATE_CHUNK = 10_000
+"""Items per attribute-update script call (and log entry): a few ms of Redis time each."""
 
 # Redis builds the lookup hashes from one JSON argument per chunk: packing millions of separate
 # HSET arguments in redis-py costs several times more than the whole write does in Redis.
 _WRITE_CHUNK = """
--- KEYS: lease sid item; ARGV: token lease_ms [[sid, ...], [item count, ...], [item, ...]]
+-- KEYS: lease sid item row payload
+-- ARGV: token lease_ms [[sid, ...], [item count, ...], [item, ...], [payload JSON or '', ...]] first_row
+-- Item rows go to KEYS[4] unless first_row is '' (a version without attributes has no use for them).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('SA2CRQ lease lost: another publisher took this version over')
 end
 local chunk = cjson.decode(ARGV[3])
-local sids, counts, items = chunk[1], chunk[2], chunk[3]
-local sid_args, item_args, at = {}, {}, 0
-local function flush(key, args)  -- HSET in slices: unpack() is limited to a few thousand values
-  if #args > 0 then redis.call('HSET', key, unpack(args)) end
-  return {}
+local sids, counts, items, payloads = chunk[1], chunk[2], chunk[3], chunk[4]
+local first_row = tonumber(ARGV[4])
+local sid_args, item_args, row_args, payload_args, at = {}, {}, {}, {}, 0
+local function flush(key, args, limit)  -- HSET in slices: unpack() is limited to a few thousand values
+  if #args > limit then redis.call('HSET', key, unpack(args)) return {} end
+  return args
 end
 for g = 1, #sids do
   local sid, list = sids[g], {}
@@ -63,52 +70,75 @@ for g = 1, #sids do
     list[#list + 1] = items[i]
     item_args[#item_args + 1] = items[i]
     item_args[#item_args + 1] = sid
-    if #item_args >= 4000 then item_args = flush(KEYS[3], item_args) end
+    if first_row then
+      row_args[#row_args + 1] = items[i]
+      row_args[#row_args + 1] = first_row + i - 1
+    end
+    if payloads[i] ~= '' then
+      payload_args[#payload_args + 1] = items[i]
+      payload_args[#payload_args + 1] = payloads[i]
+    end
+    item_args = flush(KEYS[3], item_args, 4000)
+    row_args = flush(KEYS[4], row_args, 4000)
+    payload_args = flush(KEYS[5], payload_args, 4000)
   end
   at = at + counts[g]
   sid_args[#sid_args + 1] = sid
   sid_args[#sid_args + 1] = cjson.encode(list)
-  if #sid_args >= 4000 then sid_args = flush(KEYS[2], sid_args) end
+  sid_args = flush(KEYS[2], sid_args, 4000)
 end
-flush(KEYS[2], sid_args)
-flush(KEYS[3], item_args)
+flush(KEYS[2], sid_args, 0)
+flush(KEYS[3], item_args, 0)
+flush(KEYS[4], row_args, 0)
+flush(KEYS[5], payload_args, 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
 _FINALIZE = """
--- KEYS: lease sid item snapshot files meta complete; ARGV: token num_sids num_items segments files now
+-- KEYS: lease meta complete, then the keys to verify; ARGV: token now, then per key to verify:
+-- 'h' (its HLEN) or 's' (its STRLEN), and the expected number
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('SA2CRQ lease lost: another publisher took this version over')
 end
-local expected = {{KEYS[2], ARGV[2]}, {KEYS[3], ARGV[3]}, {KEYS[4], ARGV[4]}, {KEYS[5], ARGV[5]}}
-for _, e in ipairs(expected) do
-  if redis.call('HLEN', e[1]) ~= tonumber(e[2]) then
-    return redis.error_reply('SA2CRQ incomplete: ' .. e[1] .. ' holds ' .. redis.call('HLEN', e[1]) .. ' entries, expected ' .. e[2])
+for i = 4, #KEYS do
+  local how, expected = ARGV[2 * i - 5], tonumber(ARGV[2 * i - 4])
+  local got = how == 'h' and redis.call('HLEN', KEYS[i]) or redis.call('STRLEN', KEYS[i])
+  if got ~= expected then
+    return redis.error_reply('SA2CRQ incomplete: ' .. KEYS[i] .. ' holds ' .. got .. (how == 'h' and ' entries' or ' bytes') .. ', expected ' .. expected)
   end
 end
-redis.call('HSET', KEYS[6], 'completed', ARGV[6])
-redis.call('SET', KEYS[7], ARGV[6])
+redis.call('HSET', KEYS[2], 'completed', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[2])
 redis.call('DEL', KEYS[1])
 return 1
 """
 
+# Fixed-width encodings of a missing value, per attribute kind (sidcore.index.attributes); NaN
+# spelled as numpy's bytes, since the sign of Lua's 0/0 depends on the CPU.
+_LUA_MISSING = r"""local MISSING = {numeric = '\0\0\0\0\0\0\248\127', categorical = struct.pack('<i4', -1), boolean = struct.pack('b', -1)}"""
 
-_INSERT = """
+_INSERT = _LUA_MISSING + """
 -- Cold-start inserts: the whole batch or nothing (any existing id refuses it), logged and announced.
--- KEYS: complete item sid meta log inserted
--- ARGV: version channel items_json, then (item, sid, item_json, payload_json)...
+-- New items take the next item rows; every attribute column grows by a missing value per item;
+-- each item's payload (title, popularity, vector) is kept, to carry it to a later release.
+-- KEYS: complete item sid meta log inserted row, then each attribute's column
+-- ARGV: version channel items_json kinds_json (one kind per column), then (item, sid, item_json, payload_json)...
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('SA2CRQ version ' .. ARGV[1] .. ' is not complete')
 end
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then return {0, ARGV[i]} end
 end
-local new_sids = 0
-for i = 4, #ARGV, 4 do
+local kinds = cjson.decode(ARGV[4])
+local row = tonumber(redis.call('HGET', KEYS[4], 'num_items'))
+local new_sids, n = 0, (#ARGV - 4) / 4
+for i = 5, #ARGV, 4 do
   local item, sid, encoded = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   redis.call('HSET', KEYS[2], item, sid)
   redis.call('HSET', KEYS[6], item, ARGV[i + 3])
+  if #kinds > 0 then redis.call('HSET', KEYS[7], item, row) end
+  row = row + 1
   local list = redis.call('HGET', KEYS[3], sid)
   if list then
     redis.call('HSET', KEYS[3], sid, string.sub(list, 1, -2) .. ',' .. encoded .. ']')
@@ -117,11 +147,57 @@ for i = 4, #ARGV, 4 do
     new_sids = new_sids + 1
   end
 end
-redis.call('HINCRBY', KEYS[4], 'num_items', (#ARGV - 3) / 4)
+for a, kind in ipairs(kinds) do
+  redis.call('APPEND', KEYS[7 + a], string.rep(MISSING[kind], n))
+end
+redis.call('HINCRBY', KEYS[4], 'num_items', n)
 redis.call('HINCRBY', KEYS[4], 'num_sids', new_sids)
 local id = redis.call('XADD', KEYS[5], '*', 'items', ARGV[3])
 redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'insert', version = ARGV[1], id = id, items = cjson.decode(ARGV[3])}))
 return {1, id, new_sids}
+"""
+
+_SET_ATTRIBUTES = _LUA_MISSING + """
+-- Attribute updates of one version, applied at once, logged and announced like inserts.
+-- KEYS: complete log, then per attribute: its column and its codes hash
+-- ARGV: version channel update_json, then per attribute: name kind
+-- update_json: {"items": [...], "set": {name: [[row, ...], [value or null, ...]]}}; values are
+-- checked by the caller. A categorical value seen for the first time gets the next code; the
+-- log entry records those (value, code) pairs so replicas assign the very same codes.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('SA2CRQ version ' .. ARGV[1] .. ' is not complete')
+end
+local update = cjson.decode(ARGV[3])
+local width = {categorical = 4, numeric = 8, boolean = 1}
+local new_codes = {}
+for a = 1, (#KEYS - 2) / 2 do
+  local column, codes = KEYS[1 + 2 * a], KEYS[2 + 2 * a]
+  local name, kind = ARGV[2 + 2 * a], ARGV[3 + 2 * a]
+  local rows, values, added = update.set[name][1], update.set[name][2], {}
+  for i = 1, #rows do
+    local v, bytes = values[i], nil
+    if v == cjson.null then
+      bytes = MISSING[kind]
+    elseif kind == 'numeric' then
+      bytes = struct.pack('<d', v)
+    elseif kind == 'boolean' then
+      bytes = struct.pack('b', v and 1 or 0)
+    else
+      local code = redis.call('HGET', codes, v)
+      if not code then
+        code = redis.call('HLEN', codes)
+        redis.call('HSET', codes, v, code)
+        added[#added + 1] = {v, code}
+      end
+      bytes = struct.pack('<i4', tonumber(code))
+    end
+    redis.call('SETRANGE', column, rows[i] * width[kind], bytes)
+  end
+  if #added > 0 then new_codes[name] = added end
+end
+local id = redis.call('XADD', KEYS[2], '*', 'attributes', ARGV[3], 'codes', cjson.encode(new_codes))
+redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'attributes', version = ARGV[1], id = id}))
+return id
 """
 
 
@@ -141,6 +217,13 @@ class InsertResult:
     items: tuple[tuple[str, tuple[int, ...]], ...]  # (item id, SID) in the order they were appended
     new_sids: int
     log_id: str
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    version: str
+    items: int  # items updated
+    log_id: str  # the last log entry written (one per UPDATE_CHUNK items)
 
 
 @dataclass(frozen=True)
@@ -183,6 +266,7 @@ class RedisIndex:
         self._write_chunk = client.register_script(_WRITE_CHUNK)
         self._finalize = client.register_script(_FINALIZE)
         self._insert = client.register_script(_INSERT)
+        self._set_attributes = client.register_script(_SET_ATTRIBUTES)
 
     def close(self) -> None:
         self.r.close()
@@ -240,6 +324,13 @@ class RedisIndex:
         sids = format_sids(g_codes, g_lengths)
         files = {name: (art.path / name).read_bytes() for name in QUANTIZER_FILES}
         segments = range(0, num_sids, SEGMENT_SIDS)
+        # Attributes and payloads in item-row order: the order of ``ids``, which the trie keeps.
+        attributes = art.attributes.take(table.order) if art.attributes is not None else Attributes.empty(num_items)
+        if art.fields:
+            payload = art.payload()
+            payloads = [json.dumps(payload[i], ensure_ascii=False) if payload[i] else "" for i in table.order.tolist()]
+        else:
+            payloads = [""] * num_items
         meta = {
             "version": k.version,
             "method": art.config.get("method", ""),
@@ -253,6 +344,8 @@ class RedisIndex:
             "dim": art.config.get("dim", 0),
             "config": json.dumps(art.config),
             "source": str(art.path),
+            "attributes": json.dumps([[a.name, a.kind] for a in attributes.specs]),
+            "fields": json.dumps(list(art.fields)),
             "published": time.time(),
         }
         with self.r.pipeline(transaction=True) as p:  # registered and described before any data
@@ -265,9 +358,10 @@ class RedisIndex:
             for lo in range(0, num_sids, chunk_size):
                 hi = min(lo + chunk_size, num_sids)
                 a, b = starts[lo], starts[hi]
-                groups = json.dumps([sids[lo:hi], group_sizes[lo:hi], ids[a:b]])
+                groups = json.dumps([sids[lo:hi], group_sizes[lo:hi], ids[a:b], payloads[a:b]], ensure_ascii=False)
+                first_row = str(a) if attributes.columns else ""
                 try:
-                    self._write_chunk(keys=[k.lease, k.sid, k.item], args=[token, LEASE_MS, groups])
+                    self._write_chunk(keys=[k.lease, k.sid, k.item, k.row, k.payload], args=[token, LEASE_MS, groups, first_row])
                 except redis.ResponseError as e:
                     raise DataError(f"publish of {k.version} stopped: {e}") from e
                 done += (hi - lo) + (b - a)
@@ -279,10 +373,26 @@ class RedisIndex:
             seg = encode_segment(g_codes[lo:hi], g_lengths[lo:hi], counts[lo:hi], ids[starts[lo] : starts[hi]])
             with self.r.pipeline(transaction=False) as p:
                 p.hset(k.snapshot, str(n), seg).pexpire(k.lease, LEASE_MS).execute()
+        if attributes.columns:
+            with self.r.pipeline(transaction=False) as p:
+                p.hset(k.attrs, mapping={c.name: c.spec.kind for c in attributes.columns})
+                for c in attributes.columns:
+                    p.set(k.column(c.name), c.data.tobytes())
+                    if c.values:
+                        p.hset(k.codes(c.name), mapping={v: i for i, v in enumerate(c.values)})
+                p.pexpire(k.lease, LEASE_MS).execute()
         self.r.hset(k.files, mapping=files)
-        keys = [k.lease, k.sid, k.item, k.snapshot, k.files, k.meta, k.complete]
+        checks = [(k.sid, "h", num_sids), (k.item, "h", num_items), (k.snapshot, "h", len(segments)), (k.files, "h", len(files)),
+                  (k.payload, "h", sum(map(bool, payloads)))]
+        if attributes.columns:
+            checks += [(k.row, "h", num_items), (k.attrs, "h", len(attributes.columns))]
+            for c in attributes.columns:
+                checks += [(k.column(c.name), "s", c.data.nbytes), (k.codes(c.name), "h", len(c.values))]
+        args: list = [token, time.time()]
+        for _, how, expected in checks:
+            args += [how, expected]
         try:
-            self._finalize(keys=keys, args=[token, num_sids, num_items, len(segments), len(files), time.time()])
+            self._finalize(keys=[k.lease, k.meta, k.complete, *(key for key, _, _ in checks)], args=args)
         except redis.ResponseError as e:
             raise DataError(f"publish of {k.version} failed its final check: {e}") from e
         return num_sids, num_items
@@ -511,19 +621,22 @@ class RedisIndex:
     # -- cold start ---------------------------------------------------------------------------
     def insert(self, version: str, pairs: list[tuple[str, SID]], payloads: list[dict] | None = None) -> InsertResult:
         """Append ``(item id, SID)`` pairs to a complete version in one atomic script, in order:
-        each to the end of its SID's item list, or as a new SID. Nothing existing moves. The batch
-        is logged (``log_since``) and announced on the events channel. An id already in the
-        version refuses the whole batch (ConflictError). ``payloads`` (per item: title,
+        each to the end of its SID's item list, or as a new SID. Nothing existing moves. New items
+        take the next item rows, with every attribute missing (``set_attributes`` fills them). The
+        batch is logged (``events_since``) and announced on the events channel. An id already in
+        the version refuses the whole batch (ConflictError). ``payloads`` (per item: title,
         popularity, vector) are kept beside the version, so a later release can take the items
         over (``inserted_items``)."""
         keys = self.keys.of(version)
+        specs = self.attribute_specs(version)
         texts = [(item, format_sid(sid)) for item, sid in pairs]
         payloads = payloads or [{} for _ in pairs]
-        args = [version, self.keys.channel, json.dumps(texts)]
+        args = [version, self.keys.channel, json.dumps(texts), json.dumps([a.kind for a in specs])]
         for (item, sid), payload in zip(texts, payloads, strict=True):
             args += [item, sid, json.dumps(item), json.dumps(payload)]
+        columns = [keys.column(a.name) for a in specs]
         try:
-            reply = self._insert(keys=[keys.complete, keys.item, keys.sid, keys.meta, keys.log, keys.inserted], args=args)
+            reply = self._insert(keys=[keys.complete, keys.item, keys.sid, keys.meta, keys.log, keys.inserted, keys.row, *columns], args=args)
         except redis.ResponseError as e:
             raise UnavailableError(f"insert into {version} refused: {e}") from e
         if reply[0] == 0:
@@ -533,6 +646,76 @@ class RedisIndex:
     def inserted_items(self, version: str) -> dict[str, dict]:
         """Cold-start items of a version: item id -> the payload it was inserted with."""
         return {_str(a): json.loads(b) for a, b in self.r.hgetall(self.keys.of(version).inserted).items()}
+
+    # -- attributes and payloads --------------------------------------------------------------
+    def attribute_specs(self, version: str) -> tuple[AttributeSpec, ...]:
+        """The attributes a version declares (none for versions published without them)."""
+        raw = self.r.hget(self.keys.of(version).meta, "attributes")
+        return tuple(AttributeSpec(name, kind) for name, kind in json.loads(raw or "[]"))
+
+    def set_attributes(self, version: str | None, updates: list[tuple[str, dict]]) -> UpdateResult:
+        """Set attribute values of items of a complete version (default: the active one), in place.
+
+        ``updates``: (item id, {attribute: value or None to clear it}); each item once. Checked
+        whole before anything is written: an unknown item (NotFoundError), an attribute the
+        version does not declare or a value of the wrong kind (DataError) refuses the call. Then
+        ``UPDATE_CHUNK`` items at a time, each chunk one atomic script that writes the columns, logs
+        the change and announces it, so replicas follow as they follow inserts.
+        """
+        v = self.require_complete(version)
+        specs = {a.name: a for a in self.attribute_specs(v)}
+        if not specs:
+            raise DataError(f"index version {v} has no attributes: declare them when building it (sa2crq index build --attributes)")
+        ids = [item for item, _ in updates]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise DataError(f"item {dup!r} appears twice in one update")
+        for item, values in updates:
+            for name, value in values.items():
+                if name not in specs:
+                    raise DataError(f"item {item!r}: unknown attribute {name!r}; index {v} has: {', '.join(specs)}")
+                try:
+                    check_value(specs[name], value)
+                except DataError as e:
+                    raise DataError(f"item {item!r}: {e}") from None
+        k = self.keys.of(v)
+        rows: list[int | None] = []
+        for lo in range(0, len(ids), UPDATE_CHUNK):
+            rows += [None if r is None else int(r) for r in self.r.hmget(k.row, ids[lo : lo + UPDATE_CHUNK])]
+        unknown = [i for i, r in zip(ids, rows) if r is None]
+        if unknown:
+            shown = ", ".join(repr(i) for i in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise NotFoundError(f"{len(unknown)} item(s) not in index {v}: {shown}")
+        log_id = ""
+        for lo in range(0, len(updates), UPDATE_CHUNK):
+            chunk = list(zip(rows[lo : lo + UPDATE_CHUNK], updates[lo : lo + UPDATE_CHUNK]))
+            per_attribute: dict[str, tuple[list, list]] = {}
+            for row, (_, values) in chunk:
+                for name, value in values.items():
+                    rs, vs = per_attribute.setdefault(name, ([], []))
+                    rs.append(row)
+                    vs.append(value)
+            if not per_attribute:
+                continue
+            names = sorted(per_attribute)
+            payload = json.dumps({"items": [i for _, (i, _) in chunk], "set": per_attribute})
+            keys = [k.complete, k.log] + [key for n in names for key in (k.column(n), k.codes(n))]
+            args = [v, self.keys.channel, payload] + [x for n in names for x in (n, specs[n].kind)]
+            try:
+                log_id = _str(self._set_attributes(keys=keys, args=args))
+            except redis.ResponseError as e:
+                raise UnavailableError(f"attribute update of {v} refused: {e}") from e
+        return UpdateResult(v, len(updates), log_id)
+
+    def payloads(self, version: str, item_ids: list[str], fields: list[str] | None = None) -> list[dict | None]:
+        """Per item, its stored fields (only ``fields`` if given; None for an item the version
+        stores none for)."""
+        raw = self.r.hmget(self.keys.of(version).payload, item_ids) if item_ids else []
+        out: list[dict | None] = []
+        for r in raw:
+            stored = None if r is None else json.loads(r)
+            out.append(stored if stored is None or fields is None else {f: stored[f] for f in fields if f in stored})
+        return out
 
     def existing(self, version: str, item_ids: list[str]) -> list[str]:
         """The ids among ``item_ids`` that ``version`` already holds."""
@@ -576,22 +759,54 @@ class RedisIndex:
     def quantizer_files(self, version: str) -> dict[str, bytes]:
         return {_str(a): b for a, b in self.r.hgetall(self.keys.of(version).files).items()}
 
+    def events_since(self, version: str, after: str = "0-0", until: str = "+") -> tuple[list[LogEvent], str]:
+        """The version's log entries after stream id ``after`` (up to ``until``), in order, and the
+        last id seen: cold-start inserts and attribute updates."""
+        events: list[LogEvent] = []
+        last = after
+        for entry_id, fields in self.r.xrange(self.keys.of(version).log, min=f"({after}", max=until):
+            last = _str(entry_id)
+            if b"items" in fields:
+                events.append(Inserted(tuple((item, parse_sid(sid)) for item, sid in json.loads(fields[b"items"]))))
+            elif b"attributes" in fields:
+                update = json.loads(fields[b"attributes"])
+                codes = json.loads(fields[b"codes"]) or {}
+                events.append(AttributesSet(
+                    {name: (np.asarray(rows, dtype=np.int64), values) for name, (rows, values) in update["set"].items()},
+                    {name: [(value, int(code)) for value, code in pairs] for name, pairs in codes.items()},
+                ))  # fmt: skip
+        return events, last
+
     def log_since(self, version: str, after: str = "0-0") -> tuple[list[tuple[str, tuple[int, ...]]], str]:
         """Cold-start inserts logged after stream id ``after``, in order, and the last id seen."""
-        items, last = [], after
-        for entry_id, fields in self.r.xrange(self.keys.of(version).log, min=f"({after}", max="+"):
-            items.extend((item, parse_sid(sid)) for item, sid in json.loads(fields[b"items"]))
-            last = _str(entry_id)
-        return items, last
+        events, last = self.events_since(version, after)
+        return [pair for e in events if isinstance(e, Inserted) for pair in e.items], last
 
-    def load_trie(self, version: str | None = None) -> tuple[Trie, str]:
-        """The trie of a complete version (default: active): its snapshot plus its insert log.
+    def load_snapshot(self, version: str | None = None) -> tuple[IndexSnapshot, str]:
+        """A complete version (default: active) as one consistent snapshot: the trie (published
+        SIDs plus the logged inserts), the attribute columns and the payload field names.
 
-        Returns the trie and the id of the last log entry applied, to resume from.
+        The columns and the log's last id are read in one transaction, and the trie takes the
+        inserts up to that id, so all describe one moment. Returns the id to resume the log from.
         """
         v = self.require_complete(version)
         m = self.meta(v)
         k = self.keys.of(v)
+        specs = self.attribute_specs(v)
+        with self.r.pipeline(transaction=True) as p:
+            for a in specs:
+                p.get(k.column(a.name)).hgetall(k.codes(a.name))
+            p.xrevrange(k.log, count=1)
+            replies = p.execute()
+        last = _str(replies[-1][0][0]) if replies[-1] else "0-0"
+        columns = []
+        for i, a in enumerate(specs):
+            data, codes = replies[2 * i], replies[2 * i + 1]
+            values = [None] * len(codes)
+            for value, code in codes.items():
+                values[int(code)] = _str(value)
+            columns.append(Column(a, np.frombuffer(data or b"", dtype=a.dtype).copy(), tuple(values)))
+
         parts = {"codes": [], "lengths": [], "counts": [], "id_lengths": [], "id_bytes": []}
         for n in range(m["segments"]):
             with np.load(io.BytesIO(self.r.hget(k.snapshot, str(n))), allow_pickle=False) as z:
@@ -600,5 +815,16 @@ class RedisIndex:
         arrays = {name: np.concatenate(a) for name, a in parts.items()}
         offsets = np.concatenate([[0], np.cumsum(arrays["id_lengths"], dtype=np.int64)])
         trie = Trie.from_groups(m["sizes"], arrays["codes"], arrays["lengths"], arrays["counts"], offsets, arrays["id_bytes"], v)
-        inserted, last = self.log_since(v)
-        return trie.insert(inserted), last
+        events, _ = self.events_since(v, until=last)
+        trie = trie.insert([pair for e in events if isinstance(e, Inserted) for pair in e.items])
+        attributes = Attributes(tuple(columns), trie.num_items) if columns else Attributes.empty(trie.num_items)
+        fields = tuple(json.loads(m.get("fields") or "[]"))
+        return IndexSnapshot(trie, attributes, fields), last
+
+    def load_trie(self, version: str | None = None) -> tuple[Trie, str]:
+        """The trie of a complete version (default: active): its snapshot plus its insert log.
+
+        Returns the trie and the id of the last log entry applied, to resume from.
+        """
+        snap, last = self.load_snapshot(version)
+        return snap.trie, last

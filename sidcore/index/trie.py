@@ -247,6 +247,33 @@ class Trie:
         row = self._row_of(item_id)
         return -1 if row < 0 else int(self.item_node[row])
 
+    def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Int64 [len(item_ids)]: each id's item row, -1 for unknown ids; vectorised (a hash lookup
+        per id, then a byte comparison of all candidates at once)."""
+        if not len(item_ids) or not self.num_items:
+            return np.full(len(item_ids), -1, dtype=np.int64)
+        offsets, blob = pack_strings(item_ids)
+        h = hash_strings(offsets, blob)
+        at = np.minimum(np.searchsorted(self.id_hash, h), len(self.id_hash) - 1)
+        rows = np.where(self.id_hash[at] == h, self.id_hash_row[at], -1).astype(np.int64)
+        lengths = np.diff(offsets)
+        found = np.flatnonzero(rows >= 0)
+        r = rows[found]
+        same = np.diff(self.id_offsets)[r] == lengths[found]
+        # Compare the bytes of equal-length candidates, all at once.
+        check = found[same]
+        n = lengths[check]
+        theirs = np.repeat(self.id_offsets[rows[check]] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+        ours = np.repeat(offsets[check] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+        differs = np.bincount(np.repeat(np.arange(len(check)), n), self.id_blob[theirs] != blob[ours], minlength=len(check)) > 0
+        rows[found[~same]] = -1
+        rows[check[differs]] = -1
+        # A 64-bit hash collision (or a second id sharing the hash) takes the slow path.
+        for j in np.flatnonzero(rows < 0):
+            if self.id_hash[at[j]] == h[j]:
+                rows[j] = self._row_of(item_ids[j])
+        return rows
+
     def terminal_nodes(self) -> np.ndarray:
         return np.flatnonzero(self.terminal)
 
