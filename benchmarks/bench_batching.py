@@ -43,7 +43,8 @@ def build_store(root: Path, seed: int = 0):
     from indexer.data.catalog import count_popularity, load_items, load_sequences
     from indexer.data.synthetic import SyntheticConfig, generate, write
     from indexer.quantizers import QuantizerConfig
-    from indexer.training.trainer import TrainConfig, train_decoder
+    from indexer.training.config import TrainConfig
+    from indexer.training.trainer import train_decoder
     from model_store import Store
 
     synth = generate(SyntheticConfig(num_items=2000, dim=32, seed=seed))
@@ -53,7 +54,7 @@ def build_store(root: Path, seed: int = 0):
     store = Store(root / "store")
     version, _ = build_index(catalog, BuildConfig(method="sa2crq", quantizer=QuantizerConfig(sizes=(32, 64, 128), epochs=3)), store, progress=False)
     store.activate("index", version)
-    decoder, _ = train_decoder(store, root / "data", TrainConfig(steps=20, seed=seed), progress=False)
+    decoder, _ = train_decoder(store, root / "data", TrainConfig(max_steps=20, val_cases=0, seed=seed), progress=False)
     store.activate("decoder", decoder)
     return store, [s for s in load_sequences(paths["sequences"]) if len(s) >= 3]
 

@@ -6,7 +6,7 @@
 3. Decode latency per request (batch of one) at beam 20 and 100, constrained and unconstrained
    interleaved in the same run, for the torch engine and (if installed) the vLLM engine.
 
-    python benchmarks/bench_decoder.py [--steps 1500] [--engines torch,vllm] [--store DIR]
+    python benchmarks/bench_decoder.py [--decoder-epochs 8] [--engines torch,vllm] [--store DIR]
 """
 
 from __future__ import annotations
@@ -23,24 +23,25 @@ import torch
 from indexer.build import BuildConfig, build_index
 from indexer.data.catalog import count_popularity, load_items
 from indexer.quantizers import QuantizerConfig
+from indexer.training.config import TrainConfig
 from indexer.training.examples import load_training_data
-from indexer.training.trainer import TrainConfig, train_decoder
+from indexer.training.trainer import train_decoder
 from model_store import Store
 from sidcore.decoder.bundle import load_decoder
 from sidcore.decoder.vocab import SIDVocab
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index import Trie, TrieMask
 from sidcore.index.artifact import load_index
-from sidcore.retriever import Retriever
+from sidcore.retriever import Query, Retriever
 
 
 def recall_at(engine, decoder, trie, examples, k: int, beam: int, batch: int) -> float:
+    retriever = Retriever(decoder, engine, beam_width=beam, max_beam_width=beam)
     hits = 0
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
-        prompts = [decoder.prompt_ids(ex.query, [(h, trie.sid_of(trie.node_of_item(h))) for h in ex.history]) for ex in chunk]
-        results, _ = engine.decode(prompts, beam_width=beam, num_sids=beam)
-        hits += sum(ex.target in {it.item_id for it in Retriever.items(r, trie, k)} for ex, r in zip(chunk, results))
+        results, _ = retriever.retrieve(trie, [Query(ex.query, ex.history, k=k) for ex in chunk])
+        hits += sum(ex.target in {it.item_id for it in r.items} for ex, r in zip(chunk, results))
     return hits / len(examples)
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scientific")
     ap.add_argument("--store", type=Path, help="Reuse/keep the index and decoder here (default: a temp dir).")
     ap.add_argument("--sizes", default="128,256,512")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--decoder-epochs", type=int, default=TrainConfig().epochs)
     ap.add_argument("--eval-users", type=int, default=2000)
     ap.add_argument("--latency-requests", type=int, default=50)
     ap.add_argument("--engines", default="torch,vllm")
@@ -77,7 +78,7 @@ def main() -> None:
     data = load_training_data(args.data)
     if store.latest("decoder") is None:
         t = time.perf_counter()
-        version, summary = train_decoder(store, args.data, TrainConfig(steps=args.steps), data=data)
+        version, summary = train_decoder(store, args.data, TrainConfig(epochs=args.decoder_epochs), data=data)
         store.activate("decoder", version)
         print(f"trained decoder {version} in {time.perf_counter() - t:.0f} s: {summary}")
     decoder = load_decoder(store)

@@ -32,7 +32,7 @@ from indexer.evaluation.config import EvalConfig
 from indexer.evaluation.report import markdown
 from indexer.evaluation.runner import run_all
 from indexer.quantizers import QuantizerConfig
-from indexer.training.trainer import TrainConfig
+from indexer.training.config import TrainConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -63,10 +63,9 @@ def main() -> None:
     ap.add_argument("--ks", default="1,5,10,20,100")
     ap.add_argument("--epochs", type=int, default=20, help="quantizer epochs (per ACRQ stage)")
     ap.add_argument("--games-sizes", default="256,512,1024")
-    ap.add_argument("--games-steps", type=int, default=1000, help="decoder steps on games")
+    ap.add_argument("--decoder-epochs", type=int, default=TrainConfig().epochs, help="decoder epochs at most")
     ap.add_argument("--eval-users", type=int, default=300, help="games users scored")
     ap.add_argument("--scifact-sizes", default="64,128,256")
-    ap.add_argument("--scifact-steps", type=int, default=300, help="decoder steps on scifact")
     ap.add_argument("--heldout", type=float, default=0.2, help="share of scifact training claims held out")
     ap.add_argument("--sasrec-epochs", type=int, default=5)
     ap.add_argument("--hallucination-cases", type=int, default=100)
@@ -74,7 +73,6 @@ def main() -> None:
     args = ap.parse_args()
 
     sizes = {"games": args.games_sizes, "scifact": args.scifact_sizes}
-    steps = {"games": args.games_steps, "scifact": args.scifact_steps}
     for name in args.datasets.split(","):
         out = args.out / name
         if name == "scifact":
@@ -86,7 +84,7 @@ def main() -> None:
             baselines=tuple(b for b in args.baselines.split(",") if b),
             ks=tuple(int(k) for k in args.ks.split(",")),
             quantizer=QuantizerConfig(sizes=tuple(int(s) for s in sizes[name].split(",")), epochs=args.epochs, seed=args.seed),
-            train=TrainConfig(steps=steps[name], seed=args.seed),
+            train=TrainConfig(epochs=args.decoder_epochs, seed=args.seed),
             sasrec=SASRecConfig(epochs=args.sasrec_epochs),
             max_cases=args.eval_users if name == "games" else None,
             hallucination_cases=args.hallucination_cases,

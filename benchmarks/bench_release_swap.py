@@ -6,7 +6,7 @@ decoders), publishes both as releases into an embedded Redis, starts one replica
 process, so its RSS is this process's), sends requests back to back, activates the second release
 and samples RSS every 5 ms until answers come from it.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_release_swap.py [--workdir /tmp/bench-swap] [--items 10000] [--steps 300]
+    OMP_NUM_THREADS=1 python benchmarks/bench_release_swap.py [--workdir /tmp/bench-swap] [--items 10000] [--decoder-epochs 2]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from indexer.training.config import TrainConfig
 from model_store import Store
 from sa2crq.demo import run_demo
 from sa2crq.wiring import background_server
@@ -28,10 +29,11 @@ from sidcore.index.embedded import EmbeddedRedis
 from sidcore.index.redis_index import RedisIndex
 
 
-def build(workdir: Path, items: int, epochs: int, steps: int, seed: int) -> Store:
+def build(workdir: Path, items: int, epochs: int, decoder_epochs: int, seed: int) -> Store:
     store = Store(workdir / "store")
     if store.active("decoder") is None:
-        run_demo(workdir, items, epochs, steps, seed, redis_url=None, serve=False, keep_serving=False, port=0)
+        train = TrainConfig(epochs=decoder_epochs, seed=seed)
+        run_demo(workdir, items, epochs, train, seed, redis_url=None, serve=False, keep_serving=False, port=0)
     return store
 
 
@@ -40,10 +42,10 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench-swap"))
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--decoder-epochs", type=int, default=2)
     args = ap.parse_args()
 
-    stores = [build(args.workdir / f"seed{seed}", args.items, args.epochs, args.steps, seed) for seed in (0, 1)]
+    stores = [build(args.workdir / f"seed{seed}", args.items, args.epochs, args.decoder_epochs, seed) for seed in (0, 1)]
     proc = psutil.Process()
     with EmbeddedRedis() as redis_server, redis_server.client() as client:
         index = RedisIndex(client)

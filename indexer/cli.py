@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from indexer.training.options import train_config, train_options
 from model_store import Store
 
 
@@ -413,21 +414,25 @@ def decoder() -> None:
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
               help="Folder with items.jsonl + sequences.jsonl, and/or a BEIR corpus.jsonl + queries.jsonl + qrels/train.tsv.")
 @click.option("--base-model", type=click.Path(path_type=Path), help="Local Qwen3 checkpoint (e.g. Qwen3-1.7B); default: a tiny Qwen3.")
-@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate. Default 2e-3 (tiny) / 2e-5 (base model).")
+@train_options(epochs_flag="--epochs")
+@click.option("--checkpoints", type=click.Path(path_type=Path),
+              help="Checkpoint folder (one per epoch; an interrupted run resumes). Default: STORE/checkpoints/decoder-INDEX.")
+@click.option("--restart", is_flag=True, help="Discard the checkpoints of an interrupted run instead of resuming it.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--activate", is_flag=True, help="Make the new version the active decoder of the store.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def decoder_train(store, index_version, data_dir, base_model, steps, batch_size, lr, seed, activate, quiet) -> None:
+def decoder_train(store, index_version, data_dir, base_model, train_opts, checkpoints, restart, seed, cache_dir, activate, quiet) -> None:
     """Train a decoder for an index version and print the new decoder version id."""
-    from indexer.training.trainer import TrainConfig, train_decoder
+    from indexer.training.trainer import train_decoder
 
     if base_model is not None and not (base_model / "config.json").is_file():
         raise click.BadParameter(f"{base_model} has no config.json (a transformers checkpoint folder)", param_hint="--base-model")
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr or (2e-5 if base_model else 2e-3), seed=seed)
+    cfg = train_config(train_opts, seed, base_model is not None)
     st = Store(store)
-    version, summary = train_decoder(st, data_dir, cfg, index_version=index_version, base_model=base_model, progress=not quiet)
+    log = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    version, summary = train_decoder(st, data_dir, cfg, index_version=index_version, base_model=base_model, progress=not quiet,
+                                     cache_dir=cache_dir, checkpoints=checkpoints, restart=restart, log=log)
     if activate:
         st.activate("decoder", version)
     if not quiet:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from indexer.cli import data, decoder, index, release
 from indexer.evaluation.cli import eval_cmd
+from indexer.training.options import train_config, train_options
 from model_store import Store, StoreError
 from sidcore.errors import DataError, UnavailableError
 
@@ -85,17 +86,18 @@ def serve_cmd(**flags) -> None:
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo"), show_default=True)
 @click.option("--items", "num_items", type=click.IntRange(min=1000), default=10_000, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Quantizer training epochs per stage.")
-@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True, help="Decoder training steps.")
+@train_options()
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--redis", "redis_url", help="Also publish the index to this Redis and activate it (the compose/k8s indexer job).")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Start the service and send sample requests.")
 @click.option("--keep-serving", is_flag=True, help="Keep the service up after the samples, until Ctrl-C.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Service port (0: any free port).")
-def demo(workdir: Path, num_items: int, epochs: int, steps: int, seed: int, redis_url: str | None, serve: bool, keep_serving: bool, port: int) -> None:
+def demo(workdir: Path, num_items: int, epochs: int, train_opts: dict, seed: int, redis_url: str | None, serve: bool, keep_serving: bool,
+         port: int) -> None:
     """Main job on embedded defaults: catalog → SA²CRQ index → tiny decoder → service → sample answers."""
     from sa2crq.demo import run_demo
 
-    run_demo(workdir, num_items, epochs, steps, seed, redis_url, serve, keep_serving, port)
+    run_demo(workdir, num_items, epochs, train_config(train_opts, seed), seed, redis_url, serve, keep_serving, port)
 
 
 def main() -> None:

@@ -19,14 +19,15 @@ from indexer.data.catalog import count_popularity, load_items, load_sequences
 from indexer.data.synthetic import ATTRIBUTES, SyntheticConfig, generate, write
 from indexer.quantizers import QuantizerConfig
 from indexer.report import print_report
-from indexer.training.trainer import TrainConfig, train_decoder
+from indexer.training.config import TrainConfig
+from indexer.training.trainer import train_decoder
 from model_store import Store
 from sa2crq.client import Client
 from sa2crq.wiring import background_server
 from service.settings import Settings
 
 
-def run_demo(workdir: Path, num_items: int, epochs: int, steps: int, seed: int, redis_url: str | None,
+def run_demo(workdir: Path, num_items: int, epochs: int, train: TrainConfig, seed: int, redis_url: str | None,
              serve: bool, keep_serving: bool, port: int) -> None:
     """See ``sa2crq demo --help``."""
     total = 4 + serve
@@ -40,8 +41,9 @@ def run_demo(workdir: Path, num_items: int, epochs: int, steps: int, seed: int, 
     version, report = build_index(catalog, cfg, st, cache_dir=workdir / "cache")
     st.activate("index", version)
     print_report(report, title=f"sa2crq {version}")
-    echo(f"[3/{total}] training the tiny Qwen3 decoder ({steps} steps; the last item of each history is held out)")
-    decoder_version, summary = train_decoder(st, workdir / "data", TrainConfig(steps=steps, seed=seed), index_version=version)
+    echo(f"[3/{total}] training the tiny Qwen3 decoder (up to {train.epochs} epochs, kept at the best validation Recall@10; "
+         "the last item of each history is held out)")
+    decoder_version, summary = train_decoder(st, workdir / "data", train, index_version=version, cache_dir=workdir / "cache", log=echo)
     st.activate("decoder", decoder_version)
     echo(f"decoder {decoder_version}: {json.dumps(summary)}")
     if redis_url:

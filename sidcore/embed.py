@@ -69,7 +69,7 @@ class EmbeddingCache:
 def embed_texts(
     texts: list[str],
     cache_dir: Path | None = None,
-    batch_size: int = 256,
+    batch_size: int = 64,
     progress: bool = True,
 ) -> np.ndarray:
     """L2-normalised MiniLM embeddings (N x 384, float32), cached by text hash."""
@@ -77,7 +77,9 @@ def embed_texts(
     try:
         keys = [EmbeddingCache.key(t) for t in texts]
         found = cache.get_many(list(dict.fromkeys(keys)))
-        todo = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
+        # Longest first, in batches of similar length: padding to a batch's longest text is what
+        # makes unsorted batches of mixed lengths several times slower.
+        todo = sorted(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found), key=len, reverse=True)
         if todo:
             model = _model()
             bar = tqdm(total=len(todo), desc="embed", unit="item", disable=not progress)
@@ -92,3 +94,23 @@ def embed_texts(
         return np.stack([found[k] for k in keys]).astype(np.float32)
     finally:
         cache.close()
+
+
+_QUERY_CACHE: dict[str, np.ndarray] = {}
+_QUERY_CACHE_MAX = 50_000
+
+
+def embed_queries(queries: list[str | None], dim: int = DIM) -> np.ndarray:
+    """L2-normalised MiniLM embeddings [R, dim] of request texts (zeros for None), in memory: what a
+    service computes per request (no disk cache; a bounded in-process one for repeated queries)."""
+    out = np.zeros((len(queries), dim), dtype=np.float32)
+    todo = list(dict.fromkeys(q for q in queries if q and q not in _QUERY_CACHE))
+    if todo:
+        vecs = _model().encode(todo, batch_size=64, normalize_embeddings=True)
+        if len(_QUERY_CACHE) + len(todo) > _QUERY_CACHE_MAX:
+            _QUERY_CACHE.clear()
+        _QUERY_CACHE.update(zip(todo, np.asarray(vecs, dtype=np.float32)))
+    for r, q in enumerate(queries):
+        if q:
+            out[r] = _QUERY_CACHE[q]
+    return out

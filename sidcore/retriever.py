@@ -5,6 +5,11 @@ mask, the item attributes its filter reads and the SID → items lookup, and the
 snapshot's version. A version flip, a cold-start insert or an attribute update in the middle of a
 batch therefore can never mix two states in one answer.
 
+Items sharing a SID are ordered by the request (``within="similarity"``): by cosine between each
+item's embedding and the request's (its query's MiniLM embedding, and/or the mean embedding of its
+history), so a tail item that shares a SID with popular ones still comes first when it is the one
+the request is about; ``within="popularity"`` keeps the index's popularity order.
+
 Exclusions and filters act inside the decode: a request's ``ItemMask`` (its history unless
 ``exclude_history`` is off, its ``exclude_ids``, its ``filter``) prunes every SID left with no item
 it may return, so the beams go to SIDs it can use and k items come back whenever the index holds
@@ -14,15 +19,18 @@ are applied on top per request, at a cost proportional to their number.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from sidcore.cache import Recent
 from sidcore.decoder.bundle import Decoder
+from sidcore.decoder.prompt import Prompt
 from sidcore.engines.base import DecodeStats, Engine, Hit
 from sidcore.errors import DataError, UnavailableError
 from sidcore.index.attributes import Filter
@@ -145,14 +153,19 @@ class Retriever:
             items gets ``min(k, max_beam_width)`` beams, since k SIDs hold at least k items.
         max_beam_width: the widest beam a request may ask for.
         filter_cache_bytes: memory for cached filter masks (see ``FilterCache``).
+        within: order of the items sharing a SID: ``similarity`` to the request (when the decoder
+            has item embeddings), or ``popularity``.
     """
 
     def __init__(self, decoder: Decoder, engine: Engine, beam_width: int = 20, max_beam_width: int = 128,
-                 filter_cache_bytes: int = 256 << 20):
+                 filter_cache_bytes: int = 256 << 20, within: Literal["similarity", "popularity"] = "similarity"):
+        if within not in ("similarity", "popularity"):
+            raise ValueError(f"within must be similarity or popularity, got {within!r}")
         self.decoder = decoder
         self.engine = engine
         self.beam_width = beam_width
         self.max_beam_width = max_beam_width
+        self.by_similarity = within == "similarity" and decoder.items.vectors is not None
         self._masks: Recent[Trie, TrieMask] = Recent()
         self._everything: Recent[Trie, ItemMask] = Recent()
         self.filters = FilterCache(filter_cache_bytes)
@@ -189,9 +202,33 @@ class Retriever:
             raise UnknownItems(unknown, [q.history[i] for i in unknown], trie.version)
         return rows
 
-    def prompt(self, trie: Trie, q: Query) -> list[int]:
+    def prompt(self, trie: Trie, q: Query, query_vector: np.ndarray | None = None) -> Prompt:
         nodes = trie.item_node[self.history_rows(trie, q)].tolist()
-        return self.decoder.prompt_ids(q.query, [(item, trie.sid_of(n)) for item, n in zip(q.history, nodes)])
+        prompt = self.decoder.prompt_ids(q.query, [(item, trie.sid_of(n)) for item, n in zip(q.history, nodes)])
+        return prompt if query_vector is None else dataclasses.replace(prompt, query_vector=query_vector)
+
+    def query_vectors(self, queries: list[Query]) -> np.ndarray | None:
+        """MiniLM embeddings [R, D] of the requests' texts (zeros where none), when the decoder's
+        prompts or the within-SID order use them; None otherwise. One batch per retrieve call."""
+        if not (self.decoder.spec.prompt.soft_vectors or self.by_similarity):
+            return None
+        return self.decoder.query_vectors([q.query for q in queries])
+
+    def request_vector(self, q: Query, query_vector: np.ndarray | None) -> np.ndarray | None:
+        """Unit vector a request's items are ordered by: its query's embedding plus the mean of its
+        history items' embeddings (each part normalised), or None when it has neither."""
+        parts = []
+        if query_vector is not None and q.query:
+            parts.append(query_vector)
+        if q.history:
+            rows = self.decoder.items.rows(q.history)
+            if (rows >= 0).any():
+                parts.append(self.decoder.items.vectors[rows[rows >= 0]].mean(0))
+        parts = [p / n for p in parts if (n := float(np.linalg.norm(p))) > 0]
+        if not parts:
+            return None
+        v = np.sum(parts, axis=0)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
 
     def validate(self, index: Trie | IndexSnapshot, q: Query) -> None:
         """Everything about ``q`` that can fail, checked against ``index`` without decoding:
@@ -228,7 +265,8 @@ class Retriever:
         snap = as_snapshot(index)
         trie = snap.trie
         mask = self.mask(trie)
-        prompts = [self.prompt(trie, q) for q in queries]
+        qv = self.query_vectors(queries)
+        prompts = [self.prompt(trie, q, None if qv is None else qv[i]) for i, q in enumerate(queries)]
         item_masks = [self.item_mask(snap, q) for q in queries]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, q in enumerate(queries):
@@ -246,15 +284,16 @@ class Retriever:
                                           item_masks=[item_masks[i] for i in todo])
             stats.groups.append(st)
             for i, h in zip(todo, hits):
-                items = self.items(h, trie, queries[i].k, item_masks[i])
+                order = self.request_vector(queries[i], None if qv is None else qv[i]) if self.by_similarity else None
+                items = self.items(h, trie, queries[i].k, item_masks[i], order)
                 reason = _shortfall(item_masks[i], queries[i].k, trie.version) if len(items) < queries[i].k else None
                 results[i] = Result(items, h, trie.version, width, reason)
         return results, stats  # type: ignore[return-value]
 
-    @staticmethod
-    def items(hits: list[Hit], trie: Trie, k: int, item_mask: ItemMask | None = None) -> list[ItemHit]:
-        """Items of the SIDs in score order, each SID's items most popular first, cut at ``k``;
-        with an ``item_mask``, only the items it keeps.
+    def items(self, hits: list[Hit], trie: Trie, k: int, item_mask: ItemMask | None = None, by: np.ndarray | None = None) -> list[ItemHit]:
+        """Items of the SIDs in score order, cut at ``k``; each SID's items most similar to ``by``
+        first (a unit vector in the decoder's item space; items it has no embedding of come last),
+        or most popular first without it. With an ``item_mask``, only the items it keeps.
 
         SIDs outside the index (unconstrained decoding) contribute nothing.
         """
@@ -262,11 +301,21 @@ class Retriever:
         for hit in hits:
             if hit.node < 0:
                 continue
-            for item in trie.items_of(hit.node) if item_mask is None else item_mask.items(trie, hit.node):
+            members = trie.items_of(hit.node) if item_mask is None else item_mask.items(trie, hit.node)
+            if by is not None and len(members) > 1:
+                members = self._by_similarity(members, by)
+            for item in members:
                 out.append(ItemHit(item, hit.score, hit.sid))
                 if len(out) == k:
                     return out
         return out
+
+    def _by_similarity(self, members: list[str], by: np.ndarray) -> list[str]:
+        rows = self.decoder.items.rows(members)
+        sim = np.full(len(members), -np.inf)
+        known = rows >= 0
+        sim[known] = self.decoder.items.vectors[rows[known]] @ by
+        return [members[i] for i in np.argsort(-sim, kind="stable")]
 
 
 def _shortfall(item_mask: ItemMask | None, k: int, version: str) -> str | None:

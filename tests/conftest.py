@@ -125,7 +125,8 @@ def tiny_stack(tmp_path_factory):
     from indexer.data.catalog import count_popularity, load_items
     from indexer.data.synthetic import ATTRIBUTES, write
     from indexer.quantizers import QuantizerConfig
-    from indexer.training.trainer import TrainConfig, train_decoder
+    from indexer.training.config import TrainConfig
+    from indexer.training.trainer import train_decoder
     from sidcore.decoder.bundle import load_decoder
     from sidcore.decoder.model import TinyConfig
     from sidcore.decoder.vocab import SIDVocab
@@ -143,7 +144,7 @@ def tiny_stack(tmp_path_factory):
     version, _ = build_index(cat, cfg, store, progress=False)
     store.activate("index", version)
     tiny = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
-    decoder_version, _ = train_decoder(store, d / "data", TrainConfig(steps=30, batch_size=16, tiny=tiny, text_vocab=300), progress=False)
+    decoder_version, _ = train_decoder(store, d / "data", TrainConfig(epochs=3, batch_tokens=1024, val_cases=40, tiny=tiny, text_vocab=300), progress=False)
     store.activate("decoder", decoder_version)
     decoder = load_decoder(store)
     art = load_index(store, decoder.spec.index_version)
@@ -157,7 +158,8 @@ def tiny_stack(tmp_path_factory):
 def tiny_pair(tiny_stack, directory: Path, sizes: tuple[int, ...], seed: int):
     """Another index of ``tiny_stack``'s catalog (quantizer ``sizes`` and ``seed``) and a tiny decoder
     trained for it, in a store of its own: a retrained release. Returns (store, artifact, decoder)."""
-    from indexer.training.trainer import TrainConfig, train_decoder
+    from indexer.training.config import TrainConfig
+    from indexer.training.trainer import train_decoder
     from sidcore.decoder.bundle import load_decoder
     from sidcore.decoder.model import TinyConfig
 
@@ -166,7 +168,7 @@ def tiny_pair(tiny_stack, directory: Path, sizes: tuple[int, ...], seed: int):
     version, _ = build_index(tiny_stack.catalog, cfg, store, progress=False)
     store.activate("index", version)
     tiny = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
-    decoder_version, _ = train_decoder(store, tiny_stack.data_dir, TrainConfig(steps=30, batch_size=16, tiny=tiny, text_vocab=300, seed=seed),
+    decoder_version, _ = train_decoder(store, tiny_stack.data_dir, TrainConfig(epochs=3, batch_tokens=1024, val_cases=40, tiny=tiny, text_vocab=300, seed=seed),
                                        progress=False)
     store.activate("decoder", decoder_version)
     return store, load_index(store, version), load_decoder(store)

@@ -6,20 +6,25 @@ import torch
 
 from sidcore.decoder.bundle import Decoder
 from sidcore.decoder.model import sid_logits
+from sidcore.decoder.prompt import as_prompt
+from sidcore.engines.base import query_vectors
 
 
 @torch.inference_mode()
-def score_sids(decoder: Decoder, prompt: list[int], sids: list[tuple[int, ...]], vocab) -> list[float]:
-    """Exact log-probability of ``sid + <sid_end>`` after ``prompt`` for each SID (teacher forcing).
+def score_sids(decoder: Decoder, prompt, sids: list[tuple[int, ...]], vocab) -> list[float]:
+    """Exact log-probability of ``sid + <sid_end>`` after ``prompt`` for each SID (teacher forcing,
+    one full forward pass over the prompt's input embeddings and the SID's tokens per SID).
 
     The reference the beam search is tested against; it uses the same SID-range distribution.
     """
     model = decoder.model
+    prompt = as_prompt(prompt)
+    embeds, _ = decoder.prefill([prompt], query_vectors(decoder, [prompt]))
     out = []
     for sid in sids:
         local = [vocab.local(layer, c) for layer, c in enumerate(sid)] + [vocab.end_local]
-        ids = torch.tensor([prompt + [vocab.base + t for t in local[:-1]]])
-        hidden = model.model(input_ids=ids).last_hidden_state[0, len(prompt) - 1 :]
+        tokens = model.model.embed_tokens(torch.tensor([[vocab.base + t for t in local[:-1]]]))
+        hidden = model.model(inputs_embeds=torch.cat([embeds, tokens], 1)).last_hidden_state[0, len(prompt) - 1 :]
         logp = torch.log_softmax(sid_logits(model, hidden, vocab.base, vocab.num_local).float(), -1)
         out.append(float(logp[torch.arange(len(local)), torch.tensor(local)].sum()))
     return out

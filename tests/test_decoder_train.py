@@ -1,24 +1,33 @@
-"""Decoder training: targets are the item's SID tokens + <sid_end>; a local base checkpoint loads and grows."""
+"""Decoder training: leave-one-out data, whole-sequence rows, item views, the SID-embedding prior,
+checkpoints that resume (and refuse a changed run), a local base checkpoint, and a MiniLM-prompted
+decoder that serves what it validated."""
 
+import json
+
+import numpy as np
 import pytest
 
 from indexer.build import BuildConfig, build_index
 from indexer.data.catalog import count_popularity, load_items
 from indexer.data.synthetic import SyntheticConfig, generate, write
-from indexer.quantizers import QuantizerConfig
-from indexer.training.examples import Example, load_training_data
-from indexer.training.trainer import ExampleEncoder, TrainConfig, train_decoder
+from indexer.quantizers import QuantizerConfig, load_quantizer
+from indexer.training.config import TrainConfig
+from indexer.training.examples import Example, TrainingData, load_training_data, text_views
+from indexer.training.rows import RowMaker
+from indexer.training.trainer import codebook_init, item_views, train_decoder
+from indexer.training.validation import Validation
 from model_store import Store
-from sidcore.decoder.bundle import DecoderSpec, load_decoder
+from sidcore.decoder.bundle import DecoderSpec, load_decoder, make_builder
 from sidcore.decoder.model import TinyConfig, new_tiny_model
 from sidcore.decoder.prompt import PromptConfig
 from sidcore.decoder.tokenizer import extend_with_sid_tokens, train_text_tokenizer
-from sidcore.decoder.vocab import SIDVocab
 from sidcore.engines.torch_engine import TorchEngine
+from sidcore.errors import DataError
 from sidcore.index import Trie, TrieMask
 from sidcore.index.artifact import load_index
 
 TINY = TinyConfig(hidden_size=64, layers=1, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
+FAST = dict(batch_tokens=1024, tiny=TINY, text_vocab=300, val_cases=30, views=False)
 
 
 @pytest.fixture(scope="module")
@@ -30,51 +39,160 @@ def indexed(tmp_path_factory):
     cat = cat.with_popularity(count_popularity(cat, paths["sequences"]))
     store = Store(d / "store")
     build_index(cat, BuildConfig(method="rq-kmeans", quantizer=QuantizerConfig(sizes=(4, 8, 16))), store, progress=False)
-    return d, store, load_index(store)
+    data = load_training_data(d / "data")
+    data = TrainingData(cat, data.sequences, data.queries, data.valid, data.test)
+    return d, store, load_index(store), data
 
 
 def test_leave_one_out_examples(indexed):
-    d, _, _ = indexed
-    data = load_training_data(d / "data", history_items=3)
-    seq = [line for line in (d / "data" / "sequences.jsonl").read_text().splitlines()][0]
-    import json
-
-    items = [str(i) for i in json.loads(seq)["item_ids"]]
-    assert data.test[0] == Example(None, tuple(items[:-1][-3:]), items[-1])
-    assert data.valid[0] == Example(None, tuple(items[:-2][-3:]), items[-2])
-    assert data.train[0] == Example(None, (items[0],), items[1])
+    d, _, _, data = indexed
+    items = [str(i) for i in json.loads((d / "data" / "sequences.jsonl").read_text().splitlines()[0])["item_ids"]]
+    assert data.sequences[0] == tuple(items[:-2])
+    assert data.valid[0] == Example(None, tuple(items[:-2]), items[-2])
+    assert data.test[0] == Example(None, tuple(items[:-1]), items[-1])
 
 
-def test_example_targets_are_sid_tokens_then_end(indexed):
-    _, _, art = indexed
+def _maker(art, prompt: PromptConfig):
     tok = train_text_tokenizer(["red kettle", "blue hose"], 100)
     base = extend_with_sid_tokens(tok, art.sizes)
-    spec = DecoderSpec(art.version, art.sizes, base, PromptConfig(history_mode="sid"), "tiny")
-    enc = ExampleEncoder(spec, tok, art, titles={})
-    item, hist = art.item_ids[5], art.item_ids[7]
-    prompt, target = enc.encode(Example("red kettle", (hist,), item))
-    vocab = SIDVocab(art.sizes)
-    sid = tuple(art.codes[5, : art.lengths[5]])
-    assert target == [vocab.local(layer, c) for layer, c in enumerate(sid)] + [vocab.end_local]
-    hist_sid = tuple(art.codes[7, : art.lengths[7]])
-    markers = tok.convert_tokens_to_ids(["<query>", "<history>", "<item>", "<sid_begin>"])
-    assert prompt[0] == markers[0] and prompt[-1] == markers[3]
-    assert prompt[-1 - len(hist_sid) - 1 : -1] == [markers[2], *SIDVocab(art.sizes, base).sid_tokens(hist_sid)[:-1]]
+    spec = DecoderSpec(art.version, art.sizes, base, prompt, "tiny")
+    codes = {item: spec.codes(art.codes[r, : art.lengths[r]]) for r, item in enumerate(art.item_ids.tolist())}
+    return RowMaker(make_builder(spec, tok), codes, {}, spec.vocab.end_local), spec, tok
+
+
+def test_a_history_row_trains_every_next_item(indexed):
+    """One row per history: each item after the first is a target of its preceding position, and its
+    <item> marker carries the previous item's content."""
+    _, _, art, _ = indexed
+    maker, spec, tok = _maker(art, PromptConfig(history_mode="sid", item_content="id"))
+    a, b, c = art.item_ids[3], art.item_ids[5], art.item_ids[7]
+    row = maker.sequence([a, b, c])
+    item_id = tok.convert_tokens_to_ids("<item>")
+    markers = [i for i, t in enumerate(row.prompt.ids) if t == item_id]
+    assert len(markers) == 3 and len(row.labels) == len(row.prompt)
+    end = spec.vocab.end_local
+    for n, target in ((1, b), (2, c)):
+        at, codes = markers[n], maker.codes[target]
+        assert list(row.labels[at : at + len(codes) + 1]) == codes + [end]  # marker -> c1, c1 -> c2, ..., last -> <sid_end>
+        assert [row.prompt.ids[at + 1 + j] - spec.base for j in range(len(codes))] == codes
+    assert all(x == -1 for x in row.labels[: markers[1]])  # the first item is context only
+    assert dict(row.prompt.content) == {markers[1]: a, markers[2]: b}
+
+
+def test_a_query_row_targets_the_sid_then_end(indexed):
+    _, _, art, _ = indexed
+    maker, spec, tok = _maker(art, PromptConfig(query_tokens=8, soft_vectors=2))
+    target = art.item_ids[9]
+    row = maker.query("red kettle", target)
+    codes = maker.codes[target]
+    ids = row.prompt.ids
+    assert ids[:3] == (*tok.convert_tokens_to_ids(["<query>", "<soft>", "<soft>"]),)
+    assert [t for t in row.labels if t >= 0] == codes + [spec.vocab.end_local]
+    assert row.labels[-len(codes) - 1] == codes[0] and ids[-len(codes) - 1] == tok.convert_tokens_to_ids("<item>")
+
+
+def test_item_views_cover_title_sentences_and_spans():
+    views = text_views("Kettle", "A red kettle for the stove. It boils water fast and quietly. Two litres.", np.random.default_rng(0), spans=2)
+    assert views[:3] == ["Kettle", "A red kettle for the stove.", "It boils water fast and quietly."]
+    assert "Kettle. A red kettle for the stove." in views
+    assert len(views) == 6 and len(set(views)) == len(views)  # two random spans, no duplicates
+
+
+def test_codebook_init_keeps_the_codewords_geometry(indexed):
+    """SID-token rows are the codewords' PCA projection: distances between codewords survive."""
+    _, _, art, _ = indexed
+    model = new_tiny_model(TINY, 400, 0, seed=0)
+    codebook_init(model, art, base=100)
+    books = np.concatenate(load_quantizer(art.path).codebook_vectors())
+    rows = model.get_input_embeddings().weight[100 : 100 + len(books)].detach().numpy()
+    assert np.allclose(rows, model.lm_head.weight[100 : 100 + len(books)].detach().numpy())
+    assert abs(rows.std() - 0.02) < 1e-3
+    ratio = np.linalg.norm(rows[0] - rows[1:], axis=1) / np.linalg.norm(books[0] - books[1:], axis=1)
+    assert np.allclose(ratio, ratio[0], rtol=1e-3)  # 16-d codewords fit in 64 dimensions: all distances scale alike
+
+
+def test_training_items_outside_the_index_are_refused(indexed, tmp_path):
+    d, store, art, data = indexed
+    bad = TrainingData(data.catalog, data.sequences + [("nope-1", "nope-2")], data.queries, data.valid, data.test)
+    with pytest.raises(DataError, match=r"2 item\(s\) of the training data are not in index .*'nope-1'"):
+        train_decoder(store, d / "data", TrainConfig(**FAST), data=bad, progress=False, checkpoints=tmp_path / "ck")
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_and_a_changed_one_refuses(indexed, tmp_path):
+    d, store, _, data = indexed
+    cfg = TrainConfig(epochs=3, patience=0, **FAST)
+    ck = tmp_path / "ck"
+
+    def stop_after_epoch_1(msg):
+        if msg.startswith("select epoch 1/"):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_decoder(store, d / "data", cfg, data=data, progress=False, checkpoints=ck, log=stop_after_epoch_1)
+    first = json.loads(json.dumps(__import__("torch").load(ck / "last.pt", weights_only=False)["progress"]["curve"]))
+    with pytest.raises(DataError, match=r"train\.lr=0\.002.*train\.lr=0\.001.*--restart"):
+        train_decoder(store, d / "data", TrainConfig(epochs=3, patience=0, lr=1e-3, **FAST), data=data, progress=False, checkpoints=ck)
+    logs: list[str] = []
+    version, summary = train_decoder(store, d / "data", cfg, data=data, progress=False, checkpoints=ck, log=logs.append)
+    assert any(m.startswith("resuming select after epoch 1") for m in logs)
+    assert summary["epochs_run"] == 3 and summary["curve"][0] == first[0]
+    assert not ck.exists()  # sealed in the store: the checkpoints are gone
+    assert summary["best_epoch"] == 1 + int(np.argmax([p["val_recall@10"] for p in summary["curve"]]))
 
 
 def test_base_model_checkpoint_is_extended_and_served(indexed, tmp_path):
-    d, store, art = indexed
+    d, store, art, data = indexed
     # A stand-in for Qwen3-1.7B: a local transformers checkpoint with its own tokenizer.
     tok = train_text_tokenizer(load_items(d / "data" / "items.jsonl").texts, 500)
     model = new_tiny_model(TINY, len(tok), tok.pad_token_id, seed=0)
     model.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
-    version, summary = train_decoder(store, d / "data", TrainConfig(steps=3, batch_size=8), base_model=tmp_path / "base", progress=False)
+    cfg = TrainConfig(max_steps=3, val_cases=0, views=True, batch_tokens=1024)
+    version, summary = train_decoder(store, d / "data", cfg, base_model=tmp_path / "base", data=data, progress=False, checkpoints=tmp_path / "ck")
     decoder = load_decoder(store, version)
     vocab = decoder.spec.vocab
+    assert summary["steps"] == 3 and summary["view_rows"] >= len(art.item_ids)
     assert decoder.spec.model == str(tmp_path / "base")
+    assert decoder.spec.prompt.soft_vectors == 0 and decoder.spec.prompt.query_tokens == 64  # own vectors: queries enter as tokens
     assert vocab.base == len(tok) + 4  # text vocabulary, then 4 prompt markers, then SID tokens
     assert decoder.model.get_input_embeddings().num_embeddings >= vocab.end_token + 1
     mask = TrieMask(Trie.from_artifact(art), vocab)
     (hits,), _ = TorchEngine(decoder, mask).decode([decoder.prompt_ids("kettle", [])], beam_width=4, num_sids=4)
     assert len(hits) == 4 and all(h.node >= 0 for h in hits)
+
+
+def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
+    """Text items embedded by MiniLM: soft query vectors and history content. The stored decoder,
+    loaded back, scores the validation cases exactly as the run did while selecting it."""
+    synth = generate(SyntheticConfig(num_items=120, seed=5))
+    paths = write(synth, tmp_path / "data", num_users=80, seed=5)
+    cat = load_items(paths["items"])
+    cat = cat.with_popularity(count_popularity(cat, paths["sequences"]))
+    store = Store(tmp_path / "store")
+    version, _ = build_index(cat, BuildConfig(method="rq-kmeans", quantizer=QuantizerConfig(sizes=(4, 8, 8))), store,
+                             cache_dir=tmp_path / "cache", progress=False)
+    data = load_training_data(tmp_path / "data")
+    data = TrainingData(cat, data.sequences, data.queries, data.valid, data.test)
+    cfg = TrainConfig(epochs=2, batch_tokens=1024, tiny=TINY, text_vocab=300, val_cases=40)
+    dv, summary = train_decoder(store, tmp_path / "data", cfg, data=data, progress=False, cache_dir=tmp_path / "cache")
+    decoder = load_decoder(store, dv)
+    assert decoder.spec.embedder == "all-MiniLM-L6-v2" and decoder.spec.prompt.soft_vectors == 4
+    assert decoder.items.vectors.shape == (120, 384) and not decoder.inputs.empty
+    trie = Trie.from_artifact(load_index(store, version))
+    rng = np.random.default_rng(0)
+    cases = [data.valid[i] for i in np.sort(rng.permutation(len(data.valid))[:40])]
+    assert Validation(cases).recall(decoder, trie) == pytest.approx(summary["val_recall@10"], abs=1 / 40 + 1e-9)
+    (hits,), _ = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)).decode([decoder.prompt_ids("kettle", [])], 4, 4)
+    assert len(hits) == 4
+
+
+def test_views_of_a_catalog_item(indexed):
+    _, _, art, data = indexed
+    item = art.item_ids[0]
+    views = item_views(data, [item], spans=0, seed=0)
+    i = data.catalog.index_of[item]
+    assert views[0] == (data.catalog.texts[i], item) and all(it == item for _, it in views)

@@ -124,7 +124,7 @@ def test_cli_end_to_end_on_text_queries(sa2crq, tmp_path):
     d = write_beir(tmp_path / "beir", docs, queries)
     out = tmp_path / "out"
     args = ["eval", "--data", str(d), "--vectors", str(paths["vectors"]), "--methods", "rq-kmeans", "--baselines", "popularity,bm25,dense",
-            "--k", "1,10", "--out", str(out), "--codebook-sizes", "4,8,8", "--epochs", "2", "--steps", "10", "--batch-size", "8",
+            "--k", "1,10", "--out", str(out), "--codebook-sizes", "4,8,8", "--epochs", "2", "--decoder-epochs", "1", "--max-steps", "3", "--val-cases", "10",
             "--hallucination-cases", "5", "--quiet"]
     code, stdout, err = sa2crq(*args)
     assert code == 0, err

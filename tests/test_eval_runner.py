@@ -14,7 +14,7 @@ from indexer.evaluation.config import EvalConfig
 from indexer.evaluation.metrics import recall_at
 from indexer.evaluation.runner import evaluate_decoder, run_all, sample_cases
 from indexer.quantizers import QuantizerConfig
-from indexer.training.trainer import TrainConfig
+from indexer.training.config import TrainConfig
 from model_store import Store
 from sidcore.decoder.model import TinyConfig
 
@@ -24,7 +24,7 @@ CFG = EvalConfig(
     baselines=("popularity", "bm25", "dense", "sasrec"),
     ks=(1, 5, 10, 20),
     quantizer=QuantizerConfig(sizes=(4, 8, 16), epochs=3, latent_dim=8, hidden=(32,)),
-    train=TrainConfig(steps=40, batch_size=16, warmup=10, tiny=TINY, text_vocab=300),
+    train=TrainConfig(epochs=3, batch_tokens=1024, val_cases=30, tiny=TINY, text_vocab=300),
     sasrec=SASRecConfig(dim=32, epochs=3),
     max_cases=40,
     hallucination_cases=16,
@@ -70,7 +70,7 @@ def test_report_schema_and_files(evaluated):
     assert on_disk["data"]["cases"] == 40
     assert on_disk["data"]["head_cases"] + on_disk["data"]["tail_cases"] == 40
     assert on_disk["seeds"]["quantizer"] == 0 and on_disk["packages"]["torch"]
-    assert on_disk["config"]["train"]["steps"] == 40
+    assert on_disk["config"]["train"]["epochs"] == 3
     for plot in ("items_per_sid.png", "layer_tokens.png", "sid_length.png", "recall.png"):
         assert (out / plot).stat().st_size > 1000
     md = (out / "report.md").read_text()
@@ -163,7 +163,7 @@ def test_changed_decoder_budget_keeps_the_index(evaluated):
 
     data, report, out, _ = evaluated
     before = report["methods"]["rq-kmeans"]
-    cfg = dataclasses.replace(CFG, methods=("rq-kmeans",), baselines=(), train=dataclasses.replace(CFG.train, steps=5))
+    cfg = dataclasses.replace(CFG, methods=("rq-kmeans",), baselines=(), train=dataclasses.replace(CFG.train, max_steps=5))
     logs: list[str] = []
     after = run_all(data, cfg, out, progress=False, log=logs.append)["methods"]["rq-kmeans"]
     assert not any("building" in m for m in logs) and any("training" in m for m in logs)

@@ -112,7 +112,7 @@ def test_headless_locust_20s_against_the_live_service_has_no_failure(live_servic
 
 def test_runner_exits_non_zero_when_requests_fail(live_service, tmp_path):
     # beam_width above the service's max_beam_width: every request is a 422.
-    done = _runner(live_service.url, 1, 2, live_service.data_dir, tmp_path, "--beam-widths", "100000")
+    done = _runner(live_service.url, 1, 6, live_service.data_dir, tmp_path, "--beam-widths", "100000")  # 6 s: locust may take seconds to start on a busy machine
     assert done.returncode == 1
     assert "status 422" in done.stdout
     with open(tmp_path / "locust_stats.csv", newline="") as f:

@@ -28,7 +28,8 @@ class Catalog:
 
     ``popularity`` counts interactions (or is given); ``vectors`` are optional precomputed
     embeddings that replace text embedding; ``attributes`` are what requests can filter on;
-    ``payload`` holds per item the stored fields an answer can return (title, url, ...).
+    ``payload`` holds per item the stored fields an answer can return (title, url, ...);
+    ``titles`` each item's title alone ("" where it has none), for the views a decoder learns from.
     """
 
     item_ids: list[str]
@@ -37,6 +38,7 @@ class Catalog:
     vectors: np.ndarray | None = None
     attributes: Attributes | None = None
     payload: tuple[dict, ...] | None = None
+    titles: tuple[str, ...] | None = None
     index_of: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +59,8 @@ class Catalog:
             raise DataError(f"attributes cover {self.attributes.num_rows} items, the catalog has {n}")
         if self.payload is not None and len(self.payload) != n:
             raise DataError(f"payload has {len(self.payload)} entries, the catalog {n} items")
+        if self.titles is not None and len(self.titles) != n:
+            raise DataError(f"titles has {len(self.titles)} entries, the catalog {n} items")
         object.__setattr__(self, "index_of", index_of)
 
     def __len__(self) -> int:
@@ -111,7 +115,7 @@ def load_items(path: str | Path, attributes: Sequence[tuple[str, str | None]] = 
     simply has none).
     """
     path = Path(path)
-    ids, texts, pops = [], [], []
+    ids, texts, titles, pops = [], [], [], []
     attribute_rows: list[dict] = []
     payload: list[dict] = []
     any_pop = False
@@ -133,6 +137,7 @@ def load_items(path: str | Path, attributes: Sequence[tuple[str, str | None]] = 
             any_pop = True
         ids.append(str(item_id))
         texts.append(". ".join(parts))
+        titles.append(str(row.get("title") or "").strip())
         pops.append(pop or 0)
         if attributes:
             attribute_rows.append({name: row.get(name) for name, _ in attributes})
@@ -144,7 +149,8 @@ def load_items(path: str | Path, attributes: Sequence[tuple[str, str | None]] = 
         attrs = Attributes.from_values(attributes, attribute_rows) if attributes else None
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
-    catalog = Catalog(ids, texts, np.asarray(pops, dtype=np.float64), attributes=attrs, payload=tuple(payload) if fields else None)
+    catalog = Catalog(ids, texts, np.asarray(pops, dtype=np.float64), attributes=attrs, payload=tuple(payload) if fields else None,
+                      titles=tuple(titles))
     if not any_pop:
         catalog = catalog.with_popularity(np.zeros(len(ids)))
     return catalog

@@ -15,6 +15,7 @@ sequence, or the pairs of ``qrels/train.tsv``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,7 @@ def load_eval_data(
     history_items: int = 10,
 ) -> EvalData:
     data_dir = Path(data_dir)
-    training = load_training_data(data_dir, history_items)
+    training = load_training_data(data_dir)
     catalog = training.catalog
     if vectors is not None:
         catalog = catalog.with_vectors(load_vectors(vectors, len(catalog)))
@@ -135,7 +136,7 @@ def load_eval_data(
         cases = _query_cases(test, Path(test_qrels), known) if test_qrels else _history_cases(test, known)
         source = f"{test}" + (f" + {test_qrels}" if test_qrels else "")
     elif seq_path.is_file():
-        cases = [Case(ex.query, ex.history, frozenset({ex.target})) for ex in training.test]
+        cases = [Case(ex.query, ex.history[-history_items:], frozenset({ex.target})) for ex in training.test]
         source = f"{seq_path}: last item of each sequence"
     else:
         qrels = next((qrels_dir / f"{n}.tsv" for n in ("test", "dev", "train") if (qrels_dir / f"{n}.tsv").is_file()))
@@ -144,4 +145,5 @@ def load_eval_data(
         source = str(qrels)
     if not cases:
         raise DataError(f"no test cases in {source} whose items are in the catalog")
+    training = dataclasses.replace(training, catalog=catalog)  # the decoder sees the vectors the index is built from
     return EvalData(data_dir, training, catalog, head_mask(catalog.popularity, split), cases, train_sequences, source, held_out)

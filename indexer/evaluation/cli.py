@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from indexer.training.options import train_config, train_options
+
 
 def _csv(kind):
     def parse(_ctx, param, value: str | None):
@@ -35,8 +37,7 @@ def _csv(kind):
 @click.option("--vectors", type=click.Path(path_type=Path), help="Item vectors (.npy, rows in items order) instead of MiniLM.")
 @click.option("--codebook-sizes", callback=_csv(int), help="Per-layer codebook sizes. Default: from the catalog (the same for every method).")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="Quantizer epochs (per ACRQ stage).")
-@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True, help="Decoder training steps.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Decoder training batch.")
+@train_options()
 @click.option("--beam", type=click.IntRange(min=1), default=20, show_default=True, help="Default beam width (as the service's).")
 @click.option("--max-cases", type=click.IntRange(min=1), help="Score a seeded sample of this many test cases.")
 @click.option("--hallucination-cases", type=click.IntRange(min=0), default=500, show_default=True, help="Cases decoded with the constraint off.")
@@ -49,7 +50,7 @@ def _csv(kind):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the quantizers, decoders, SASRec and the case sample.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
-def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, steps, batch_size,
+def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, train_opts,
              beam, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
     """Build each method's index and decoder under one budget, decode the test cases through the
     service's retrieval pipeline, score them next to the baselines, and write OUT/report.json,
@@ -63,7 +64,6 @@ def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, v
     from indexer.evaluation.runner import run_all
     from indexer.quantizers import QuantizerConfig
     from indexer.split import SplitConfig
-    from indexer.training.trainer import TrainConfig
 
     cfg = EvalConfig(
         methods=methods,
@@ -72,7 +72,7 @@ def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, v
         ks=ks,
         quantizer=QuantizerConfig(sizes=codebook_sizes, epochs=epochs, seed=seed),
         split=SplitConfig(head_share=head_share),
-        train=TrainConfig(steps=steps, batch_size=batch_size, seed=seed),
+        train=train_config(train_opts, seed),
         sasrec=dataclasses.replace(SASRecConfig(), epochs=sasrec_epochs, patience=sasrec_patience),
         exclude_history=exclude_history,
         beam_width=beam,

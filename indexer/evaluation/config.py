@@ -12,7 +12,7 @@ from indexer.evaluation.baselines import BASELINES, RulesConfig, SASRecConfig
 from indexer.quantizers import QuantizerConfig
 from indexer.sarq import SARQConfig
 from indexer.split import SplitConfig
-from indexer.training.trainer import TrainConfig
+from indexer.training.config import TrainConfig
 from sidcore.errors import DataError
 
 

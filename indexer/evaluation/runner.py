@@ -175,9 +175,10 @@ def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, o
         store.activate("index", version)
         timing["build_s"] = time.perf_counter() - t
     if store.active("decoder") is None:
-        log(f"{name}: training the decoder ({cfg.train.steps} steps)")
+        log(f"{name}: training the decoder (up to {cfg.train.epochs} epochs)")
         t = time.perf_counter()
-        version, _ = train_decoder(store, data.data_dir, cfg.train, index_version=store.active("index"), data=data.training, progress=progress)
+        version, _ = train_decoder(store, data.data_dir, cfg.train, index_version=store.active("index"), data=data.training, progress=progress,
+                                   cache_dir=cache_dir, log=log)
         store.activate("decoder", version)
         timing["train_s"] = time.perf_counter() - t
     log(f"{name}: decoding {len(data.cases)} cases")

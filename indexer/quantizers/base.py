@@ -121,6 +121,10 @@ class Quantizer(ABC):
         """Embedding-space reconstruction from the first ``lengths`` codes of each item."""
 
     @abstractmethod
+    def codebook_vectors(self) -> list[np.ndarray]:
+        """Each layer's codewords, float32 [M_l, d] (d: the space the residuals live in)."""
+
+    @abstractmethod
     def _tensors(self) -> dict[str, np.ndarray]: ...
 
     @abstractmethod

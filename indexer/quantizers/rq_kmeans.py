@@ -58,6 +58,9 @@ class RQKMeans(Quantizer):
             out += np.where(keep, c[codes[:, layer]], 0.0)
         return out
 
+    def codebook_vectors(self) -> list[np.ndarray]:
+        return [np.asarray(c, dtype=np.float32) for c in self.codebooks]
+
     def _tensors(self) -> dict[str, np.ndarray]:
         return {f"codebook_{i}": c for i, c in enumerate(self.codebooks)}
 

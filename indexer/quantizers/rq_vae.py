@@ -192,6 +192,9 @@ class RQVAE(Quantizer):
             out.append(self.net.decoder(zq))
         return torch.cat(out).numpy()
 
+    def codebook_vectors(self) -> list[np.ndarray]:
+        return [c.detach().numpy().astype(np.float32) for c in self.net.codebooks]
+
     # -- persistence --------------------------------------------------------------------------
     def _tensors(self) -> dict[str, np.ndarray]:
         return {k: v.detach().numpy() for k, v in self.net.state_dict().items()}

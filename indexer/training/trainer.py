@@ -1,8 +1,19 @@
-"""Train the Qwen3 decoder on (prompt -> SID tokens + <sid_end>) and seal it in the store.
+"""Train the Qwen3 decoder and seal it in the store.
 
-Loss is cross-entropy over the SID range only, on the SID positions only, which is exactly the
-distribution the engines decode from. Each batch mixes history/query examples with item-indexing
-examples (item text -> SID) at ``indexing_share``, so every item, tail included, is generable.
+The recipe (docs/decoder.md has the measurements behind each part):
+- **Whole-sequence teacher forcing.** A user's history is one row whose every item but the first
+  is a target, so one forward pass trains every next-item prediction in it, as SASRec does.
+- **Multi-view indexing.** With text queries, every item is taught every epoch through its views
+  (title, whole text, each sentence, lead, random spans), beside the training queries.
+- **What MiniLM knows.** Query embeddings enter as soft-prompt vectors; history items carry their
+  projected embedding and a learned item embedding (``PromptConfig``). SID-token embeddings start
+  from the quantizer's codewords (``sid_init``).
+- **Epochs, not steps**: length-bucketed batches of ``batch_tokens``, AdamW with warm-up and cosine
+  decay, dropout; model selection on validation Recall@10 through the service's own pipeline, with
+  early stopping, an optional refit that adds the validation items, and a checkpoint per epoch.
+
+Loss is cross-entropy over the SID range only, at the labelled positions only: exactly the
+distribution the engines decode from.
 """
 
 from __future__ import annotations
@@ -10,96 +21,266 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
-from indexer.training.examples import Example, TrainingData, load_training_data
+from indexer.quantizers import load_quantizer
+from indexer.training.checkpoints import Checkpoints
+from indexer.training.config import TrainConfig
+from indexer.training.examples import TrainingData, load_training_data, text_views
+from indexer.training.rows import RowMaker, make_batches, window
+from indexer.training.validation import Validation
 from model_store import Store
-from sidcore.decoder.bundle import DecoderSpec, make_builder, save_decoder
-from sidcore.decoder.model import TinyConfig, load_base_model, new_tiny_model, sid_logits
-from sidcore.decoder.prompt import HistoryItem, PromptConfig
+from sidcore.decoder.bundle import Decoder, DecoderSpec, ItemTable, make_builder, save_decoder
+from sidcore.decoder.model import PromptInputs, embed_inputs, load_base_model, new_tiny_model, sid_logits
 from sidcore.decoder.tokenizer import extend_with_sid_tokens, load_base_tokenizer, train_text_tokenizer
+from sidcore.embed import DIM, MODEL_NAME, embed_texts
 from sidcore.errors import DataError
 from sidcore.index.artifact import IndexArtifact, load_index
+from sidcore.index.trie import Trie
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Decoder training.
-
-    Args:
-        steps: optimizer steps.
-        batch_size: examples per step.
-        lr: peak AdamW learning rate (warm-up then cosine decay); 2e-5 suits a pretrained base.
-        warmup: warm-up steps.
-        indexing_share: share of each batch drawn from item-indexing examples.
-        text_vocab: size of the tiny tokenizer's text vocabulary.
-        seed: data order, initialisation.
-        tiny: the default model shape (ignored with a base model).
-        prompt: the prompt template caps.
-    """
-
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 2e-3
-    warmup: int = 100
-    indexing_share: float = 0.2
-    text_vocab: int = 4096
-    seed: int = 0
-    tiny: TinyConfig = field(default_factory=TinyConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise DataError("steps, batch_size and lr must be positive")
-        if not 0.0 <= self.indexing_share <= 1.0:
-            raise DataError("indexing_share must be in [0, 1]")
+def check_items(data: TrainingData, art: IndexArtifact) -> None:
+    """DataError naming the training items that index ``art`` does not hold."""
+    indexed = set(art.item_ids.tolist())
+    named = {i for s in data.sequences for i in s} | {e.target for e in data.queries + data.valid}
+    missing = sorted(named - indexed)
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:5])
+        raise DataError(f"{len(missing)} item(s) of the training data are not in index {art.version} (e.g. {shown}): "
+                        "train against the index built from this catalog")
 
 
-class ExampleEncoder:
-    """Example -> (prompt ids, target local ids), through the shared prompt template."""
+def item_views(data: TrainingData, items: list[str], spans: int, seed: int) -> list[tuple[str, str]]:
+    """(view text, item id) for every view of every item (see ``examples.text_views``)."""
+    rng = np.random.default_rng(seed)
+    cat = data.catalog
+    out = []
+    for item in items:
+        i = cat.index_of[item]
+        text = cat.texts[i]
+        title = cat.titles[i] if cat.titles else ""
+        body = text[len(title) + 2 :] if title and text.startswith(title + ". ") else ("" if text == title else text)
+        views = text_views(title, body, rng, spans)
+        out += [(v, item) for v in dict.fromkeys([text, *views])]
+    return out
 
-    def __init__(self, spec: DecoderSpec, tok, art: IndexArtifact, titles: dict[str, str]):
-        self.spec = spec
-        self.builder = make_builder(spec, tok)
+
+def codebook_init(model, art: IndexArtifact, base: int) -> None:
+    """SID-token rows (input and output embeddings) from the quantizer's codewords, projected to the
+    hidden size by PCA over all codewords and scaled to the initialiser's std (0.02)."""
+    books = load_quantizer(art.path).codebook_vectors()
+    allv = np.concatenate(books)
+    centred = allv - allv.mean(0)
+    hidden = model.config.hidden_size
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    v = centred @ vt[:hidden].T
+    if v.shape[1] < hidden:
+        v = np.pad(v, ((0, 0), (0, hidden - v.shape[1])))
+    v = torch.from_numpy(v / v.std() * 0.02).float()
+    with torch.no_grad():
+        for w in (model.get_input_embeddings().weight, model.lm_head.weight):
+            w[base : base + len(v)] = v.to(w.device)
+
+
+def _state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class _Run:
+    """One training run: its data in row form, model, optimizer and selection state."""
+
+    def __init__(self, art: IndexArtifact, data: TrainingData, cfg: TrainConfig, base_model: Path | None, progress: bool,
+                 log: Callable[[str], None], cache_dir: Path | None):
+        self.art, self.data, self.cfg, self.progress, self.log = art, data, cfg, progress, log
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        items = art.item_ids.tolist()
+        cat = data.catalog
+        titles = {i: (cat.titles[cat.index_of[i]] if cat.titles else "") or cat.texts[cat.index_of[i]] for i in items}
         self.titles = titles
-        self.row = {item: i for i, item in enumerate(art.item_ids.tolist())}
-        self.codes, self.lengths = art.codes, art.lengths
-        self.vocab = spec.vocab
+        if cat.vectors is not None:
+            vectors, embedder = np.asarray(cat.vectors, dtype=np.float32)[[cat.index_of[i] for i in items]], "vectors"
+        else:
+            vectors, embedder = embed_texts([cat.texts[cat.index_of[i]] for i in items], cache_dir, progress=progress), MODEL_NAME
+        self.items = ItemTable(items, vectors)
+        self.embeds_queries = embedder != "vectors"
+        prompt = cfg.prompt
+        if prompt.soft_vectors and not self.embeds_queries:
+            # Queries cannot be put in the space of vectors the catalog brought: they enter as tokens.
+            prompt = dataclasses.replace(prompt, soft_vectors=0, query_tokens=prompt.query_tokens or 64)
+            log(f"this catalog brings its own vectors, so queries enter as tokens: soft_vectors 0, query_tokens {prompt.query_tokens}")
+        self.views = item_views(data, items, cfg.view_spans, cfg.seed) if cfg.views else []
 
-    def sid(self, item: str) -> np.ndarray:
-        i = self.row[item]
-        return self.codes[i, : self.lengths[i]]
+        texts = list(cat.texts) + [e.query for e in data.queries if e.query] + [v for v, _ in self.views]
+        tok = load_base_tokenizer(base_model) if base_model is not None else train_text_tokenizer(texts, cfg.text_vocab)
+        base = extend_with_sid_tokens(tok, art.sizes)
+        self.tok = tok
+        self.spec = DecoderSpec(art.version, art.sizes, base, prompt, str(base_model) if base_model else "tiny", art.fingerprint,
+                                embedder, vectors.shape[1] if vectors is not None else DIM)
+        codes = {item: self.spec.codes(art.codes[r, : art.lengths[r]]) for r, item in enumerate(items)}
+        self.maker = RowMaker(make_builder(self.spec, tok), codes, titles, self.spec.vocab.end_local)
+        self.soft_id = tok.convert_tokens_to_ids("<soft>")
 
-    def encode(self, ex: Example) -> tuple[list[int], list[int]]:
-        history = [HistoryItem(self.titles.get(h, ""), self.spec.history_tokens(self.sid(h))) for h in ex.history]
-        prompt = self.builder.build(ex.query, history)
-        target = [t - self.vocab.base for t in self.vocab.sid_tokens(self.sid(ex.target))]
-        return prompt, target
+        self.query_row: dict[str, int] = {}
+        self.query_vectors = None
+        if prompt.soft_vectors and (data.queries or self.views):
+            qtexts = list(dict.fromkeys([e.query for e in data.queries if e.query] + [v for v, _ in self.views]))
+            self.query_row = {t: r for r, t in enumerate(qtexts)}
+            self.query_vectors = torch.from_numpy(embed_texts(qtexts, cache_dir, progress=progress)).to(self.device)
+        self.item_vectors = torch.from_numpy(vectors).to(self.device) if "minilm" in prompt.item_content else None
+        self.trie = Trie.from_artifact(art)
+        rng = np.random.default_rng(cfg.seed)
+        cases = [data.valid[i] for i in np.sort(rng.permutation(len(data.valid))[: cfg.val_cases])] if cfg.val_cases else []
+        self.validation = Validation(cases, beam_width=cfg.val_beam)
+        self.base_model = base_model
 
+    # -- model --------------------------------------------------------------------------------
+    def new_model(self):
+        cfg = self.cfg
+        if self.base_model is not None:
+            model = load_base_model(self.base_model, len(self.tok))
+        else:
+            model = new_tiny_model(cfg.tiny, len(self.tok), self.tok.pad_token_id, cfg.seed)
+        if cfg.sid_init == "codebook":
+            codebook_init(model, self.art, self.spec.base)
+        inputs = PromptInputs(model.config.hidden_size, self.spec.embed_dim, self.spec.prompt.soft_vectors, self.spec.prompt.item_content,
+                              len(self.items.ids))
+        return model.to(self.device), inputs.to(self.device)
 
-def sid_loss(model, batch: list[tuple[list[int], list[int]]], spec: DecoderSpec, pad_id: int, device: str) -> torch.Tensor:
-    """Mean cross-entropy of the target SID tokens (and end) over the SID range."""
-    seqs = [p + [spec.base + t for t in tgt[:-1]] for p, tgt in batch]
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    rows, cols, targets = [], [], []
-    for b, ((prompt, tgt), seq) in enumerate(zip(batch, seqs)):
-        ids[b, : len(seq)] = torch.tensor(seq)
-        mask[b, : len(seq)] = 1
-        for j, t in enumerate(tgt):
-            rows.append(b)
-            cols.append(len(prompt) - 1 + j)
-            targets.append(t)
-    hidden = model.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-    logits = sid_logits(model, hidden[torch.tensor(rows), torch.tensor(cols)], spec.base, spec.vocab.num_local)
-    return torch.nn.functional.cross_entropy(logits, torch.tensor(targets, device=device))
+    def optimizer(self, model, inputs, total_steps: int):
+        decay, flat = [], []
+        for module in (model, inputs):
+            for name, p in module.named_parameters():
+                (flat if p.ndim < 2 or "norm" in name else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": flat, "weight_decay": 0.0}],
+                                lr=self.cfg.lr)
+        warm = max(1, int(self.cfg.warmup * total_steps))
+
+        def scale(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, scale)
+
+    def decoder(self, model, inputs) -> Decoder:
+        """The model being trained, as the engines see a decoder version."""
+        return Decoder("(training)", self.spec, model, self.tok, self.titles, Path("."), inputs, self.items)
+
+    # -- data ---------------------------------------------------------------------------------
+    def rows(self, rng: np.random.Generator, refit: bool):
+        h = self.spec.prompt.history_items
+        sequences = list(self.data.sequences)
+        queries = list(self.data.queries)
+        if refit:
+            sequences += [e.history + (e.target,) for e in self.data.valid if not e.query]
+            queries += [e for e in self.data.valid if e.query]
+        rows = [self.maker.sequence(window(s, h, rng)) for s in sequences if len(s) >= 2]
+        rows += [self.maker.query(e.query, e.target, e.history) for e in queries] * self.cfg.query_repeats
+        rows += [self.maker.query(text, item) for text, item in self.views]
+        if not rows:
+            raise DataError("no training rows: the data has no sequences of two or more items, no training queries and no views")
+        return rows
+
+    def batches(self, rng: np.random.Generator, refit: bool):
+        return make_batches(self.rows(rng, refit), self.cfg.batch_tokens, self.cfg.max_batch_rows, self.tok.pad_token_id,
+                            self.items.row, self.query_row, rng)
+
+    def loss(self, model, inputs, batch) -> torch.Tensor:
+        dev = self.device
+        ids, labels = batch.ids.to(dev), batch.labels.to(dev)
+        qv = None
+        if self.query_vectors is not None:
+            q = batch.queries.to(dev)
+            qv = torch.where((q >= 0).unsqueeze(1), self.query_vectors[q.clamp(min=0)], 0.0)
+        x = embed_inputs(model, inputs, ids, self.soft_id, qv, batch.content.to(dev), self.item_vectors)
+        x = F.dropout(x, self.cfg.dropout, training=True)
+        hidden = model.model(inputs_embeds=x, attention_mask=batch.attention.to(dev)).last_hidden_state
+        at = labels >= 0
+        logits = sid_logits(model, hidden[at], self.spec.base, self.spec.vocab.num_local)
+        return F.cross_entropy(logits.float(), labels[at])
+
+    # -- one phase: selection (validation every epoch) or refit (a fixed number of epochs) -------
+    def fit(self, phase: str, epochs: int, ckpt: Checkpoints, resume: dict | None, keep: dict | None = None) -> dict:
+        """Train a fresh model for up to ``epochs`` epochs (resuming ``resume`` when it is this
+        phase's); ``keep`` is saved along in every checkpoint. Returns the model, its prompt inputs
+        (the best epoch's when validated) and the phase's progress."""
+        cfg = self.cfg
+        refit = phase == "refit"
+        validate = not refit and bool(self.validation.cases)
+        model, inputs = self.new_model()
+        steps_per_epoch = len(self.batches(np.random.default_rng(cfg.seed + 1), refit))
+        total = cfg.epochs * steps_per_epoch
+        opt, sched = self.optimizer(model, inputs, total)
+        rng = np.random.default_rng(cfg.seed)
+        st = {"phase": phase, "epoch": 0, "step": 0, "curve": [], "best": None, "bad": 0, "tokens": 0, "seconds": 0.0}
+        if resume is not None and resume["phase"] == phase:
+            model.load_state_dict(resume["model"])
+            inputs.load_state_dict(resume["inputs"])
+            opt.load_state_dict(resume["opt"])
+            sched.load_state_dict(resume["sched"])
+            rng.bit_generator.state = resume["rng"]
+            torch.set_rng_state(resume["torch_rng"])
+            st = resume["progress"]
+            self.log(f"resuming {phase} after epoch {st['epoch']} from {ckpt.last}")
+        while st["epoch"] < epochs and not (cfg.max_steps and st["step"] >= cfg.max_steps) and not self._stopped(st):
+            epoch = st["epoch"] + 1
+            model.train()
+            inputs.train()
+            batches = self.batches(rng, refit)
+            t0 = time.perf_counter()
+            losses = []
+            bar = tqdm(batches, desc=f"{phase} epoch {epoch}/{epochs}", unit="step", disable=not self.progress, leave=False)
+            for batch in bar:
+                loss = self.loss(model, inputs, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([*model.parameters(), *inputs.parameters()], 1.0)
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                st["step"] += 1
+                st["tokens"] += batch.tokens
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+                if cfg.max_steps and st["step"] >= cfg.max_steps:
+                    break
+            bar.close()
+            seconds = time.perf_counter() - t0
+            st["seconds"] += seconds
+            point = {"epoch": epoch, "loss": round(float(np.mean(losses)), 4), "steps": len(losses), "seconds": round(seconds, 1)}
+            if validate:
+                model.eval()
+                inputs.eval()
+                t1 = time.perf_counter()
+                point["val_recall@10"] = round(self.validation.recall(self.decoder(model, inputs), self.trie), 4)
+                point["val_seconds"] = round(time.perf_counter() - t1, 1)
+                best = st["best"]
+                if best is None or point["val_recall@10"] > best["score"]:
+                    st["best"] = {"epoch": epoch, "score": point["val_recall@10"], "model": _state(model), "inputs": _state(inputs)}
+                    st["bad"] = 0
+                else:
+                    st["bad"] += 1
+            st["epoch"] = epoch
+            st["curve"].append(point)
+            ckpt.save({"phase": phase, "model": model.state_dict(), "inputs": inputs.state_dict(), "opt": opt.state_dict(),
+                       "sched": sched.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "progress": st,
+                       **(keep or {})})
+            self.log(f"{phase} epoch {epoch}/{epochs}: " + ", ".join(f"{k} {v}" for k, v in point.items() if k != "epoch"))
+        if st["best"] is not None:
+            model.load_state_dict(st["best"]["model"])
+            inputs.load_state_dict(st["best"]["inputs"])
+        model.eval()
+        inputs.eval()
+        return {"model": model, "inputs": inputs, "progress": st}
+
+    def _stopped(self, st: dict) -> bool:
+        return bool(self.cfg.patience) and st["best"] is not None and st["bad"] >= self.cfg.patience
 
 
 def train_decoder(
@@ -110,66 +291,62 @@ def train_decoder(
     base_model: Path | None = None,
     data: TrainingData | None = None,
     progress: bool = True,
+    cache_dir: Path | None = None,
+    checkpoints: Path | None = None,
+    restart: bool = False,
+    log: Callable[[str], None] = print,
 ) -> tuple[str, dict]:
-    """Train on ``data_dir`` (or pre-loaded ``data``) for an index version; returns (version, summary)."""
+    """Train on ``data_dir`` (or pre-loaded ``data``) for an index version; returns (version, summary).
+
+    ``checkpoints``: the run's checkpoint folder (default: ``<store>/checkpoints/decoder-<index version>``);
+    an interrupted run started again with the same settings resumes after its last finished epoch,
+    ``restart`` discards what is there. ``cache_dir``: the embedding cache (as for indexing).
+    """
     art = load_index(store, index_version)
-    data = data or load_training_data(data_dir, cfg.prompt.history_items)
-    titles = dict(zip(data.catalog.item_ids, data.catalog.texts))
-    indexed = [item for item in art.item_ids.tolist() if item in titles]
-    if not indexed:
-        raise DataError(f"none of the items in {data_dir} are in index {art.version}")
-    in_index = set(art.item_ids.tolist())
-    train = [ex for ex in data.train if ex.target in in_index]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(cfg.seed)
+    data = data or load_training_data(data_dir, seed=cfg.seed)
+    check_items(data, art)
     if not progress:
         transformers_logging.disable_progress_bar()
-
-    if base_model is not None:
-        tok = load_base_tokenizer(base_model)
-    else:
-        tok = train_text_tokenizer(data.catalog.texts + [ex.query for ex in train if ex.query], cfg.text_vocab)
-    base = extend_with_sid_tokens(tok, art.sizes)
-    spec = DecoderSpec(art.version, art.sizes, base, cfg.prompt, str(base_model) if base_model else "tiny", art.fingerprint)
-    if base_model is not None:
-        model = load_base_model(base_model, len(tok))
-    else:
-        model = new_tiny_model(cfg.tiny, len(tok), tok.pad_token_id, cfg.seed)
-    model.to(device).train()
-    encoder = ExampleEncoder(spec, tok, art, titles)
-    indexing = [Example(titles[item], (), item) for item in indexed]
-
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
-    )
-    rng = np.random.default_rng(cfg.seed)
-    losses = []
+    torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="decoder", unit="step", disable=not progress)
-    for _ in bar:
-        n_index = rng.binomial(cfg.batch_size, cfg.indexing_share) if train else cfg.batch_size
-        picks = [indexing[i] for i in rng.integers(0, len(indexing), n_index)]
-        if train:
-            picks += [train[i] for i in rng.integers(0, len(train), cfg.batch_size - n_index)]
-        loss = sid_loss(model, [encoder.encode(ex) for ex in picks], spec, tok.pad_token_id, device)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    run = _Run(art, data, cfg, base_model, progress, log, cache_dir)
+    description = {"train": dataclasses.asdict(cfg), "index_version": art.version, "data": str(Path(data_dir).resolve()),
+                   "base_model": str(base_model) if base_model else None}
+    ckpt = Checkpoints(checkpoints or store.root / "checkpoints" / f"decoder-{art.version}", description, restart)
+    resume = ckpt.load()
+    if resume is not None and resume["phase"] == "refit":
+        selection = resume["selection"]  # selection finished before the interruption
+    else:
+        selection = run.fit("select", cfg.epochs, ckpt, resume)
+    final = selection
+    if cfg.refit and selection["progress"]["best"] is not None:
+        final = run.fit("refit", selection["progress"]["best"]["epoch"], ckpt, resume,
+                        keep={"selection": {"progress": {**selection["progress"], "best": {**selection["progress"]["best"], "model": None, "inputs": None}}}})
+    chosen, phases = selection["progress"], [selection["progress"]] + ([final["progress"]] if final is not selection else [])
+    best = chosen["best"]
+    train_seconds = sum(p["seconds"] for p in phases)
     summary = {
-        "steps": cfg.steps,
-        "final_loss": float(np.mean(losses[-50:])),
-        "train_examples": len(train),
-        "indexing_examples": len(indexing),
-        "seconds": time.perf_counter() - t0,
+        "epochs_run": chosen["epoch"],
+        "best_epoch": best["epoch"] if best else None,
+        "val_recall@10": best["score"] if best else None,
+        "val_cases": len(run.validation.cases),
+        "refit_epochs": final["progress"]["epoch"] if final is not selection else None,
+        "curve": chosen["curve"],
+        "steps": sum(p["step"] for p in phases),
+        "final_loss": chosen["curve"][-1]["loss"] if chosen["curve"] else None,
+        "sequence_rows": len(data.sequences),
+        "query_rows": len(data.queries) * cfg.query_repeats,
+        "view_rows": len(run.views),
+        "tokens_per_s": round(sum(p["tokens"] for p in phases) / max(train_seconds, 1e-9)),
+        "steps_per_s": round(sum(p["step"] for p in phases) / max(train_seconds, 1e-9), 2),
+        "train_seconds": round(train_seconds, 1),
+        "seconds": round(time.perf_counter() - t0, 1),
     }
-    model.eval()
+    model, inputs = final["model"], final["inputs"]
     config = {"index_version": art.version, "index_fingerprint": art.fingerprint, "train": dataclasses.asdict(cfg),
-              "base_model": spec.model, "summary": summary}
+              "base_model": run.spec.model, "summary": summary}
     with store.new_version("decoder", config) as d:
-        save_decoder(d, spec, model.to("cpu"), tok, titles)
+        save_decoder(d, run.spec, model.to("cpu"), run.tok, run.titles, inputs.to("cpu"), run.items)
+    ckpt.remove()
     return store.last_version, summary
+

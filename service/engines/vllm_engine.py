@@ -8,6 +8,12 @@ SID-range log-softmax verbatim, and per-beam top-2W is all ``BeamSearch`` needs 
 exactly what the torch engine selects. All requests of a step are in flight together, so vLLM
 batches them; prefix caching lets the beams of a request share their prompt's KV blocks.
 
+A decoder whose prompts add to their token embeddings (soft query vectors, history items'
+content: ``decoder.model.PromptInputs``) is served through vLLM's prompt-embeddings input: each
+prompt's input embeddings are computed once per call by the decoder's own ``prefill`` and sent,
+with the beam's SID-token embeddings appended, as ``embeds_input`` (``enable_prompt_embeds``);
+vLLM hashes embeddings per KV block, so the beams still share their prompt's blocks.
+
 ``AsyncLLM`` is bound to the event loop it runs on, so the engine owns one loop in a background
 thread: ``decode``, from any thread, runs the search there.
 vLLM is imported lazily: importing this module does not need it installed.
@@ -22,14 +28,14 @@ import os
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from sidcore.decoder.bundle import Decoder
-from sidcore.decoder.prompt import max_prompt_tokens
-from sidcore.engines.base import DecodeStats, Engine, Hit, default_mask
+from sidcore.decoder.prompt import Prompt, as_prompt, max_prompt_tokens
+from sidcore.engines.base import DecodeStats, Engine, Hit, default_mask, query_vectors
 from sidcore.engines.beam import NEG, BeamSearch
 from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import TrieMask
@@ -108,6 +114,7 @@ class VLLMEngine(Engine):
             enable_prefix_caching=True,
             kv_cache_memory_bytes=kv_cache_bytes or (256 << 20 if cpu else None),
             disable_log_stats=True,
+            enable_prompt_embeds=not decoder.inputs.empty,
         )
         if cpu:
             # float32 matches the torch engine; CPU attention wants blocks in multiples of 32;
@@ -149,7 +156,7 @@ class VLLMEngine(Engine):
         # The first requests pay seconds of one-off set-up; pay them here, on the masked path.
         vocab = self.decoder.spec.vocab
         args = mask_args(np.ones(vocab.num_local, dtype=bool), vocab.base)
-        await asyncio.gather(*(self._top_logprobs([vocab.base] * n, args, 2) for n in (1, 2)))
+        await asyncio.gather(*(self._top_logprobs(self._input(Prompt((vocab.base,) * n), None, []), args, 2) for n in (1, 2)))
 
     def close(self) -> None:
         """Stop the vLLM engine (its process included) and the loop thread. Idempotent."""
@@ -170,26 +177,49 @@ class VLLMEngine(Engine):
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    def decode(self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None,
-               item_masks: list[ItemMask | None] | None = None) -> tuple[list[list[Hit]], DecodeStats]:
+    def decode(self, prompts: Sequence[Prompt | Sequence[int]], beam_width: int, num_sids: int, constrained: bool = True,
+               mask: TrieMask | None = None, item_masks: list[ItemMask | None] | None = None) -> tuple[list[list[Hit]], DecodeStats]:
         return self._submit(prompts, beam_width, num_sids, constrained, mask, item_masks).result()
 
     def _submit(self, prompts, beam_width, num_sids, constrained, mask=None, item_masks=None):
-        """Checks in the caller's thread, then the search on the engine's loop."""
+        """Checks and prompt embeddings in the caller's thread, then the search on the engine's loop."""
         if self._llm is None:
             raise RuntimeError("the vLLM engine is closed")
         if not 1 <= beam_width <= self.max_beam_width:
             raise ValueError(f"beam_width must be in [1, {self.max_beam_width}], got {beam_width}")
-        return self._run(self._decode(prompts, beam_width, num_sids, constrained, mask or self._mask(), item_masks))
+        prompts = [as_prompt(p) for p in prompts]
+        return self._run(self._decode(prompts, self._prompt_embeds(prompts), beam_width, num_sids, constrained, mask or self._mask(),
+                                      item_masks))
 
-    async def _decode(self, prompts, beam_width, num_sids, constrained, mask, item_masks=None):
+    def _prompt_embeds(self, prompts: list[Prompt]) -> list[torch.Tensor] | None:
+        """Each prompt's input embeddings [P_r, H] in the model's dtype, or None when the decoder adds
+        nothing to token embeddings (prompts then go as token ids)."""
+        if self.decoder.inputs.empty:
+            return None
+        embeds, attn = self.decoder.prefill(prompts, query_vectors(self.decoder, prompts))
+        dtype = self._llm.model_config.dtype
+        return [e[a.bool()].to("cpu", dtype) for e, a in zip(embeds, attn)]
+
+    def _sid_embeds(self, tokens: list[int]) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.decoder.model.model.embed_tokens(torch.tensor(tokens, dtype=torch.long)).to("cpu", self._llm.model_config.dtype)
+
+    async def _decode(self, prompts, embeds, beam_width, num_sids, constrained, mask, item_masks=None):
         # The item masks act through search.allowed(), which _step ships to vLLM per beam.
         search = BeamSearch(mask, len(prompts), beam_width, num_sids, constrained, self.length_penalty, item_masks)
-        while search.advance(await self._step(search, prompts)) is not None:
+        while search.advance(await self._step(search, prompts, embeds)) is not None:
             pass
         return search.results(), search.stats
 
-    async def _step(self, search: BeamSearch, prompts: list[list[int]]) -> torch.Tensor:
+    def _input(self, prompt: Prompt, embeds: torch.Tensor | None, suffix: list[int]):
+        """One beam's engine input: its prompt and the SID tokens it has generated."""
+        from vllm.inputs import embeds_input, tokens_input
+
+        if embeds is None:
+            return tokens_input([*prompt.ids, *suffix])
+        return embeds_input(torch.cat([embeds, self._sid_embeds(suffix)]) if suffix else embeds)
+
+    async def _step(self, search: BeamSearch, prompts: list[Prompt], embeds: list[torch.Tensor] | None) -> torch.Tensor:
         """Masked log-probs [R*W, S] of this step: each live beam's top 2W, -inf elsewhere."""
         from service.engines.vllm_processor import mask_args
 
@@ -200,7 +230,10 @@ class VLLMEngine(Engine):
         # vLLM building them (its per-entry cost dominated the client at beam 100).
         k = np.minimum(2 * W, allowed.sum(1)).tolist()
         suffixes = (search.tokens + base).tolist()
-        tops = await asyncio.gather(*(self._top_logprobs(prompts[r // W] + suffixes[r], mask_args(allowed[r], base), k[r]) for r in rows))
+        tops = await asyncio.gather(*(
+            self._top_logprobs(self._input(prompts[r // W], None if embeds is None else embeds[r // W], suffixes[r]), mask_args(allowed[r], base), k[r])
+            for r in rows
+        ))
         row = np.repeat(rows, [len(tokens) for tokens, _ in tops])
         token = np.concatenate([tokens for tokens, _ in tops]) - base
         value = np.concatenate([values for _, values in tops]).astype(np.float32)
@@ -209,10 +242,9 @@ class VLLMEngine(Engine):
         logp[row[keep], token[keep]] = torch.from_numpy(value[keep])
         return logp
 
-    async def _top_logprobs(self, prompt: list[int], extra_args: dict, k: int) -> tuple[list[int], list[float]]:
+    async def _top_logprobs(self, engine_input, extra_args: dict, k: int) -> tuple[list[int], list[float]]:
         """One beam, one step: the top ``k`` token ids and their masked log-probs (plus the sampled one)."""
         from vllm import SamplingParams
-        from vllm.inputs import tokens_input
 
         params = SamplingParams(
             max_tokens=1,
@@ -224,7 +256,7 @@ class VLLMEngine(Engine):
             extra_args=extra_args,
         )
         final = None
-        async for out in self._llm.generate(tokens_input(prompt), params, request_id=next(self._ids)):
+        async for out in self._llm.generate(engine_input, params, request_id=next(self._ids)):
             final = out
         top = final.outputs[0].logprobs  # one position: the whole flat container
         return top.token_ids, top.logprobs

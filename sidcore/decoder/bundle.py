@@ -1,9 +1,12 @@
-"""A decoder version as the engines use it: model, tokenizer, SID token layout, prompt builder.
+"""A decoder version as the engines use it: model, tokenizer, SID token layout, prompt builder,
+and what its prompts add to token embeddings (soft query vectors, history items' content).
 
-Store layout of a ``decoder`` version: ``model/`` (transformers save_pretrained), ``tokenizer/``,
-``titles.json`` (item id -> title, for title-bearing history prompts) and ``decoder.json``
-(the index version it was trained for and that index's quantizer fingerprint, SID sizes, the SID
-token base, prompt config).
+Store layout of a ``decoder`` version: ``model/`` (transformers save_pretrained, what vLLM loads),
+``tokenizer/``, ``titles.json`` (item id -> title, for title-bearing history prompts),
+``items.npz`` (the item table: ids and their embeddings, the rows ``PromptInputs`` and within-SID
+ordering address), ``prompt_inputs.safetensors`` (when the prompt adds anything) and
+``decoder.json`` (the index version it was trained for and that index's quantizer fingerprint,
+SID sizes, the SID token base, the prompt config, the embedder).
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 from model_store import Store
-from sidcore.decoder.prompt import MARKERS, HistoryItem, PromptBuilder, PromptConfig
+from sidcore.decoder.model import PromptInputs, as_float_tensor, embed_inputs
+from sidcore.decoder.prompt import MARKERS, HistoryItem, Prompt, PromptBuilder, PromptConfig
 from sidcore.decoder.tokenizer import load_tokenizer
 from sidcore.decoder.vocab import SIDVocab
+
+ITEMS_FILE = "items.npz"
+PROMPT_INPUTS_FILE = "prompt_inputs.safetensors"
 
 
 @dataclass(frozen=True)
@@ -32,27 +40,50 @@ class DecoderSpec:
     prompt: PromptConfig
     model: str  # "tiny" or the base checkpoint path
     index_fingerprint: str = ""  # quantizer fingerprint of the index it was trained on ("" in decoders older than releases)
+    embedder: str = ""  # what the item table's vectors are: a MiniLM model name (queries can be embedded too), or "vectors"
+    embed_dim: int = 0
 
     @property
     def vocab(self) -> SIDVocab:
         return SIDVocab(self.sizes, self.base)
 
-    def history_tokens(self, sid: Sequence[int]) -> list[int]:
-        """Token ids of a history item's SID (no end token: it is context, not a target)."""
-        return self.vocab.sid_tokens(sid)[:-1]
+    @property
+    def embeds_queries(self) -> bool:
+        """Whether a query text can be put in the item vectors' space (MiniLM on both sides)."""
+        return bool(self.embedder) and self.embedder != "vectors"
+
+    def codes(self, sid: Sequence[int]) -> list[int]:
+        """Local ids of a SID's codes (no ``<sid_end>``)."""
+        return [self.vocab.local(layer, int(c)) for layer, c in enumerate(sid)]
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "sizes": list(self.sizes)}
 
     @classmethod
     def from_json(cls, d: dict) -> "DecoderSpec":
-        return cls(d["index_version"], tuple(d["sizes"]), d["base"], PromptConfig(**d["prompt"]), d["model"], d.get("index_fingerprint", ""))
+        return cls(d["index_version"], tuple(d["sizes"]), d["base"], PromptConfig(**d["prompt"]), d["model"],
+                   d.get("index_fingerprint", ""), d.get("embedder", ""), d.get("embed_dim", 0))
 
 
 def make_builder(spec: DecoderSpec, tok: PreTrainedTokenizerFast) -> PromptBuilder:
     encode = lru_cache(maxsize=1 << 18)(lambda text: tuple(tok.encode(text, add_special_tokens=False)))
     markers = dict(zip(MARKERS, tok.convert_tokens_to_ids(list(MARKERS))))
-    return PromptBuilder(spec.prompt, lambda text: list(encode(text)), markers)
+    return PromptBuilder(spec.prompt, lambda text: list(encode(text)), markers, spec.base)
+
+
+@dataclass
+class ItemTable:
+    """The items a decoder knows: row per item id, and their embeddings (float32 [N, D], or None)."""
+
+    ids: list[str]
+    vectors: np.ndarray | None
+
+    def __post_init__(self) -> None:
+        self.row = {item: i for i, item in enumerate(self.ids)}
+
+    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Int64 rows, -1 for ids the table does not hold (cold-start items)."""
+        return np.fromiter((self.row.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
 
 
 @dataclass
@@ -63,20 +94,61 @@ class Decoder:
     tokenizer: PreTrainedTokenizerFast
     titles: dict[str, str]
     path: Path
+    inputs: PromptInputs
+    items: ItemTable
 
     def __post_init__(self) -> None:
         self.builder = make_builder(self.spec, self.tokenizer)
+        self.soft_id = self.tokenizer.convert_tokens_to_ids("<soft>")
+        device = next(self.model.parameters()).device
+        self._item_vectors = as_float_tensor(self.items.vectors, device) if "minilm" in self.spec.prompt.item_content else None
 
-    def prompt_ids(self, query: str | None, history: Sequence[tuple[str, Sequence[int] | None]]) -> list[int]:
+    def history(self, history: Sequence[tuple[str, Sequence[int] | None]]) -> list[HistoryItem]:
         """``history``: (item id, its SID or None if unknown), oldest first."""
-        items = [HistoryItem(self.titles.get(item, ""), self.spec.history_tokens(sid) if sid else ()) for item, sid in history]
-        return self.builder.build(query, items)
+        return [HistoryItem(item, self.titles.get(item, ""), self.spec.codes(sid) if sid else ()) for item, sid in history]
+
+    def prompt_ids(self, query: str | None, history: Sequence[tuple[str, Sequence[int] | None]]) -> Prompt:
+        """The prompt of a request (see ``prompt.PromptBuilder.build``)."""
+        return self.builder.build(query, self.history(history))
+
+    def query_vectors(self, queries: Sequence[str | None]) -> np.ndarray | None:
+        """MiniLM embeddings [R, D] of the queries (zeros where none), when the decoder uses them."""
+        if not (self.spec.embeds_queries and any(queries)):
+            return None
+        from sidcore.embed import embed_queries
+
+        return embed_queries(queries, self.spec.embed_dim)
+
+    @torch.inference_mode()
+    def prefill(self, prompts: Sequence[Prompt], query_vectors: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings [R, P, H] of the prompts, left-padded to the longest, and their
+        attention mask [R, P] (1 on real positions)."""
+        device = next(self.model.parameters()).device
+        P = max(map(len, prompts))
+        ids = torch.full((len(prompts), P), self.tokenizer.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(prompts), P), dtype=torch.long)
+        content = torch.full((len(prompts), P), -1, dtype=torch.long)
+        for r, p in enumerate(prompts):
+            at = P - len(p)
+            ids[r, at:] = torch.tensor(p.ids)
+            attn[r, at:] = 1
+            if p.content:
+                positions, rows = zip(*((at + pos, self.items.row.get(item, -1)) for pos, item in p.content))
+                content[r, list(positions)] = torch.tensor(rows)
+        qv = as_float_tensor(query_vectors, device)
+        embeds = embed_inputs(self.model, self.inputs, ids.to(device), self.soft_id, qv, content.to(device), self._item_vectors)
+        return embeds, attn.to(device)
 
 
-def save_decoder(directory: Path, spec: DecoderSpec, model: Qwen3ForCausalLM, tok: PreTrainedTokenizerFast, titles: dict[str, str]) -> None:
+def save_decoder(directory: Path, spec: DecoderSpec, model: Qwen3ForCausalLM, tok: PreTrainedTokenizerFast, titles: dict[str, str],
+                 inputs: PromptInputs, items: ItemTable) -> None:
     model.save_pretrained(directory / "model")
     tok.save_pretrained(directory / "tokenizer")
     (directory / "titles.json").write_text(json.dumps(titles))
+    vectors = items.vectors.astype(np.float16) if items.vectors is not None else np.zeros((len(items.ids), 0), dtype=np.float16)
+    np.savez(directory / ITEMS_FILE, ids=np.asarray(items.ids), vectors=vectors)
+    if not inputs.empty:
+        inputs.save(directory / PROMPT_INPUTS_FILE)
     (directory / "decoder.json").write_text(json.dumps(spec.to_json(), indent=2))
 
 
@@ -85,4 +157,10 @@ def load_decoder(store: Store, version: str | None = None, device: str = "cpu") 
     spec = DecoderSpec.from_json(v.json("decoder.json"))
     model = Qwen3ForCausalLM.from_pretrained(str(v.path / "model"), torch_dtype=torch.float32).to(device).eval()
     tok = load_tokenizer(v.path / "tokenizer")
-    return Decoder(v.id, spec, model, tok, v.json("titles.json"), v.path)
+    with np.load(v.file(ITEMS_FILE), allow_pickle=False) as z:
+        ids, vectors = z["ids"].tolist(), z["vectors"]
+    items = ItemTable(ids, vectors.astype(np.float32) if vectors.shape[1] else None)
+    inputs = PromptInputs(model.config.hidden_size, spec.embed_dim, spec.prompt.soft_vectors, spec.prompt.item_content, len(ids))
+    if not inputs.empty:
+        inputs.load(v.file(PROMPT_INPUTS_FILE))
+    return Decoder(v.id, spec, model, tok, v.json("titles.json"), v.path, inputs.to(device).eval(), items)

@@ -1,4 +1,5 @@
-"""The decoder: transformers' Qwen3ForCausalLM, tiny by default, or a local Qwen3 checkpoint.
+"""The decoder: transformers' Qwen3ForCausalLM, tiny by default, or a local Qwen3 checkpoint; and
+``PromptInputs``, what a prompt adds to its token embeddings (see ``prompt.py``).
 
 Only the SID rows of the output head are ever used: training scores the next SID token over the
 SID range (codes + ``<sid_end>``) and decoding computes exactly those logits, so both see one
@@ -7,34 +8,15 @@ distribution. On 2 cores that is the difference between ~17 ms and ~240 ms per s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-
-@dataclass(frozen=True)
-class TinyConfig:
-    """Shape of the default CPU decoder. ``head_dim`` 32 or 64 is what vLLM's CPU attention takes.
-
-    Args:
-        hidden_size: model width.
-        layers: transformer blocks.
-        heads: attention heads (``hidden_size == heads * head_dim`` is not required by Qwen3).
-        kv_heads: key/value heads (grouped-query attention).
-        head_dim: per-head width.
-        intermediate_size: MLP width.
-        max_positions: longest prompt + SID the model can see.
-    """
-
-    hidden_size: int = 128
-    layers: int = 3
-    heads: int = 4
-    kv_heads: int = 2
-    head_dim: int = 32
-    intermediate_size: int = 384
-    max_positions: int = 512
+from sidcore.decoder.config import TinyConfig
 
 
 def new_tiny_model(cfg: TinyConfig, vocab_size: int, pad_id: int, seed: int) -> Qwen3ForCausalLM:
@@ -48,6 +30,7 @@ def new_tiny_model(cfg: TinyConfig, vocab_size: int, pad_id: int, seed: int) -> 
         num_key_value_heads=cfg.kv_heads,
         head_dim=cfg.head_dim,
         max_position_embeddings=cfg.max_positions,
+        attention_dropout=cfg.attention_dropout,
         tie_word_embeddings=False,
         pad_token_id=pad_id,
         bos_token_id=pad_id,
@@ -68,3 +51,83 @@ def sid_logits(model: Qwen3ForCausalLM, hidden: torch.Tensor, base: int, num_loc
     """Logits over the SID range only: hidden (..., H) -> (..., num_local)."""
     weight = model.lm_head.weight[base : base + num_local]
     return hidden @ weight.T
+
+
+class PromptInputs(nn.Module):
+    """What a prompt adds to its token embeddings.
+
+    Args:
+        hidden: the decoder's width.
+        embed_dim: width of the MiniLM embeddings (384).
+        soft_vectors: input vectors a query's embedding becomes at its ``<soft>`` slots (0: none).
+        item_content: ``none``, ``minilm``, ``id`` or ``minilm+id`` (see ``PromptConfig``).
+        num_items: rows of the item table (for ``id`` content).
+    """
+
+    def __init__(self, hidden: int, embed_dim: int, soft_vectors: int, item_content: str, num_items: int):
+        super().__init__()
+        self.hidden, self.soft_vectors = hidden, soft_vectors
+        self.soft = nn.Linear(embed_dim, soft_vectors * hidden) if soft_vectors else None
+        self.content = nn.Linear(embed_dim, hidden, bias=False) if "minilm" in item_content else None
+        self.item = nn.Embedding(num_items, hidden) if "id" in item_content.split("+") else None
+        for module in (self.soft, self.content, self.item):
+            if module is not None:
+                nn.init.normal_(module.weight, std=0.02)
+
+    @property
+    def empty(self) -> bool:
+        return self.soft is None and self.content is None and self.item is None
+
+    def save(self, path: Path) -> None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(path))
+
+    def load(self, path: Path) -> "PromptInputs":
+        self.load_state_dict(load_file(str(path)))
+        return self
+
+
+def embed_inputs(
+    model: Qwen3ForCausalLM,
+    inputs: PromptInputs,
+    ids: torch.Tensor,
+    soft_id: int,
+    query_vectors: torch.Tensor | None,
+    content_rows: torch.Tensor | None,
+    item_vectors: torch.Tensor | None,
+) -> torch.Tensor:
+    """Input embeddings [B, T, H] of token ids [B, T] plus the prompt's additions.
+
+    Args:
+        ids: long [B, T] token ids.
+        soft_id: token id of ``<soft>``; row b's k-th ``<soft>`` slot gets the k-th soft vector of
+            ``query_vectors[b]``.
+        query_vectors: float [B, D] MiniLM embedding of each row's query (zeros where none).
+        content_rows: long [B, T] item-table row whose content the position carries, -1 for none.
+        item_vectors: float [N, D] MiniLM embedding of every item-table row (for ``minilm`` content).
+    """
+    x = model.model.embed_tokens(ids)
+    if inputs.empty:
+        return x
+    add = torch.zeros_like(x)
+    if inputs.soft is not None and query_vectors is not None:
+        slots = ids == soft_id  # [B, T]
+        if slots.any():
+            soft = inputs.soft(query_vectors).view(len(ids), inputs.soft_vectors, inputs.hidden)  # [B, S, H]
+            nth = (slots.cumsum(1) - 1).clamp(min=0, max=inputs.soft_vectors - 1)  # which slot of the row
+            rows = torch.arange(len(ids), device=ids.device).unsqueeze(1).expand_as(ids)
+            add = add + torch.where(slots.unsqueeze(-1), soft[rows, nth], 0.0)
+    if content_rows is not None and (inputs.content is not None or inputs.item is not None):
+        at = content_rows >= 0
+        if at.any():
+            rows = content_rows[at]
+            c = 0
+            if inputs.content is not None:
+                c = c + inputs.content(item_vectors[rows])
+            if inputs.item is not None:
+                c = c + inputs.item(rows)
+            add = add.index_put((at,), c, accumulate=True)
+    return x + add
+
+
+def as_float_tensor(a: np.ndarray | None, device) -> torch.Tensor | None:
+    return None if a is None else torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)

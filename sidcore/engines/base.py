@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
+
+from sidcore.decoder.prompt import Prompt
 from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import TrieMask
 
@@ -30,6 +33,17 @@ class DecodeStats:
 
     steps: int = 0
     finished_per_depth: dict[int, int] = field(default_factory=dict)
+
+
+def query_vectors(decoder, prompts: Sequence[Prompt]) -> "np.ndarray | None":
+    """The prompts' query embeddings [R, D] (computed once by the retriever and carried by the
+    prompts; embedded here for prompts built without them), or None when the decoder uses none."""
+    if not decoder.spec.prompt.soft_vectors or not any(p.query for p in prompts):
+        return None
+    if all(p.query_vector is not None or not p.query for p in prompts):
+        dim = next(p.query_vector for p in prompts if p.query_vector is not None).shape[0]
+        return np.stack([p.query_vector if p.query_vector is not None else np.zeros(dim, dtype=np.float32) for p in prompts])
+    return decoder.query_vectors([p.query for p in prompts])
 
 
 def default_mask(mask: Callable[[], TrieMask] | TrieMask | None) -> Callable[[], TrieMask]:
@@ -50,7 +64,7 @@ class Engine(ABC):
 
     @abstractmethod
     def decode(
-        self, prompts: list[list[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None,
+        self, prompts: Sequence[Prompt | Sequence[int]], beam_width: int, num_sids: int, constrained: bool = True, mask: TrieMask | None = None,
         item_masks: list[ItemMask | None] | None = None,
     ) -> tuple[list[list[Hit]], DecodeStats]:
         """Top ``num_sids`` SIDs per prompt (best first), decoded with ``beam_width`` beams.

@@ -1,0 +1,78 @@
+"""Decoder training settings (importable without torch: the CLI builds them before training starts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sidcore.decoder.config import TinyConfig
+from sidcore.decoder.prompt import PromptConfig
+from sidcore.errors import DataError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Decoder training.
+
+    Args:
+        epochs: most passes over the training rows.
+        patience: stop after this many epochs without a better validation Recall@10 (0: never
+            stop early); the best epoch's weights are kept either way.
+        batch_tokens: padded tokens per batch (rows of similar length are batched together).
+        max_batch_rows: rows per batch at most (short query rows would otherwise make huge batches).
+        lr: peak AdamW learning rate (warm-up then cosine decay to 0); ~2e-5 suits a pretrained base.
+        warmup: share of the steps spent warming up.
+        weight_decay: AdamW weight decay (not on norms, biases and embeddings of one dimension).
+        dropout: dropout on the input embeddings (attention dropout is ``tiny.attention_dropout``).
+        query_repeats: times each training query is seen per epoch.
+        views: teach every item through its text views each epoch (title, text, sentences, lead,
+            spans), so text queries reach every item, tail and cold-start included.
+        view_spans: random word spans per item among its views.
+        sid_init: ``codebook``: SID-token embeddings (input and output) start from the quantizer's
+            codewords, projected to the hidden size by PCA; ``random``: normal(0, 0.02).
+        val_cases: validation examples scored after each epoch (a seeded sample; 0: no selection).
+        val_beam: beams when scoring them.
+        refit: after selection, retrain from scratch for the best number of epochs with the
+            validation items added to the training data.
+        max_steps: stop after this many optimizer steps (0: no cap); for smoke runs.
+        text_vocab: size of the tiny tokenizer's text vocabulary.
+        seed: data order, initialisation, view spans, validation sample.
+        tiny: the default model shape (ignored with a base model).
+        prompt: the prompt layout and caps.
+    """
+
+    epochs: int = 8
+    patience: int = 2
+    batch_tokens: int = 4096
+    max_batch_rows: int = 128
+    lr: float = 2e-3
+    warmup: float = 0.03
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    query_repeats: int = 4
+    views: bool = True
+    view_spans: int = 2
+    sid_init: Literal["codebook", "random"] = "codebook"
+    val_cases: int = 500
+    val_beam: int = 20
+    refit: bool = False
+    max_steps: int = 0
+    text_vocab: int = 4096
+    seed: int = 0
+    tiny: TinyConfig = field(default_factory=TinyConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_tokens": self.batch_tokens, "max_batch_rows": self.max_batch_rows,
+                    "query_repeats": self.query_repeats, "val_beam": self.val_beam}
+        for name, value in positive.items():
+            if value < 1:
+                raise DataError(f"{name} must be positive, got {value}")
+        for name, value in {"patience": self.patience, "val_cases": self.val_cases, "max_steps": self.max_steps,
+                            "view_spans": self.view_spans}.items():
+            if value < 0:
+                raise DataError(f"{name} must be >= 0, got {value}")
+        if self.lr <= 0 or not 0 <= self.warmup < 1 or self.weight_decay < 0 or not 0 <= self.dropout < 1:
+            raise DataError("lr must be positive, warmup and dropout in [0, 1), weight_decay >= 0")
+        if self.sid_init not in ("codebook", "random"):
+            raise DataError(f"sid_init must be codebook or random, got {self.sid_init!r}")

@@ -1,0 +1,78 @@
+"""The decoder-training options every command shares (``decoder train``, ``eval``, ``demo``), as
+one click decorator and one place that turns them into a ``TrainConfig``."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import click
+
+from indexer.training.config import TrainConfig
+from sidcore.decoder.prompt import CONTENT
+
+_DEFAULT = TrainConfig()
+
+
+def _options(epochs_flag: str) -> list:
+    d, p, t = _DEFAULT, _DEFAULT.prompt, _DEFAULT.tiny
+    return [
+        click.option(epochs_flag, "train_epochs", type=click.IntRange(min=1), default=d.epochs, show_default=True,
+                     help="Decoder epochs at most (it stops earlier when validation Recall@10 stops improving)."),
+        click.option("--patience", "train_patience", type=click.IntRange(min=0), default=d.patience, show_default=True,
+                     help="Decoder epochs without a better validation Recall@10 before stopping (0: run them all)."),
+        click.option("--batch-tokens", "train_batch_tokens", type=click.IntRange(min=1), default=d.batch_tokens, show_default=True,
+                     help="Padded tokens per decoder batch."),
+        click.option("--lr", "train_lr", type=click.FloatRange(0, min_open=True),
+                     help=f"Peak decoder learning rate. Default {d.lr:g} (tiny) / 2e-5 (base model)."),
+        click.option("--max-steps", "train_max_steps", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Stop decoder training after this many steps (0: no cap); for smoke runs."),
+        click.option("--refit/--no-refit", "train_refit", default=d.refit, show_default=True,
+                     help="After selection, retrain for the best number of epochs with the validation items added."),
+        click.option("--views/--no-views", "train_views", default=d.views, show_default=True,
+                     help="Teach every item through its text views (title, text, sentences, spans) each epoch."),
+        click.option("--val-cases", "train_val_cases", type=click.IntRange(min=0), default=d.val_cases, show_default=True,
+                     help="Validation cases scored after each decoder epoch (0: no model selection)."),
+        click.option("--sid-init", "train_sid_init", type=click.Choice(["codebook", "random"]), default=d.sid_init, show_default=True,
+                     help="SID-token embeddings from the quantizer's codewords, or random."),
+        click.option("--history-items", "prompt_history_items", type=click.IntRange(min=1), default=p.history_items, show_default=True,
+                     help="Newest history items in a prompt."),
+        click.option("--query-tokens", "prompt_query_tokens", type=click.IntRange(min=0), default=p.query_tokens, show_default=True,
+                     help="Query tokens in a prompt (0: the query enters through its soft vectors only)."),
+        click.option("--soft-vectors", "prompt_soft_vectors", type=click.IntRange(min=0), default=p.soft_vectors, show_default=True,
+                     help="Input vectors the query's MiniLM embedding becomes (0: none)."),
+        click.option("--item-content", "prompt_item_content", type=click.Choice(CONTENT), default=p.item_content, show_default=True,
+                     help="What each history item adds to the prompt beside its SID."),
+        click.option("--hidden-size", "tiny_hidden_size", type=click.IntRange(min=32), default=t.hidden_size, show_default=True,
+                     help="Width of the tiny decoder."),
+        click.option("--layers", "tiny_layers", type=click.IntRange(min=1), default=t.layers, show_default=True,
+                     help="Transformer blocks of the tiny decoder."),
+    ]
+
+
+def train_options(epochs_flag: str = "--decoder-epochs"):
+    """Adds the options to a click command and hands them to it as one ``train_opts`` dict."""
+
+    def decorate(f):
+        @functools.wraps(f)
+        def command(*args, **kwargs):
+            opts = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith(("train_", "prompt_", "tiny_"))}
+            return f(*args, train_opts=opts, **kwargs)
+
+        for option in reversed(_options(epochs_flag)):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def train_config(opts: dict, seed: int, base_model: bool = False) -> TrainConfig:
+    """The TrainConfig of a command's ``train_opts``."""
+    train = {k[6:]: v for k, v in opts.items() if k.startswith("train_")}
+    train["lr"] = train["lr"] or (2e-5 if base_model else _DEFAULT.lr)
+    try:
+        prompt = dataclasses.replace(_DEFAULT.prompt, **{k[7:]: v for k, v in opts.items() if k.startswith("prompt_")})
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    tiny = dataclasses.replace(_DEFAULT.tiny, **{k[5:]: v for k, v in opts.items() if k.startswith("tiny_")})
+    return TrainConfig(**train, seed=seed, prompt=prompt, tiny=tiny)

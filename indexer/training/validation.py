@@ -1,0 +1,36 @@
+"""Model selection: Recall@k of a decoder being trained, on held-out validation examples, through
+the service's own pipeline (``sidcore.retriever.Retriever`` on the torch engine), so the number
+that picks the epoch is the number the service would score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from indexer.training.examples import Example
+from sidcore.decoder.bundle import Decoder
+from sidcore.engines.torch_engine import TorchEngine
+from sidcore.index.mask import TrieMask
+from sidcore.index.trie import Trie
+from sidcore.retriever import Query, Retriever
+
+
+@dataclass(frozen=True)
+class Validation:
+    """``cases`` validation examples scored at Recall@``k`` with ``beam_width`` beams, ``batch`` at a time."""
+
+    cases: list[Example]
+    k: int = 10
+    beam_width: int = 20
+    batch: int = 32
+
+    def recall(self, decoder: Decoder, trie: Trie) -> float:
+        if not self.cases:
+            return 0.0
+        retriever = Retriever(decoder, TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)), beam_width=self.beam_width,
+                              max_beam_width=max(self.beam_width, self.k))
+        hits = 0
+        for i in range(0, len(self.cases), self.batch):
+            chunk = self.cases[i : i + self.batch]
+            results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=self.k) for c in chunk])
+            hits += sum(c.target in {h.item_id for h in r.items} for c, r in zip(chunk, results))
+        return hits / len(self.cases)
