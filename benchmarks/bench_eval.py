@@ -23,9 +23,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from indexer.data.catalog import load_qrels
+from indexer.data.splits import split_queries
 from indexer.evaluation.baselines import SASRecConfig
 from indexer.evaluation.cases import load_eval_data
 from indexer.evaluation.config import EvalConfig
@@ -35,23 +33,6 @@ from indexer.quantizers import QuantizerConfig
 from indexer.training.config import TrainConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def split_scifact(src: Path, dst: Path, heldout: float, seed: int) -> Path:
-    """A BEIR folder whose qrels/train.tsv and qrels/test.tsv split the training claims by claim."""
-    rows = load_qrels(src / "qrels" / "train.tsv")
-    claims = sorted({q for q, _, _ in rows})
-    test = set(np.random.default_rng(seed).permutation(claims)[: round(heldout * len(claims))].tolist())
-    (dst / "qrels").mkdir(parents=True, exist_ok=True)
-    for name in ("corpus.jsonl", "queries.jsonl"):
-        link = dst / name
-        if not link.exists():
-            link.symlink_to((src / name).resolve())
-    for name, keep in (("train", lambda q: q not in test), ("test", lambda q: q in test)):
-        with open(dst / "qrels" / f"{name}.tsv", "w", encoding="utf-8") as f:
-            f.write("query-id\tcorpus-id\tscore\n")
-            f.writelines(f"{q}\t{d}\t{int(s)}\n" for q, d, s in rows if keep(q))
-    return dst
 
 
 def main() -> None:
@@ -76,7 +57,7 @@ def main() -> None:
     for name in args.datasets.split(","):
         out = args.out / name
         if name == "scifact":
-            data_dir = split_scifact(SHARED / "scifact", args.out / "scifact-split", args.heldout, args.seed)
+            data_dir = split_queries(SHARED / "scifact", args.out / "scifact-split", args.heldout, args.seed)
         else:
             data_dir = SHARED / name
         cfg = EvalConfig(

@@ -58,7 +58,7 @@ def _names(_ctx, _param, value: str | None) -> tuple[str, ...]:
 
 @click.group()
 def data() -> None:
-    """Data sets: generate synthetic catalogs."""
+    """Data sets: generate synthetic catalogs, split training queries."""
 
 
 @data.command("synth")
@@ -74,6 +74,20 @@ def data_synth(out: Path, num_items: int, users: int, dim: int, seed: int) -> No
     paths = write(generate(SyntheticConfig(num_items=num_items, dim=dim, seed=seed)), out, num_users=users, seed=seed)
     for name, p in paths.items():
         click.echo(f"{name}: {p}")
+
+
+@data.command("split-queries")
+@click.option("--data", "src", type=click.Path(path_type=Path), required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/train.tsv).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output BEIR folder (qrels/train.tsv + qrels/test.tsv).")
+@click.option("--heldout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+              help="Share of the training queries held out as test cases.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_split_queries(src: Path, out: Path, heldout: float, seed: int) -> None:
+    """Split a BEIR folder's training queries by query into train and test (e.g. scifact's claims,
+    whose official test split is kept elsewhere); prints the output folder."""
+    from indexer.data.splits import split_queries
+
+    click.echo(split_queries(src, out, heldout, seed))
 
 
 @click.group()

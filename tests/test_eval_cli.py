@@ -137,3 +137,19 @@ def test_cli_end_to_end_on_text_queries(sa2crq, tmp_path):
     assert 0 <= report["methods"]["rq-kmeans"]["recall"]["10"]["overall"] <= 1
     assert report["methods"]["rq-kmeans"]["hallucination_detail"]["cases"] == 5
     assert "| rq-kmeans |" in (out / "report.md").read_text()
+
+
+def test_split_queries_holds_out_a_share_of_the_training_queries(sa2crq, tmp_path):
+    docs = [f"document number {i}" for i in range(30)]
+    src = write_beir(tmp_path / "beir", docs, {f"q{i}": (f"query {i}", str(i)) for i in range(20)})
+    (src / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\t{i}\t1\n" for i in range(20)))
+    code, stdout, err = sa2crq("data", "split-queries", "--data", str(src), "--out", str(tmp_path / "split"), "--heldout", "0.25")
+    assert code == 0, err
+    assert stdout.strip() == str(tmp_path / "split")
+    qrels = {name: {line.split("\t")[0] for line in (tmp_path / "split" / "qrels" / f"{name}.tsv").read_text().splitlines()[1:]}
+             for name in ("train", "test")}
+    assert len(qrels["test"]) == 5 and len(qrels["train"]) == 15 and not qrels["test"] & qrels["train"]
+    data = load_eval_data(tmp_path / "split")
+    assert len(data.cases) == 5 and {c.query for c in data.cases} == {f"query {q[1:]}" for q in qrels["test"]}
+    code, _, err = sa2crq("data", "split-queries", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
+    assert code == 2 and "expected a BEIR folder" in err

@@ -1,0 +1,33 @@
+"""Held-out splits of a BEIR folder's training queries, for data sets whose test queries live elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from indexer.data.catalog import load_qrels
+from sidcore.errors import DataError
+
+
+def split_queries(src: Path, dst: Path, heldout: float, seed: int) -> Path:
+    """A BEIR folder ``dst`` whose ``qrels/train.tsv`` and ``qrels/test.tsv`` split ``src``'s training
+    queries by query (a seeded ``heldout`` share in test); corpus and queries are linked, not copied."""
+    src, dst = Path(src), Path(dst)
+    if not (src / "qrels" / "train.tsv").is_file() or not (src / "corpus.jsonl").is_file() or not (src / "queries.jsonl").is_file():
+        raise DataError(f"{src}: expected a BEIR folder with corpus.jsonl, queries.jsonl and qrels/train.tsv")
+    if not 0 < heldout < 1:
+        raise DataError(f"heldout must be in (0, 1), got {heldout}")
+    rows = load_qrels(src / "qrels" / "train.tsv")
+    queries = sorted({q for q, _, _ in rows})
+    test = set(np.random.default_rng(seed).permutation(queries)[: round(heldout * len(queries))].tolist())
+    (dst / "qrels").mkdir(parents=True, exist_ok=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        link = dst / name
+        if not link.exists():
+            link.symlink_to((src / name).resolve())
+    for name, keep in (("train", lambda q: q not in test), ("test", lambda q: q in test)):
+        with open(dst / "qrels" / f"{name}.tsv", "w", encoding="utf-8") as f:
+            f.write("query-id\tcorpus-id\tscore\n")
+            f.writelines(f"{q}\t{d}\t{int(s)}\n" for q, d, s in rows if keep(q))
+    return dst
