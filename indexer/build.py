@@ -88,8 +88,8 @@ def build_index(
     t0 = time.perf_counter()
     vectors, embedder = item_vectors(catalog, cache_dir, progress)
     head = head_mask(catalog.popularity, cfg.split)
-    cfg = dataclasses.replace(cfg, quantizer=cfg.quantizer.resolved(len(catalog), int(head.sum())))
     qname, adaptive = METHODS[cfg.method]
+    cfg = dataclasses.replace(cfg, quantizer=cfg.quantizer.resolved(len(catalog), int(head.sum()), head_only=qname == "acrq"))
     quantizer = REGISTRY[qname](cfg.quantizer, cfg.sarq if adaptive else None)
     quantizer.fit(vectors, head, progress=progress)
     t_fit = time.perf_counter()

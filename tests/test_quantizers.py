@@ -89,12 +89,16 @@ def test_save_load_encodes_identically(tmp_path, data, name):
     np.testing.assert_allclose(again.reconstruct(codes, q.lengths(codes)), q.reconstruct(codes, q.lengths(codes)))
 
 
-def test_default_codebook_sizes_fit_the_head():
-    assert default_codebook_sizes(16_859, 6_404) == (256, 512, 1024)  # games
-    assert default_codebook_sizes(5_183, 340) == (64, 128, 256)  # scifact: 512 would exceed its head
+def test_default_codebook_sizes_fit_what_the_codebooks_see():
+    assert default_codebook_sizes(16_859, 6_404, head_only=True) == (256, 512, 1024)  # games, ACRQ
+    assert default_codebook_sizes(16_859, 6_404, head_only=False) == (256, 512, 1024)  # games, the others
+    assert default_codebook_sizes(5_183, 340, head_only=True) == (64, 128, 256)  # scifact, ACRQ: 512 would exceed its head
+    assert default_codebook_sizes(5_183, 340, head_only=False) == (128, 256, 512)  # about ten documents per last-layer codeword
     for n_head in (40, 382, 1_000, 70_000):
-        sizes = default_codebook_sizes(1_000_000, n_head)
+        sizes = default_codebook_sizes(1_000_000, n_head, head_only=True)
         assert sizes[-1] <= max(n_head, 32) and sizes[1] == 2 * sizes[0] and sizes[2] == 4 * sizes[0]
+    for n in (100, 2_000, 50_000):
+        assert default_codebook_sizes(n, 10, head_only=False)[-1] <= max(n, 32)
 
 
 def test_a_build_without_sizes_takes_them_from_its_catalog(tmp_path):
@@ -107,6 +111,6 @@ def test_a_build_without_sizes_takes_them_from_its_catalog(tmp_path):
     version, _ = build_index(catalog, BuildConfig(method="sa2crq", quantizer=QuantizerConfig(epochs=2)), store, progress=False)
     art = load_index(store, version)
     n_head = int(art.head.sum())
-    expected = default_codebook_sizes(len(catalog), n_head)
+    expected = default_codebook_sizes(len(catalog), n_head, head_only=True)
     assert art.config["quantizer"]["sizes"] == list(expected)  # the manifest records what was used
     assert art.sizes[0] >= expected[0] and len(art.sizes) == 3  # (+ ACRQ's extension codewords)

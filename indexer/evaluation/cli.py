@@ -35,7 +35,7 @@ def _csv(kind):
 @click.option("--k", "ks", callback=_csv(int), default="1,5,10,20,100", show_default=True, help="Cut-offs K.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder; a re-run reuses the runs finished there.")
 @click.option("--vectors", type=click.Path(path_type=Path), help="Item vectors (.npy, rows in items order) instead of MiniLM.")
-@click.option("--codebook-sizes", callback=_csv(int), help="Per-layer codebook sizes. Default: from the catalog (the same for every method).")
+@click.option("--codebook-sizes", callback=_csv(int), help="Per-layer codebook sizes for every method. Default: from the catalog, per method (docs/indexing.md).")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="Quantizer epochs (per ACRQ stage).")
 @train_options()
 @click.option("--beam", type=click.IntRange(min=1), default=20, show_default=True, help="Default beam width (as the service's).")

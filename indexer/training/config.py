@@ -24,6 +24,8 @@ class TrainConfig:
         warmup: share of the steps spent warming up.
         weight_decay: AdamW weight decay (not on norms, biases and embeddings of one dimension).
         dropout: dropout on the input embeddings (attention dropout is ``tiny.attention_dropout``).
+        bf16: run the forward pass under bfloat16 autocast (on GPUs and CPUs with AMX; on CPUs
+            without bf16 units it is several times slower, see docs/benchmarks.md).
         query_repeats: times each training query is seen per epoch.
         views: teach every item through its text views each epoch (title, text, sentences, lead,
             spans), so text queries reach every item, tail and cold-start included.
@@ -49,6 +51,7 @@ class TrainConfig:
     warmup: float = 0.03
     weight_decay: float = 0.01
     dropout: float = 0.1
+    bf16: bool = False
     query_repeats: int = 4
     views: bool = True
     view_spans: int = 2

@@ -25,6 +25,8 @@ def _options(epochs_flag: str) -> list:
                      help="Padded tokens per decoder batch."),
         click.option("--lr", "train_lr", type=click.FloatRange(0, min_open=True),
                      help=f"Peak decoder learning rate. Default {d.lr:g} (tiny) / 2e-5 (base model)."),
+        click.option("--bf16/--fp32", "train_bf16", default=d.bf16, show_default=True,
+                     help="bfloat16 autocast in training (GPUs, CPUs with AMX); fp32 is faster on CPUs without bf16 units."),
         click.option("--max-steps", "train_max_steps", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Stop decoder training after this many steps (0: no cap); for smoke runs."),
         click.option("--refit/--no-refit", "train_refit", default=d.refit, show_default=True,

@@ -199,11 +199,12 @@ class _Run:
         if self.query_vectors is not None:
             q = batch.queries.to(dev)
             qv = torch.where((q >= 0).unsqueeze(1), self.query_vectors[q.clamp(min=0)], 0.0)
-        x = embed_inputs(model, inputs, ids, self.soft_id, qv, batch.content.to(dev), self.item_vectors)
-        x = F.dropout(x, self.cfg.dropout, training=True)
-        hidden = model.model(inputs_embeds=x, attention_mask=batch.attention.to(dev)).last_hidden_state
-        at = labels >= 0
-        logits = sid_logits(model, hidden[at], self.spec.base, self.spec.vocab.num_local)
+        with torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            x = embed_inputs(model, inputs, ids, self.soft_id, qv, batch.content.to(dev), self.item_vectors)
+            x = F.dropout(x, self.cfg.dropout, training=True)
+            hidden = model.model(inputs_embeds=x, attention_mask=batch.attention.to(dev)).last_hidden_state
+            at = labels >= 0
+            logits = sid_logits(model, hidden[at], self.spec.base, self.spec.vocab.num_local)
         return F.cross_entropy(logits.float(), labels[at])
 
     # -- one phase: selection (validation every epoch) or refit (a fixed number of epochs) -------
