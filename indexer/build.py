@@ -16,9 +16,11 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
+from indexer.collab import collaborative_vectors
 from indexer.data.catalog import Catalog
 from indexer.dedup import dedup_suffix
 from indexer.quantizers import REGISTRY, QuantizerConfig
@@ -49,6 +51,8 @@ class BuildConfig:
     sarq: SARQConfig = field(default_factory=SARQConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     dedup: bool = False
+    collab_weight: float = 0.0
+    collab_dim: int = 64
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -59,6 +63,8 @@ class BuildConfig:
             raise DataError(f"{self.method} needs strictly increasing codebook sizes M1 < ... < ML, got {','.join(map(str, sizes))}")
         if self.dedup and adaptive:
             raise DataError("--dedup is for the fixed-length methods; SARQ methods vary length instead")
+        if not (np.isfinite(self.collab_weight) and self.collab_weight >= 0) or self.collab_dim < 1:
+            raise DataError(f"collab_weight must be >= 0 and collab_dim positive, got {self.collab_weight}, {self.collab_dim}")
 
     @property
     def adaptive(self) -> bool:
@@ -80,13 +86,22 @@ def build_index(
     store: Store,
     cache_dir: Path | None = None,
     progress: bool = True,
+    sequences: Sequence[Sequence[str]] | None = None,
 ) -> tuple[str, dict]:
     """Build, report and seal a new index version; returns (version id, report).
 
-    Nothing is written to the store unless every stage succeeds.
+    ``sequences``: the training histories (held-out items removed), which ``cfg.collab_weight``
+    needs: each item's vector is then its embedding with ``collab_weight`` x its collaborative
+    vector appended (``indexer.collab``). Nothing is written to the store unless every stage succeeds.
     """
     t0 = time.perf_counter()
     vectors, embedder = item_vectors(catalog, cache_dir, progress)
+    collab = None
+    if cfg.collab_weight:
+        if not sequences:
+            raise DataError("collab_weight needs the training interaction sequences (--interactions sequences.jsonl)")
+        extra, collab = collaborative_vectors(catalog.item_ids, sequences, cfg.collab_dim, cfg.quantizer.seed)
+        vectors = np.concatenate([vectors, cfg.collab_weight * extra], 1).astype(np.float32)
     head = head_mask(catalog.popularity, cfg.split)
     qname, adaptive = METHODS[cfg.method]
     cfg = dataclasses.replace(cfg, quantizer=cfg.quantizer.resolved(len(catalog), int(head.sum()), head_only=qname == "acrq"))
@@ -104,7 +119,7 @@ def build_index(
     report = quality_report(table, head, mse)
     report["timing_s"] = {"fit": t_fit - t0, "assign": t_assign - t_fit}
 
-    config = {**cfg.as_dict(), "embedder": embedder, "dim": int(vectors.shape[1]),
+    config = {**cfg.as_dict(), "embedder": embedder, "dim": int(vectors.shape[1]), "collab": collab,
               "attributes": [[s.name, s.kind] for s in (catalog.attributes.specs if catalog.attributes else ())],
               "fields": list(catalog.fields)}
     with store.new_version("index", config) as d:

@@ -110,6 +110,9 @@ def index() -> None:
 @click.option("--extension", type=click.FloatRange(0, 4), default=0.25, show_default=True, help="ACRQ new codewords per layer, share of head size.")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="RQ-VAE epochs (per ACRQ stage).")
 @click.option("--dedup", is_flag=True, help="TIGER-style collision suffix (fixed-length methods).")
+@click.option("--collab-weight", type=click.FloatRange(min=0),
+              help="Append this weight x collaborative vectors (co-occurrence in the --interactions sequences, minus --holdout-last) "
+                   "to the item embeddings. Default: 1 with a sequences file, else 0.")
 @click.option("--vectors", type=click.Path(path_type=Path), help="Precomputed item vectors (.npy, rows in items order).")
 @click.option("--attributes", "attributes", callback=_attributes, metavar="NAME[:KIND],...",
               help="Item fields requests can filter on; KIND is categorical, numeric or boolean (default: inferred from the values), "
@@ -121,21 +124,27 @@ def index() -> None:
 @click.option("--activate", is_flag=True, help="Make the new version the active index of the store.")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
 def index_build(items, interactions, holdout_last, method, codebook_sizes, budget, min_length, direction, split_by,
-                head_share, extension, epochs, dedup, vectors, attributes, fields, seed, store, activate, quiet) -> None:
+                head_share, extension, epochs, dedup, collab_weight, vectors, attributes, fields, seed, store, activate, quiet) -> None:
     """Build a new index version and print its id."""
     from indexer.build import BuildConfig, build_index
-    from indexer.data.catalog import count_popularity, load_items, load_vectors
+    from indexer.data.catalog import count_popularity, load_items, load_sequences, load_vectors
     from indexer.quantizers import QuantizerConfig
     from indexer.report import print_report
     from indexer.sarq import SARQConfig
     from indexer.split import SplitConfig
 
+    sequences = None
+    if interactions and Path(interactions).suffix != ".tsv":
+        sequences = [s[: len(s) - holdout_last] if holdout_last else s for s in load_sequences(interactions)]
+    if collab_weight and not sequences:
+        raise click.BadParameter("needs --interactions with a sequences JSONL (co-occurrences come from histories)", param_hint="--collab-weight")
     cfg = BuildConfig(
         method=method,
         quantizer=QuantizerConfig(sizes=codebook_sizes, seed=seed, epochs=epochs, extension=extension),
         sarq=SARQConfig(budget=budget, min_length=min_length, direction=direction),
         split=SplitConfig(by=split_by, head_share=head_share),
         dedup=dedup,
+        collab_weight=(1.0 if sequences else 0.0) if collab_weight is None else collab_weight,
     )
     catalog = load_items(items, attributes, fields)
     if interactions:
@@ -143,7 +152,7 @@ def index_build(items, interactions, holdout_last, method, codebook_sizes, budge
     if vectors:
         catalog = catalog.with_vectors(load_vectors(vectors, len(catalog)))
     st = Store(store)
-    version, report = build_index(catalog, cfg, st, progress=not quiet)
+    version, report = build_index(catalog, cfg, st, progress=not quiet, sequences=sequences)
     if activate:
         st.activate("index", version)
     if not quiet:

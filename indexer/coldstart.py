@@ -67,8 +67,12 @@ def add_items(
         raise DataError(f"index {version} was built from precomputed vectors: pass --vectors with one row per new item")
     else:
         x = embed_texts(catalog.texts, cache_dir=cache_dir, progress=progress)
+    collab_dim = (meta["config"].get("collab") or {}).get("dim", 0)
+    if collab_dim and x.shape[1] == meta["dim"] - collab_dim:
+        # A new item has no history yet: its collaborative part is zero, its SID comes from its text.
+        x = np.concatenate([x, np.zeros((len(x), collab_dim), dtype=np.float32)], 1)
     if x.shape[1] != meta["dim"]:
-        raise DataError(f"new items have {x.shape[1]}-dimensional vectors but index {version} expects {meta['dim']}")
+        raise DataError(f"new items have {x.shape[1]}-dimensional vectors but index {version} expects {meta['dim'] - collab_dim}")
     clash = index.existing(version, catalog.item_ids)
     if clash:
         raise ConflictError(f"{len(clash)} item id(s) already in index {version}, e.g. {', '.join(map(repr, clash[:3]))}")

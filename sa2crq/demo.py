@@ -37,8 +37,10 @@ def run_demo(workdir: Path, num_items: int, epochs: int, train: TrainConfig, see
     catalog = catalog.with_popularity(count_popularity(catalog, paths["sequences"], holdout_last=2))
     echo(f"[2/{total}] embedding with MiniLM and building the SA²CRQ index")
     st = Store(workdir / "store")
-    cfg = BuildConfig(method="sa2crq", quantizer=QuantizerConfig(epochs=epochs, seed=seed))  # codebook sizes from the catalog
-    version, report = build_index(catalog, cfg, st, cache_dir=workdir / "cache")
+    # Codebook sizes from the catalog; item vectors = MiniLM + collaborative vectors of the training histories.
+    cfg = BuildConfig(method="sa2crq", quantizer=QuantizerConfig(epochs=epochs, seed=seed), collab_weight=1.0)
+    training = [s[:-2] for s in load_sequences(paths["sequences"])]
+    version, report = build_index(catalog, cfg, st, cache_dir=workdir / "cache", sequences=training)
     st.activate("index", version)
     print_report(report, title=f"sa2crq {version}")
     echo(f"[3/{total}] training the tiny Qwen3 decoder (up to {train.epochs} epochs, kept at the best validation Recall@10; "

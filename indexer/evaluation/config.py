@@ -28,6 +28,8 @@ class EvalConfig:
         ks: cut-offs K; the decoder is asked for ``max(ks)`` items per case.
         quantizer, split, train, sasrec, rules: budgets of the index, head/tail split, decoder,
             SASRec, and the search space of the sequential rules.
+        collab_weight: weight of the collaborative part of each item's vector (``indexer.collab``)
+            in every method's index, when the data has training histories (0: text alone).
         exclude_history: leave each case's own history items out of every ranking (generative
             methods and baselines alike), as the service does by default.
         beam_width: the service's default beam; a case asking for more items gets ``max(ks)`` beams.
@@ -47,6 +49,7 @@ class EvalConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    collab_weight: float = 1.0
     exclude_history: bool = True
     beam_width: int = 20
     batch_size: int = 32
@@ -87,7 +90,8 @@ class EvalConfig:
             budgets = self.budgets if METHODS[m][1] and self.budgets else (None,)
             for b in budgets:
                 name = m if b is None else f"{m}@{b:g}"
-                out.append((name, BuildConfig(method=m, quantizer=self.quantizer, sarq=SARQConfig(budget=b), split=self.split)))
+                out.append((name, BuildConfig(method=m, quantizer=self.quantizer, sarq=SARQConfig(budget=b), split=self.split,
+                                              collab_weight=self.collab_weight)))
         return out
 
     def as_dict(self) -> dict:

@@ -157,6 +157,8 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
 
 def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, out: Path,
                cache_dir: Path | None = None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    if not data.train_sequences:
+        build = dataclasses.replace(build, collab_weight=0.0)  # no histories, nothing collaborative to add
     fingerprint = {
         "index": {"build": build.as_dict(), "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None},
         "train": dataclasses.asdict(cfg.train), "ks": cfg.ks, "beam_width": cfg.beam_width, "exclude_history": cfg.exclude_history,
@@ -171,7 +173,7 @@ def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, o
     if store.active("index") is None:
         log(f"{name}: building the index")
         t = time.perf_counter()
-        version, _ = build_index(data.catalog, build, store, cache_dir=cache_dir, progress=progress)
+        version, _ = build_index(data.catalog, build, store, cache_dir=cache_dir, progress=progress, sequences=data.train_sequences)
         store.activate("index", version)
         timing["build_s"] = time.perf_counter() - t
     if store.active("decoder") is None:
