@@ -60,7 +60,7 @@ class SASRecConfig:
     patience: int = 3
     val_cases: int = 2000
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3  # on games' validation users 1e-3 reached Recall@10 0.028 after 2 epochs, 2e-3 0.049 (best 0.123 at epoch 10)
     dropout: float = 0.2
 
     def __post_init__(self) -> None:
