@@ -61,14 +61,19 @@ class TorchEngine(Engine):
         generated: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
         while True:
-            logp = torch.log_softmax(sid_logits(self.model, h, vocab.base, vocab.num_local).float(), -1).cpu()
-            step = search.advance(logp.masked_fill_(~search.allowed(), NEG))
+            step = search.advance(self.log_probs(h, vocab, search.allowed()))
             if step is None:
                 return search.results(), search.stats
             src, tok = (t.to(dev) for t in step)
             if generated is not None:
                 generated = [(k[src], v[src]) for k, v in generated]
             h, generated = self._step(vocab.base + tok, pos + search.depth - 1, prompt_kv, prompt_mask, generated, R, W)
+
+    def log_probs(self, hidden: torch.Tensor, vocab, allowed: torch.Tensor) -> torch.Tensor:
+        """Next-token scores [R*W, S] from last hidden states [R*W, H]: the log-softmax over the SID
+        range (the distribution training fits), -inf where ``allowed`` (bool [R*W, S]) is False."""
+        logp = torch.log_softmax(sid_logits(self.model, hidden, vocab.base, vocab.num_local).float(), -1).cpu()
+        return logp.masked_fill_(~allowed, NEG)
 
     def _step(self, tokens: torch.Tensor, positions: torch.Tensor, prompt_kv, prompt_mask: torch.Tensor, generated, R: int, W: int):
         """One new token for every beam row.
