@@ -7,7 +7,8 @@ queries), never test cases. Each variant decodes the same cases through the ``Re
 - ``lp``: scores divided by ``(length + 1) ** lp`` (``TorchEngine(length_penalty=...)``);
 - ``renorm``: per step, log-softmax over the *allowed* SID tokens only instead of over the whole
   SID range (a variant of the torch engine defined here; adopted in the engines only if it wins);
-- ``within``: ``similarity`` to the request or ``popularity`` inside a SID.
+- ``within``: ``similarity`` to the request or ``popularity`` inside a SID;
+- ``history kept``: the request's own history items may be answered (``exclude_history=False``).
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_scoring.py --store eval-out/methods/sa2crq/store --data ../shared/data/games \
         [--cases 1000] [--k 10] [--beam 100]
@@ -58,15 +59,20 @@ def main() -> None:
     data = load_training_data(args.data)
     rng = np.random.default_rng(0)
     cases = [data.valid[i] for i in np.sort(rng.permutation(len(data.valid))[: args.cases])]
-    variants = [(f"lp {lp}", TorchEngine(decoder, mask, length_penalty=float(lp)), "similarity") for lp in args.penalties.split(",")]
-    variants += [("renorm", RenormalisedEngine(decoder, mask), "similarity"), ("lp 0, popularity inside a SID", TorchEngine(decoder, mask), "popularity")]
+    base = TorchEngine(decoder, mask)
+    variants = [(f"lp {lp}", TorchEngine(decoder, mask, length_penalty=float(lp)), "similarity", True) for lp in args.penalties.split(",")]
+    variants += [
+        ("renorm", RenormalisedEngine(decoder, mask), "similarity", True),
+        ("lp 0, popularity inside a SID", base, "popularity", True),
+        ("lp 0, history kept", base, "similarity", False),
+    ]
     print(f"decoder {decoder.version}, {len(cases)} validation cases, beam {args.beam}, Recall@{args.k}")
-    for name, engine, within in variants:
+    for name, engine, within, exclude in variants:
         retriever = Retriever(decoder, engine, beam_width=args.beam, max_beam_width=args.beam, within=within)
         t, hits = time.perf_counter(), 0
         for i in range(0, len(cases), 32):
             chunk = cases[i : i + 32]
-            results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=args.k) for c in chunk])
+            results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=args.k, exclude_history=exclude) for c in chunk])
             hits += sum(c.target in {h.item_id for h in r.items} for c, r in zip(chunk, results))
         print(f"{name:<32} {hits / len(cases):.4f}   [{time.perf_counter() - t:.0f} s]", flush=True)
 
