@@ -256,15 +256,20 @@ class SASRecModel(torch.nn.Module):
         return h @ self.items.weight[1:].T  # over real items only
 
 
+def sequence_skip_reason(data: EvalData) -> str | None:
+    """Why a baseline that learns from training sequences cannot run on ``data`` (None: it can)."""
+    if not data.has_histories:
+        return "the cases have no histories"
+    if not any(len(s) >= 2 for s in data.train_sequences):
+        return "no training sequences of two or more items"
+    return None
+
+
 class SASRec(Baseline):
     name = "sasrec"
 
     def skip_reason(self, data: EvalData) -> str | None:
-        if not data.has_histories:
-            return "the cases have no histories"
-        if not any(len(s) >= 2 for s in data.train_sequences):
-            return "no training sequences of two or more items"
-        return None
+        return sequence_skip_reason(data)
 
     def config(self) -> dict:
         return {**super().config(), **asdict(self.sasrec)}
@@ -365,11 +370,7 @@ class Rules(Baseline):
     name = "rules"
 
     def skip_reason(self, data: EvalData) -> str | None:
-        if not data.has_histories:
-            return "the cases have no histories"
-        if not any(len(s) >= 2 for s in data.train_sequences):
-            return "no training sequences of two or more items"
-        return None
+        return sequence_skip_reason(data)
 
     def config(self) -> dict:
         return {**super().config(), **asdict(self.rules)}
