@@ -6,12 +6,12 @@ import torch
 
 from indexer.data.synthetic import SyntheticConfig, generate
 from indexer.quantizers import ACRQ, REGISTRY, QuantizerConfig, load_quantizer
-from indexer.quantizers.base import default_codebook_sizes
+from indexer.quantizers.base import default_codebook_sizes, default_extension
 from indexer.sarq import SARQConfig
 from indexer.split import head_mask
 from sidcore.errors import DataError
 
-SMALL = QuantizerConfig(sizes=(8, 16, 32), epochs=4, batch_size=256, latent_dim=8, hidden=(32,), seed=3)
+SMALL = QuantizerConfig(sizes=(8, 16, 32), epochs=4, batch_size=256, latent_dim=8, hidden=(32,), seed=3, extension=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,17 @@ def test_acrq_anchors_frozen_and_tail_uses_extension(data):
     uses_ext = (codes >= np.asarray(anchors)).any(axis=1)
     assert not uses_ext[head].any()
     assert uses_ext[~head].mean() > 0.2
+
+
+def test_acrq_extension_grows_with_the_tail(data):
+    assert default_extension(6404, 10455) == pytest.approx(0.408, abs=1e-3)  # games: near the paper's quarter
+    assert default_extension(340, 4843) == pytest.approx(3.561, abs=1e-3)  # scifact: the tail gets codewords
+    assert default_extension(1000, 100) == 0.25 and default_extension(1, 10**6) == 4.0
+    x, head = data
+    small_head = head & (np.cumsum(head) <= 50)  # a head of 50 items, the rest tail: the cap of 4x applies
+    auto = QuantizerConfig(**{**SMALL.__dict__, "extension": None})
+    assert ACRQ(auto).fit(x, small_head, progress=False).sizes == (40, 80, 160)
+    assert ACRQ(SMALL).fit(x, small_head, progress=False).sizes == (10, 20, 40)
 
 
 def test_acrq_needs_increasing_sizes(data):

@@ -10,7 +10,8 @@ with every sum taken over the first k(x) layers only when SARQ is on (k(x) from 
 priors, refreshed each epoch), so training optimises exactly the IDs that will be served.
 
 ACRQ: stage 1 trains the whole network on head items with codebooks M_1 < ... < M_L. Stage 2
-appends ``extension * M_l`` new codewords to each layer, k-means initialised on tail residuals,
+appends ``extension * M_l`` new codewords to each layer (``default_extension``: more where the
+tail outnumbers the head), k-means initialised on tail residuals,
 and trains on tail items with everything frozen except the codebooks, whose head rows (anchors)
 are zeroed in every gradient: the paper's mask 1(q_l in C_l^new). Head items keep anchor-only
 codes, so adding tail or cold-start items never renumbers a head item.
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from indexer.quantizers.base import Quantizer, QuantizerConfig
+from indexer.quantizers.base import Quantizer, QuantizerConfig, default_extension
 from indexer.quantizers.rq_kmeans import kmeans
 from indexer.sarq import SARQConfig, truncate
 from sidcore.errors import DataError
@@ -216,7 +217,8 @@ class ACRQ(RQVAE):
         if list(cfg.sizes) != sorted(set(cfg.sizes)):
             raise DataError(f"ACRQ needs strictly increasing codebook sizes M1 < ... < ML, got {cfg.sizes}")
         head_x, tail_x = x[head], x[~head]
-        extension = tuple(min(round(cfg.extension * m), len(tail_x)) for m in cfg.sizes)
+        share = cfg.extension if cfg.extension is not None else default_extension(len(head_x), len(tail_x))
+        extension = tuple(min(round(share * m), len(tail_x)) for m in cfg.sizes)
         self._build(x.shape[1], extension)
         self._check_sizes(len(head_x), "head items")
 
