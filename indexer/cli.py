@@ -108,7 +108,7 @@ def index() -> None:
 @click.option("--split-by", type=click.Choice(["interactions", "items"]), default="interactions", show_default=True)
 @click.option("--head-share", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True)
 @click.option("--extension", type=click.FloatRange(0, 4), default=None,
-              help="ACRQ new codewords per layer, share of head size. Default: 0.25, more where the tail outnumbers the head (docs/indexing.md).")
+              help="ACRQ new codewords per layer, share of head size. Default: 0.25, more where the head is under a fifth of the catalog (docs/indexing.md).")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="RQ-VAE epochs (per ACRQ stage).")
 @click.option("--dedup", is_flag=True, help="TIGER-style collision suffix (fixed-length methods).")
 @click.option("--collab-weight", type=click.FloatRange(min=0),

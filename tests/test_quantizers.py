@@ -55,9 +55,10 @@ def test_acrq_anchors_frozen_and_tail_uses_extension(data):
 
 
 def test_acrq_extension_grows_with_the_tail(data):
-    assert default_extension(6404, 10455) == pytest.approx(0.408, abs=1e-3)  # games: near the paper's quarter
-    assert default_extension(340, 4843) == pytest.approx(3.561, abs=1e-3)  # scifact: the tail gets codewords
-    assert default_extension(1000, 100) == 0.25 and default_extension(1, 10**6) == 4.0
+    assert default_extension(6404, 10455) == 0.25  # games: the head is 38% of the catalog, the paper's quarter
+    assert default_extension(340, 4843) == pytest.approx(3.561, abs=1e-3)  # scifact: 6.6%, the tail gets codewords
+    assert default_extension(1000, 4000) == 0.25 and default_extension(1000, 4400) == pytest.approx(1.1)
+    assert default_extension(1, 10**6) == 4.0
     x, head = data
     small_head = head & (np.cumsum(head) <= 50)  # a head of 50 items, the rest tail: the cap of 4x applies
     auto = QuantizerConfig(**{**SMALL.__dict__, "extension": None})

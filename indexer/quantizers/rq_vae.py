@@ -11,7 +11,7 @@ priors, refreshed each epoch), so training optimises exactly the IDs that will b
 
 ACRQ: stage 1 trains the whole network on head items with codebooks M_1 < ... < M_L. Stage 2
 appends ``extension * M_l`` new codewords to each layer (``default_extension``: more where the
-tail outnumbers the head), k-means initialised on tail residuals,
+head is a small share of the catalog), k-means initialised on tail residuals,
 and trains on tail items with everything frozen except the codebooks, whose head rows (anchors)
 are zeroed in every gradient: the paper's mask 1(q_l in C_l^new). Head items keep anchor-only
 codes, so adding tail or cold-start items never renumbers a head item.
