@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from indexer.build import BuildConfig, build_index
-from indexer.collab import collaborative_vectors
 from indexer.coldstart import add_items
+from indexer.collab import collaborative_vectors
 from indexer.data.catalog import Catalog
 from indexer.quantizers import QuantizerConfig, load_quantizer
 from model_store import Store
