@@ -100,9 +100,10 @@ def demo(workdir: Path, num_items: int, epochs: int, train_opts: dict, seed: int
     run_demo(workdir, num_items, epochs, train_config(train_opts, seed), seed, redis_url, serve, keep_serving, port)
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
+    """The ``sa2crq`` command (``args``: the command line after the program name; None: sys.argv)."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=args, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -76,15 +76,14 @@ def test_a_mismatched_pair_is_refused_naming_both_fingerprints(releases, tiny_st
     assert index.active_release().name == "a" and index.active() == a.index_version
 
 
-def test_cli_refuses_a_mismatched_pair_with_exit_2(releases, redis_url, tiny_stack, retrained_pair, tmp_path, monkeypatch, capsys):
+def test_cli_refuses_a_mismatched_pair_with_exit_2(releases, redis_url, tiny_stack, retrained_pair, tmp_path, capsys):
     index, a, b, _ = releases
     mixed = tmp_path / "mixed"  # a store holding a's decoder and b's index
     shutil.copytree(tiny_stack.store.root / a.decoder_version, mixed / a.decoder_version)
     shutil.copytree(retrained_pair[0].root / b.index_version, mixed / b.index_version)
-    monkeypatch.setattr("sys.argv", ["sa2crq", "release", "publish", "--store", str(mixed), "--decoder", a.decoder_version,
-                                     "--index-version", b.index_version, "--redis", redis_url, "--quiet"])
     with pytest.raises(SystemExit) as done:
-        main()
+        main(["release", "publish", "--store", str(mixed), "--decoder", a.decoder_version,
+              "--index-version", b.index_version, "--redis", redis_url, "--quiet"])
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert a.fingerprint in err and b.fingerprint in err
@@ -127,11 +126,10 @@ def test_cold_start_items_are_carried_to_the_next_release(releases, tiny_stack):
     assert back == 0 and index.active_release().name == "a"  # a has them already
 
 
-def test_export_inserts_writes_a_catalog_for_the_next_build(releases, tiny_stack, redis_url, tmp_path, monkeypatch):
+def test_export_inserts_writes_a_catalog_for_the_next_build(releases, tiny_stack, redis_url, tmp_path):
     index, a, _, _ = releases
     add_items(index, Catalog(["exp-0"], ["exported"], np.array([1.0]), tiny_stack.catalog.vectors[:1]), progress=False)
-    monkeypatch.setattr("sys.argv", ["sa2crq", "index", "export-inserts", "--out", str(tmp_path / "out"), "--redis", redis_url])
-    main()
+    main(["index", "export-inserts", "--out", str(tmp_path / "out"), "--redis", redis_url])
     lines = (tmp_path / "out" / "items.jsonl").read_text().splitlines()
     assert len(lines) == 1 and '"exp-0"' in lines[0] and '"exported"' in lines[0]
     assert np.load(tmp_path / "out" / "vectors.npy").shape == (1, tiny_stack.catalog.vectors.shape[1])
