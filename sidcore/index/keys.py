@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from sidcore.errors import DataError
 
@@ -98,17 +99,22 @@ class Keys:
 
 
 @dataclass(frozen=True)
-class VersionKeys:
+class _StoredVersionKeys:
+    """Keys of one stored version (an index or a decoder): a hash-tagged namespace holding its
+    meta, and its completion marker, which a publisher writes last."""
+
     version: str
     prefix: str = DEFAULT_PREFIX
+    kind: ClassVar[str]  # "index" or "decoder", for messages
+    infix: ClassVar[str]  # between the prefix and the hash tag: "" for indexes, "decoder:" for decoders
 
     def __post_init__(self) -> None:
         if not _VERSION_RE.fullmatch(self.version):
-            raise DataError(f"not a valid index version id: {self.version!r}")
+            raise DataError(f"not a valid {self.kind} version id: {self.version!r}")
 
     @property
     def namespace(self) -> str:
-        return f"{self.prefix}:{{{self.version}}}"
+        return f"{self.prefix}:{self.infix}{{{self.version}}}"
 
     @property
     def pattern(self) -> str:
@@ -117,6 +123,16 @@ class VersionKeys:
     @property
     def meta(self) -> str:
         return f"{self.namespace}:meta"
+
+    @property
+    def complete(self) -> str:
+        return f"{self.namespace}:complete"
+
+
+@dataclass(frozen=True)
+class VersionKeys(_StoredVersionKeys):
+    kind: ClassVar[str] = "index"
+    infix: ClassVar[str] = ""
 
     @property
     def sid(self) -> str:
@@ -164,39 +180,15 @@ class VersionKeys:
     def lease(self) -> str:
         return f"{self.namespace}:lease"
 
-    @property
-    def complete(self) -> str:
-        return f"{self.namespace}:complete"
-
 
 @dataclass(frozen=True)
-class DecoderKeys:
-    version: str
-    prefix: str = DEFAULT_PREFIX
-
-    def __post_init__(self) -> None:
-        if not _VERSION_RE.fullmatch(self.version):
-            raise DataError(f"not a valid decoder version id: {self.version!r}")
-
-    @property
-    def namespace(self) -> str:
-        return f"{self.prefix}:decoder:{{{self.version}}}"
-
-    @property
-    def pattern(self) -> str:
-        return f"{self.namespace}:*"
-
-    @property
-    def meta(self) -> str:
-        return f"{self.namespace}:meta"
+class DecoderKeys(_StoredVersionKeys):
+    kind: ClassVar[str] = "decoder"
+    infix: ClassVar[str] = "decoder:"
 
     @property
     def chunk(self) -> str:
         return f"{self.namespace}:chunk"
-
-    @property
-    def complete(self) -> str:
-        return f"{self.namespace}:complete"
 
 
 def check_name(name: str, what: str = "release name") -> str:
