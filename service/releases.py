@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from model_store import Store
+from service.background import Follower
 from service.sync import TrieSync
 from sidcore.decoder.bundle import Decoder, load_decoder
 from sidcore.engines.base import Engine
@@ -98,7 +99,7 @@ class FollowerState:
     swaps: int  # releases swapped in so far
 
 
-class ReleaseFollower:
+class ReleaseFollower(Follower):
     """Follows the target release and swaps it in when it is loaded; read ``served`` per batch.
 
     Args:
@@ -143,9 +144,7 @@ class ReleaseFollower:
         self._failures = 0
         self._swaps = 0
         self._failed: dict[str, tuple[float, float]] = {}  # release -> (retry at, current delay)
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="release-follower", daemon=True)
+        super().__init__("release-follower")
 
     @property
     def served(self) -> Served | None:
@@ -156,18 +155,8 @@ class ReleaseFollower:
             served = self._served.release.name if self._served else None
             return FollowerState(self._target, served, self.pin is not None, self._loading, self._last_error, self._failures, self._swaps)
 
-    def start(self) -> "ReleaseFollower":
-        self._thread.start()
-        return self
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        """True once a release serves."""
-        return self._ready.wait(timeout)
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        super().stop()
         served, self._served = self._served, None
         if served is not None:
             served.retire(None)

@@ -24,6 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from service.background import Follower
 from sidcore.errors import DataError
 from sidcore.index.embedded import resolve_url
 from sidcore.index.keys import DEFAULT_PREFIX, Keys
@@ -51,7 +52,7 @@ def _stream_id(text: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-class TrieSync:
+class TrieSync(Follower):
     """``TrieSync(url).start()``; read ``.snapshot`` (or just its ``.trie``) per request, an immutable
     view, and ``.state()``.
 
@@ -75,9 +76,7 @@ class TrieSync:
         self._last_sync: float | None = None
         self._last_error: str | None = None
         self._generation = 0
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"trie-sync-{version or 'active'}", daemon=True)
+        super().__init__(f"trie-sync-{version or 'active'}")
 
     @property
     def snapshot(self) -> IndexSnapshot | None:
@@ -106,19 +105,6 @@ class TrieSync:
                 last_error=self._last_error,
                 generation=self._generation,
             )
-
-    def start(self) -> "TrieSync":
-        self._thread.start()
-        return self
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        """True once a trie is loaded (there may be no active version yet)."""
-        return self._ready.wait(timeout)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
     def __enter__(self) -> "TrieSync":
         return self.start()
