@@ -114,6 +114,9 @@ def test_release_flips_mid_stream_give_no_failures_and_no_mixed_versions(start_s
             time.sleep(0.5)
             index.activate_release(release)
     time.sleep(0.5)
+    deadline = time.monotonic() + 60  # enough answers however busy the machine is: not a speed test
+    while len(answers) <= 50 and time.monotonic() < deadline:
+        time.sleep(0.1)
     stop.set()
     for t in threads:
         t.join()
