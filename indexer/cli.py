@@ -109,6 +109,9 @@ def index() -> None:
 @click.option("--head-share", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True)
 @click.option("--extension", type=click.FloatRange(0, 4), default=None,
               help="ACRQ new codewords per layer, share of head size. Default: 0.25, more where the head is under a fifth of the catalog (docs/indexing.md).")
+@click.option("--anchor-share", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="ACRQ's first stage fits on at least this share of the catalog: the head, topped up with a seeded tail sample "
+                   "(0: the head alone, as in the paper; docs/indexing.md).")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="RQ-VAE epochs (per ACRQ stage).")
 @click.option("--dedup", is_flag=True, help="TIGER-style collision suffix (fixed-length methods).")
 @click.option("--collab-weight", type=click.FloatRange(min=0),
@@ -125,7 +128,7 @@ def index() -> None:
 @click.option("--activate", is_flag=True, help="Make the new version the active index of the store.")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
 def index_build(items, interactions, holdout_last, method, codebook_sizes, budget, min_length, direction, split_by,
-                head_share, extension, epochs, dedup, collab_weight, vectors, attributes, fields, seed, store, activate, quiet) -> None:
+                head_share, extension, anchor_share, epochs, dedup, collab_weight, vectors, attributes, fields, seed, store, activate, quiet) -> None:
     """Build a new index version and print its id."""
     from indexer.build import BuildConfig, build_index
     from indexer.data.catalog import count_popularity, load_items, load_sequences, load_vectors
@@ -141,7 +144,7 @@ def index_build(items, interactions, holdout_last, method, codebook_sizes, budge
         raise click.BadParameter("needs --interactions with a sequences JSONL (co-occurrences come from histories)", param_hint="--collab-weight")
     cfg = BuildConfig(
         method=method,
-        quantizer=QuantizerConfig(sizes=codebook_sizes, seed=seed, epochs=epochs, extension=extension),
+        quantizer=QuantizerConfig(sizes=codebook_sizes, seed=seed, epochs=epochs, extension=extension, anchor_share=anchor_share),
         sarq=SARQConfig(budget=budget, min_length=min_length, direction=direction),
         split=SplitConfig(by=split_by, head_share=head_share),
         dedup=dedup,

@@ -6,7 +6,7 @@ import torch
 
 from indexer.data.synthetic import SyntheticConfig, generate
 from indexer.quantizers import ACRQ, REGISTRY, QuantizerConfig, load_quantizer
-from indexer.quantizers.base import default_codebook_sizes, default_extension
+from indexer.quantizers.base import anchor_items, default_codebook_sizes, default_extension
 from indexer.sarq import SARQConfig
 from indexer.split import head_mask
 from sidcore.errors import DataError
@@ -61,9 +61,28 @@ def test_acrq_extension_grows_with_the_tail(data):
     assert default_extension(1, 10**6) == 4.0
     x, head = data
     small_head = head & (np.cumsum(head) <= 50)  # a head of 50 items, the rest tail: the cap of 4x applies
-    auto = QuantizerConfig(**{**SMALL.__dict__, "extension": None})
+    auto = QuantizerConfig(**{**SMALL.__dict__, "extension": None, "anchor_share": 0.0})
     assert ACRQ(auto).fit(x, small_head, progress=False).sizes == (40, 80, 160)
     assert ACRQ(SMALL).fit(x, small_head, progress=False).sizes == (10, 20, 40)
+    # topped up to a fifth of the catalog (400 anchors against 1,600 others), the quarter applies again
+    topped = QuantizerConfig(**{**SMALL.__dict__, "extension": None, "anchor_share": 0.2})
+    assert ACRQ(topped).fit(x, small_head, progress=False).sizes == (10, 20, 40)
+
+
+def test_anchor_items_top_a_small_head_up_with_a_seeded_tail_sample(data):
+    _, head = data
+    small_head = head & (np.cumsum(head) <= 50)
+    anchors = anchor_items(small_head, 0.2, seed=0)
+    assert anchors.sum() == 400 and anchors[small_head].all()
+    np.testing.assert_array_equal(anchors, anchor_items(small_head, 0.2, seed=0))
+    assert not np.array_equal(anchors, anchor_items(small_head, 0.2, seed=1))
+    np.testing.assert_array_equal(anchor_items(small_head, 0.0, seed=0), small_head)
+    np.testing.assert_array_equal(anchor_items(head, 0.01, seed=0), head)  # a head above the share is left alone
+    # sizes from the catalog follow the anchors: ~one last-layer codeword per anchor item
+    cfg = QuantizerConfig(anchor_share=0.2)
+    assert cfg.resolved(5183, 340, head_only=True).sizes == (256, 512, 1024)
+    assert QuantizerConfig(anchor_share=0.0).resolved(5183, 340, head_only=True).sizes == (64, 128, 256)
+    assert cfg.resolved(5183, 340, head_only=False).sizes == (128, 256, 512)
 
 
 def test_acrq_needs_increasing_sizes(data):

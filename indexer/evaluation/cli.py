@@ -37,6 +37,8 @@ def _csv(kind):
 @click.option("--vectors", type=click.Path(path_type=Path), help="Item vectors (.npy, rows in items order) instead of MiniLM.")
 @click.option("--codebook-sizes", callback=_csv(int), help="Per-layer codebook sizes for every method. Default: from the catalog, per method (docs/indexing.md).")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="Quantizer epochs (per ACRQ stage).")
+@click.option("--anchor-share", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="ACRQ's first stage fits on at least this share of the catalog: the head, topped up with a tail sample (0: the head alone).")
 @click.option("--collab-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Weight of the collaborative part of item vectors in every index (data with histories; 0: text alone).")
 @train_options()
@@ -52,7 +54,7 @@ def _csv(kind):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the quantizers, decoders, SASRec and the case sample.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
-def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, collab_weight, train_opts,
+def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, anchor_share, collab_weight, train_opts,
              beam, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
     """Build each method's index and decoder under one budget, decode the test cases through the
     service's retrieval pipeline, score them next to the baselines, and write OUT/report.json,
@@ -72,7 +74,7 @@ def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, v
         budgets=budgets or (),
         baselines=baselines or (),
         ks=ks,
-        quantizer=QuantizerConfig(sizes=codebook_sizes, epochs=epochs, seed=seed),
+        quantizer=QuantizerConfig(sizes=codebook_sizes, epochs=epochs, anchor_share=anchor_share, seed=seed),
         split=SplitConfig(head_share=head_share),
         collab_weight=collab_weight,
         train=train_config(train_opts, seed),

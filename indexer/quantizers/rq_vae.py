@@ -9,7 +9,8 @@ Gradients pass the quantizer straight through; the loss is
 with every sum taken over the first k(x) layers only when SARQ is on (k(x) from the head-path
 priors, refreshed each epoch), so training optimises exactly the IDs that will be served.
 
-ACRQ: stage 1 trains the whole network on head items with codebooks M_1 < ... < M_L. Stage 2
+ACRQ: stage 1 trains the whole network on head items with codebooks M_1 < ... < M_L (a head
+under ``anchor_share`` of the catalog is topped up with a tail sample: ``anchor_items``). Stage 2
 appends ``extension * M_l`` new codewords to each layer (``default_extension``: more where the
 head is a small share of the catalog), k-means initialised on tail residuals,
 and trains on tail items with everything frozen except the codebooks, whose head rows (anchors)
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from indexer.quantizers.base import Quantizer, QuantizerConfig, default_extension
+from indexer.quantizers.base import Quantizer, QuantizerConfig, anchor_items, default_extension
 from indexer.quantizers.rq_kmeans import kmeans
 from indexer.sarq import SARQConfig, truncate
 from sidcore.errors import DataError
@@ -216,18 +217,20 @@ class ACRQ(RQVAE):
         cfg = self.cfg
         if list(cfg.sizes) != sorted(set(cfg.sizes)):
             raise DataError(f"ACRQ needs strictly increasing codebook sizes M1 < ... < ML, got {cfg.sizes}")
-        head_x, tail_x = x[head], x[~head]
+        anchors = anchor_items(head, cfg.anchor_share, cfg.seed)
+        head_x, tail_x = x[anchors], x[~anchors]
         share = cfg.extension if cfg.extension is not None else default_extension(len(head_x), len(tail_x))
         extension = tuple(min(round(share * m), len(tail_x)) for m in cfg.sizes)
         self._build(x.shape[1], extension)
-        self._check_sizes(len(head_x), "head items")
+        self._check_sizes(len(head_x), "anchor (head) items")
 
-        # Stage 1: the head curriculum learns the anchor manifold.
+        # Stage 1: the head curriculum (and any tail sample that tops it up) learns the anchor
+        # manifold; SARQ's path priors always come from the head proper.
         self._init_codebooks(self._latents(head_x))
-        self._train(head_x, True, head_x if self.sarq else None, "head", progress)
+        self._train(head_x, True, x[head] if self.sarq else None, "head", progress)
         if self.sarq is not None:
             # Stage 2 truncates tail paths with the head priors, never with tail statistics.
-            self.fit_priors(self.encode(head_x, head=np.ones(len(head_x), dtype=bool)))
+            self.fit_priors(self.encode(x[head], head=np.ones(int(head.sum()), dtype=bool)))
         if not len(tail_x) or not any(extension):
             return
 
