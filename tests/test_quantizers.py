@@ -82,7 +82,7 @@ def test_anchor_items_top_a_small_head_up_with_a_seeded_tail_sample(data):
     cfg = QuantizerConfig(anchor_share=0.2)
     assert cfg.resolved(5183, 340, head_only=True).sizes == (256, 512, 1024)
     assert QuantizerConfig(anchor_share=0.0).resolved(5183, 340, head_only=True).sizes == (64, 128, 256)
-    assert cfg.resolved(5183, 340, head_only=False).sizes == (128, 256, 512)
+    assert cfg.resolved(5183, 340, head_only=False).sizes == (256, 512, 1024)
 
 
 def test_acrq_needs_increasing_sizes(data):
@@ -124,7 +124,8 @@ def test_default_codebook_sizes_fit_what_the_codebooks_see():
     assert default_codebook_sizes(16_859, 6_404, head_only=True) == (256, 512, 1024)  # games, ACRQ
     assert default_codebook_sizes(16_859, 6_404, head_only=False) == (256, 512, 1024)  # games, the others
     assert default_codebook_sizes(5_183, 340, head_only=True) == (64, 128, 256)  # scifact, ACRQ: 512 would exceed its head
-    assert default_codebook_sizes(5_183, 340, head_only=False) == (128, 256, 512)  # about ten documents per last-layer codeword
+    assert default_codebook_sizes(5_183, 340, head_only=False) == (256, 512, 1024)  # about five documents per last-layer codeword
+    assert default_codebook_sizes(2_000, 400, head_only=False) == (64, 128, 256)
     for n_head in (40, 382, 1_000, 70_000):
         sizes = default_codebook_sizes(1_000_000, n_head, head_only=True)
         assert sizes[-1] <= max(n_head, 32) and sizes[1] == 2 * sizes[0] and sizes[2] == 4 * sizes[0]
