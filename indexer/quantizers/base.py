@@ -81,7 +81,7 @@ class QuantizerConfig:
         (``head_only``: the quantizer fits its codebooks on head items alone, as ACRQ does)."""
         if self.sizes is not None:
             return self
-        fit = max(num_head, math.ceil(self.anchor_share * num_items)) if head_only else num_head
+        fit = anchor_count(num_items, num_head, self.anchor_share) if head_only else num_head
         return dataclasses.replace(self, sizes=default_codebook_sizes(num_items, fit, head_only))
 
 
@@ -105,6 +105,11 @@ def default_codebook_sizes(num_items: int, num_head: int, head_only: bool, layer
     return tuple(m * 2**layer for layer in range(layers))
 
 
+def anchor_count(num_items: int, num_head: int, share: float) -> int:
+    """How many items ACRQ's first stage fits on: the head, or ``share`` of the catalog if more."""
+    return max(num_head, math.ceil(share * num_items))
+
+
 def anchor_items(head: np.ndarray, share: float, seed: int) -> np.ndarray:
     """Boolean mask [N] of ACRQ's first-stage items: ``head`` (bool [N]), topped up with a seeded
     sample of tail items to ``ceil(share * N)`` items when the head holds fewer.
@@ -117,7 +122,7 @@ def anchor_items(head: np.ndarray, share: float, seed: int) -> np.ndarray:
     (SARQ's priors, head/tail figures).
     """
     head = np.asarray(head, dtype=bool)
-    need = math.ceil(share * len(head)) - int(head.sum())
+    need = anchor_count(len(head), int(head.sum()), share) - int(head.sum())
     if need <= 0:
         return head
     tail = np.flatnonzero(~head)

@@ -218,16 +218,16 @@ class ACRQ(RQVAE):
         if list(cfg.sizes) != sorted(set(cfg.sizes)):
             raise DataError(f"ACRQ needs strictly increasing codebook sizes M1 < ... < ML, got {cfg.sizes}")
         anchors = anchor_items(head, cfg.anchor_share, cfg.seed)
-        head_x, tail_x = x[anchors], x[~anchors]
-        share = cfg.extension if cfg.extension is not None else default_extension(len(head_x), len(tail_x))
+        anchor_x, tail_x = x[anchors], x[~anchors]
+        share = cfg.extension if cfg.extension is not None else default_extension(len(anchor_x), len(tail_x))
         extension = tuple(min(round(share * m), len(tail_x)) for m in cfg.sizes)
         self._build(x.shape[1], extension)
-        self._check_sizes(len(head_x), "anchor (head) items")
+        self._check_sizes(len(anchor_x), "anchor (head) items")
 
         # Stage 1: the head curriculum (and any tail sample that tops it up) learns the anchor
         # manifold; SARQ's path priors always come from the head proper.
-        self._init_codebooks(self._latents(head_x))
-        self._train(head_x, True, x[head] if self.sarq else None, "head", progress)
+        self._init_codebooks(self._latents(anchor_x))
+        self._train(anchor_x, True, x[head] if self.sarq else None, "head", progress)
         if self.sarq is not None:
             # Stage 2 truncates tail paths with the head priors, never with tail statistics.
             self.fit_priors(self.encode(x[head], head=np.ones(int(head.sum()), dtype=bool)))
