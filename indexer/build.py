@@ -7,6 +7,8 @@ Methods are named compositions of a quantizer and the SARQ truncation:
     acrq       anchored two-stage RQ-VAE, fixed length
     sarq       RQ-VAE with SARQ truncation in training and assignment
     sa2crq     ACRQ + SARQ (stage 2 truncates tail paths with the head priors)
+    acrq-kmeans, sa2crq-kmeans
+               the same two with k-means codebooks on the embeddings (no learned latent)
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ METHODS: dict[str, tuple[str, bool]] = {
     "acrq": ("acrq", False),
     "sarq": ("rq-vae", True),
     "sa2crq": ("acrq", True),
+    "acrq-kmeans": ("acrq-kmeans", False),
+    "sa2crq-kmeans": ("acrq-kmeans", True),
 }
 
 
@@ -59,7 +63,7 @@ class BuildConfig:
             raise DataError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         qname, adaptive = METHODS[self.method]
         sizes = self.quantizer.sizes or ()
-        if qname == "acrq" and any(b <= a for a, b in zip(sizes, sizes[1:])):
+        if REGISTRY[qname].anchored and any(b <= a for a, b in zip(sizes, sizes[1:])):
             raise DataError(f"{self.method} needs strictly increasing codebook sizes M1 < ... < ML, got {','.join(map(str, sizes))}")
         if self.dedup and adaptive:
             raise DataError("--dedup is for the fixed-length methods; SARQ methods vary length instead")
@@ -104,7 +108,7 @@ def build_index(
         vectors = np.concatenate([vectors, cfg.collab_weight * extra], 1).astype(np.float32)
     head = head_mask(catalog.popularity, cfg.split)
     qname, adaptive = METHODS[cfg.method]
-    cfg = dataclasses.replace(cfg, quantizer=cfg.quantizer.resolved(len(catalog), int(head.sum()), head_only=qname == "acrq"))
+    cfg = dataclasses.replace(cfg, quantizer=cfg.quantizer.resolved(len(catalog), int(head.sum()), head_only=REGISTRY[qname].anchored))
     quantizer = REGISTRY[qname](cfg.quantizer, cfg.sarq if adaptive else None)
     quantizer.fit(vectors, head, progress=progress)
     t_fit = time.perf_counter()

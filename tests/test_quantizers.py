@@ -20,7 +20,7 @@ def data():
     return synth.catalog.vectors, head_mask(synth.catalog.popularity)
 
 
-@pytest.mark.parametrize("name", ["rq-kmeans", "rq-vae", "acrq"])
+@pytest.mark.parametrize("name", ["rq-kmeans", "rq-vae", "acrq", "acrq-kmeans"])
 def test_same_seed_same_codes(data, name):
     x, head = data
     runs = [REGISTRY[name](SMALL, SARQConfig()).fit(x, head, progress=False) for _ in range(2)]
@@ -52,6 +52,24 @@ def test_acrq_anchors_frozen_and_tail_uses_extension(data):
     uses_ext = (codes >= np.asarray(anchors)).any(axis=1)
     assert not uses_ext[head].any()
     assert uses_ext[~head].mean() > 0.2
+
+
+def test_acrq_kmeans_anchors_are_rq_kmeans_on_the_anchors_and_tail_uses_extension(data):
+    x, head = data
+    q = REGISTRY["acrq-kmeans"](SMALL, SARQConfig()).fit(x, head, progress=False)
+    assert q.sizes == (10, 20, 40)  # 25% extension per layer
+    anchors = anchor_items(head, SMALL.anchor_share, SMALL.seed)
+    stage1 = REGISTRY["rq-kmeans"](SMALL).fit(x[anchors], np.ones(int(anchors.sum()), dtype=bool), progress=False)
+    for layer, (before, book) in enumerate(zip(stage1.codebooks, q.codebooks)):
+        np.testing.assert_array_equal(book[: SMALL.sizes[layer]], before, err_msg=f"anchor rows of layer {layer + 1} differ")
+    codes = q.encode(x, head=head)
+    uses_ext = (codes >= np.asarray(SMALL.sizes)).any(axis=1)
+    assert not uses_ext[head].any()
+    assert uses_ext[~head].mean() > 0.2
+    again = q.encode(x)  # cold start: no head restriction, the head may reach the extension too
+    np.testing.assert_array_equal(again[~head], codes[~head])
+    with pytest.raises(DataError, match="strictly increasing"):
+        REGISTRY["acrq-kmeans"](QuantizerConfig(sizes=(16, 16, 32))).fit(x, head, progress=False)
 
 
 def test_acrq_extension_grows_with_the_tail(data):
@@ -96,7 +114,7 @@ def _mean_lengths(q, x, head):
     return lengths[head].mean(), lengths[~head].mean()
 
 
-@pytest.mark.parametrize("name", ["rq-kmeans", "rq-vae"])
+@pytest.mark.parametrize("name", ["rq-kmeans", "rq-vae", "acrq-kmeans"])
 def test_sarq_direction(data, name):
     x, head = data
     dense_longer = REGISTRY[name](SMALL, SARQConfig()).fit(x, head, progress=False)
@@ -108,7 +126,7 @@ def test_sarq_direction(data, name):
     assert h < t, f"reverse direction: head {h:.2f} should be shorter than tail {t:.2f}"
 
 
-@pytest.mark.parametrize("name", ["rq-kmeans", "acrq"])
+@pytest.mark.parametrize("name", ["rq-kmeans", "acrq", "acrq-kmeans"])
 def test_save_load_encodes_identically(tmp_path, data, name):
     x, head = data
     q = REGISTRY[name](SMALL, SARQConfig()).fit(x, head, progress=False)
@@ -133,14 +151,15 @@ def test_default_codebook_sizes_fit_what_the_codebooks_see():
         assert default_codebook_sizes(n, 10, head_only=False)[-1] <= max(n, 32)
 
 
-def test_a_build_without_sizes_takes_them_from_its_catalog(tmp_path):
+@pytest.mark.parametrize("method", ["sa2crq", "sa2crq-kmeans"])
+def test_a_build_without_sizes_takes_them_from_its_catalog(tmp_path, method):
     from indexer.build import BuildConfig, build_index
     from model_store import Store
     from sidcore.index.artifact import load_index
 
     catalog = generate(SyntheticConfig(num_items=1200, dim=16, seed=3)).catalog
     store = Store(tmp_path)
-    version, _ = build_index(catalog, BuildConfig(method="sa2crq", quantizer=QuantizerConfig(epochs=2)), store, progress=False)
+    version, _ = build_index(catalog, BuildConfig(method=method, quantizer=QuantizerConfig(epochs=2)), store, progress=False)
     art = load_index(store, version)
     n_head = int(art.head.sum())
     expected = default_codebook_sizes(len(catalog), n_head, head_only=True)

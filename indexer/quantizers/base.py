@@ -152,6 +152,7 @@ def default_extension(num_head: int, num_tail: int) -> float:
 
 class Quantizer(ABC):
     name: ClassVar[str]
+    anchored: ClassVar[bool] = False  # ACRQ: codebooks fit on anchor items first (M1 < ... < ML)
 
     def __init__(self, cfg: QuantizerConfig, sarq: SARQConfig | None = None):
         self.cfg = cfg

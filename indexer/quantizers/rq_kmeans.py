@@ -1,4 +1,5 @@
-"""RQ-Kmeans: residual k-means directly on embeddings (faiss), the paper's production baseline."""
+"""RQ-Kmeans: residual k-means directly on embeddings (faiss), the paper's production baseline;
+and ACRQ-Kmeans, its anchored two-stage variant."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from indexer.quantizers.base import Quantizer
+from indexer.quantizers.base import Quantizer, anchor_items, default_extension
 from sidcore.errors import DataError
 
 
@@ -22,6 +23,8 @@ def kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
 
 
 def nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    if not len(x):
+        return np.zeros(0, dtype=np.int64)
     index = faiss.IndexFlatL2(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
     _, idx = index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
@@ -66,3 +69,46 @@ class RQKMeans(Quantizer):
 
     def _load_tensors(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
         self.codebooks = [tensors[f"codebook_{i}"] for i in range(self.cfg.num_layers)]
+
+
+class ACRQKMeans(RQKMeans):
+    """ACRQ with k-means codebooks: stage 1 is RQ-Kmeans on the anchor items with M_1 < ... < M_L;
+    stage 2 freezes those codewords and appends, per layer, ``extension * M_l`` new ones: k-means
+    centroids of the tail items' residuals under the layers before it.
+
+    The same curriculum as ``acrq`` without its learned latent: residuals stay in the embedding
+    space itself, as RQ-Kmeans', so the decoder's codebook-initialised SID tokens and the soft
+    prompt (both MiniLM-space) speak the same geometry as the codes. Head items keep anchor-only
+    codes (``encode(..., head=...)``), so adding tail or cold-start items never renumbers them.
+    """
+
+    name = "acrq-kmeans"
+    anchored = True
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(len(c) for c in self.codebooks)
+
+    def _fit(self, x: np.ndarray, head: np.ndarray, progress: bool) -> None:
+        cfg = self.cfg
+        if list(cfg.sizes) != sorted(set(cfg.sizes)):
+            raise DataError(f"ACRQ needs strictly increasing codebook sizes M1 < ... < ML, got {cfg.sizes}")
+        anchors = anchor_items(head, cfg.anchor_share, cfg.seed)
+        anchor_x, tail = x[anchors], x[~anchors].copy()
+        share = cfg.extension if cfg.extension is not None else default_extension(len(anchor_x), len(tail))
+        super()._fit(anchor_x, np.ones(len(anchor_x), dtype=bool), progress)
+        for layer, m in enumerate(cfg.sizes):
+            new = min(round(share * m), len(tail))
+            if new:
+                self.codebooks[layer] = np.concatenate([self.codebooks[layer], kmeans(tail, new, cfg.kmeans_iters, cfg.seed + 100 + layer)])
+            tail -= self.codebooks[layer][nearest(tail, self.codebooks[layer])]
+
+    def encode(self, x: np.ndarray, head: np.ndarray | None = None) -> np.ndarray:
+        residual = np.array(x, dtype=np.float32)
+        head = np.zeros(len(x), dtype=bool) if head is None else np.asarray(head, dtype=bool)
+        codes = np.empty((len(x), len(self.codebooks)), dtype=np.int64)
+        for layer, (c, m) in enumerate(zip(self.codebooks, self.cfg.sizes)):
+            codes[~head, layer] = nearest(residual[~head], c)
+            codes[head, layer] = nearest(residual[head], c[:m])
+            residual -= c[codes[:, layer]]
+        return codes

@@ -212,6 +212,7 @@ class RQVAE(Quantizer):
 
 class ACRQ(RQVAE):
     name = "acrq"
+    anchored = True
 
     def _fit(self, x: np.ndarray, head: np.ndarray, progress: bool) -> None:
         cfg = self.cfg
