@@ -188,6 +188,8 @@ def insert_request_model(s: Settings) -> type[BaseModel]:
             with_vectors = sum(i.vector is not None for i in self.items)
             if with_vectors not in (0, len(self.items)):
                 raise ValueError("items: give a vector for every item or for none")
+            if with_vectors and len({len(i.vector) for i in self.items}) > 1:
+                raise ValueError("items: every vector needs the same length")
             if not with_vectors and any(not i.title.strip() for i in self.items):
                 raise ValueError("items: every item needs a title (or a vector)")
             return self
