@@ -132,6 +132,18 @@ def anchor_items(head: np.ndarray, share: float, seed: int) -> np.ndarray:
     return anchors
 
 
+def anchor_plan(cfg: QuantizerConfig, head: np.ndarray) -> tuple[np.ndarray, float]:
+    """ACRQ's two stages, shared by its RQ-VAE and k-means forms: the anchor mask [N]
+    (``anchor_items``) and the extension share per layer (``cfg.extension``, else
+    ``default_extension``), after checking M1 < ... < ML."""
+    if list(cfg.sizes) != sorted(set(cfg.sizes)):
+        raise DataError(f"ACRQ needs strictly increasing codebook sizes M1 < ... < ML, got {cfg.sizes}")
+    anchors = anchor_items(head, cfg.anchor_share, cfg.seed)
+    num_anchors = int(anchors.sum())
+    share = cfg.extension if cfg.extension is not None else default_extension(num_anchors, len(anchors) - num_anchors)
+    return anchors, share
+
+
 def default_extension(num_head: int, num_tail: int) -> float:
     """ACRQ's new codewords per layer, as a share of the head's: the paper's small extension (a
     quarter) while the head is at least a fifth of the catalog; below that, a quarter of the

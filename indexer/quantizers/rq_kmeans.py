@@ -7,7 +7,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from indexer.quantizers.base import Quantizer, anchor_items, default_extension
+from indexer.quantizers.base import Quantizer, anchor_plan
 from sidcore.errors import DataError
 
 
@@ -47,10 +47,14 @@ class RQKMeans(Quantizer):
             self.codebooks.append(c)
 
     def encode(self, x: np.ndarray, head: np.ndarray | None = None) -> np.ndarray:
+        """``head`` rows use each layer's first ``cfg.sizes[l]`` codewords only: all of them here,
+        ACRQ-Kmeans' anchors (its extension rows come after)."""
         residual = np.array(x, dtype=np.float32)
+        head = np.zeros(len(x), dtype=bool) if head is None else np.asarray(head, dtype=bool)
         codes = np.empty((len(x), len(self.codebooks)), dtype=np.int64)
-        for layer, c in enumerate(self.codebooks):
-            codes[:, layer] = nearest(residual, c)
+        for layer, (c, m) in enumerate(zip(self.codebooks, self.cfg.sizes)):
+            codes[~head, layer] = nearest(residual[~head], c)
+            codes[head, layer] = nearest(residual[head], c[:m])
             residual -= c[codes[:, layer]]
         return codes
 
@@ -91,24 +95,11 @@ class ACRQKMeans(RQKMeans):
 
     def _fit(self, x: np.ndarray, head: np.ndarray, progress: bool) -> None:
         cfg = self.cfg
-        if list(cfg.sizes) != sorted(set(cfg.sizes)):
-            raise DataError(f"ACRQ needs strictly increasing codebook sizes M1 < ... < ML, got {cfg.sizes}")
-        anchors = anchor_items(head, cfg.anchor_share, cfg.seed)
+        anchors, share = anchor_plan(cfg, head)
         anchor_x, tail = x[anchors], x[~anchors].copy()
-        share = cfg.extension if cfg.extension is not None else default_extension(len(anchor_x), len(tail))
         super()._fit(anchor_x, np.ones(len(anchor_x), dtype=bool), progress)
         for layer, m in enumerate(cfg.sizes):
             new = min(round(share * m), len(tail))
             if new:
                 self.codebooks[layer] = np.concatenate([self.codebooks[layer], kmeans(tail, new, cfg.kmeans_iters, cfg.seed + 100 + layer)])
             tail -= self.codebooks[layer][nearest(tail, self.codebooks[layer])]
-
-    def encode(self, x: np.ndarray, head: np.ndarray | None = None) -> np.ndarray:
-        residual = np.array(x, dtype=np.float32)
-        head = np.zeros(len(x), dtype=bool) if head is None else np.asarray(head, dtype=bool)
-        codes = np.empty((len(x), len(self.codebooks)), dtype=np.int64)
-        for layer, (c, m) in enumerate(zip(self.codebooks, self.cfg.sizes)):
-            codes[~head, layer] = nearest(residual[~head], c)
-            codes[head, layer] = nearest(residual[head], c[:m])
-            residual -= c[codes[:, layer]]
-        return codes

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from indexer.quantizers.base import Quantizer, QuantizerConfig, anchor_items, default_extension
+from indexer.quantizers.base import Quantizer, QuantizerConfig, anchor_plan
 from indexer.quantizers.rq_kmeans import kmeans
 from indexer.sarq import SARQConfig, truncate
 from sidcore.errors import DataError
@@ -216,11 +216,8 @@ class ACRQ(RQVAE):
 
     def _fit(self, x: np.ndarray, head: np.ndarray, progress: bool) -> None:
         cfg = self.cfg
-        if list(cfg.sizes) != sorted(set(cfg.sizes)):
-            raise DataError(f"ACRQ needs strictly increasing codebook sizes M1 < ... < ML, got {cfg.sizes}")
-        anchors = anchor_items(head, cfg.anchor_share, cfg.seed)
+        anchors, share = anchor_plan(cfg, head)
         anchor_x, tail_x = x[anchors], x[~anchors]
-        share = cfg.extension if cfg.extension is not None else default_extension(len(anchor_x), len(tail_x))
         extension = tuple(min(round(share * m), len(tail_x)) for m in cfg.sizes)
         self._build(x.shape[1], extension)
         self._check_sizes(len(anchor_x), "anchor (head) items")
