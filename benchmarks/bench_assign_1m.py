@@ -44,6 +44,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     codes = q.encode(cat.vectors, head=head)
+    q.count_catalog(codes)
     t1 = time.perf_counter()
     lengths = q.lengths(codes)
     t2 = time.perf_counter()

@@ -8,10 +8,12 @@ queries), never test cases. Each variant decodes the same cases through the ``Re
 - ``renorm``: per step, log-softmax over the *allowed* SID tokens only instead of over the whole
   SID range (a variant of the torch engine defined here; adopted in the engines only if it wins);
 - ``within``: ``similarity`` to the request or ``popularity`` inside a SID;
-- ``history kept``: the request's own history items may be answered (``exclude_history=False``).
+- ``history kept``: the request's own history items may be answered (``exclude_history=False``);
+- ``beam``: wider beams than ``--beam`` (``--beams``), since the service gives a request for k
+  items only k beams.
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_scoring.py --store eval-out/methods/sa2crq/store --data ../shared/data/games \
-        [--cases 1000] [--k 10] [--beam 100]
+        [--cases 1000] [--k 10] [--beam 100] [--beams 150,200]
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--beam", type=int, default=100)
     ap.add_argument("--penalties", default="0,0.5,1")
+    ap.add_argument("--beams", default="", help="Wider beams to try with the defaults, e.g. 150,200.")
     args = ap.parse_args()
 
     store = Store(args.store)
@@ -60,15 +63,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     cases = [data.valid[i] for i in np.sort(rng.permutation(len(data.valid))[: args.cases])]
     base = TorchEngine(decoder, mask)
-    variants = [(f"lp {lp}", TorchEngine(decoder, mask, length_penalty=float(lp)), "similarity", True) for lp in args.penalties.split(",")]
+    variants = [(f"lp {lp}", TorchEngine(decoder, mask, length_penalty=float(lp)), "similarity", True, args.beam) for lp in args.penalties.split(",")]
+    variants += [(f"lp 0, beam {w}", base, "similarity", True, int(w)) for w in args.beams.split(",") if w]
     variants += [
-        ("renorm", RenormalisedEngine(decoder, mask), "similarity", True),
-        ("lp 0, popularity inside a SID", base, "popularity", True),
-        ("lp 0, history kept", base, "similarity", False),
+        ("renorm", RenormalisedEngine(decoder, mask), "similarity", True, args.beam),
+        ("lp 0, popularity inside a SID", base, "popularity", True, args.beam),
+        ("lp 0, history kept", base, "similarity", False, args.beam),
     ]
     print(f"decoder {decoder.version}, {len(cases)} validation cases, beam {args.beam}, Recall@{args.k}")
-    for name, engine, within, exclude in variants:
-        retriever = Retriever(decoder, engine, beam_width=args.beam, max_beam_width=args.beam, within=within)
+    for name, engine, within, exclude, beam in variants:
+        retriever = Retriever(decoder, engine, beam_width=beam, max_beam_width=beam, within=within)
         t, hits = time.perf_counter(), 0
         for i in range(0, len(cases), 32):
             chunk = cases[i : i + 32]

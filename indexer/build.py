@@ -113,6 +113,7 @@ def build_index(
     quantizer.fit(vectors, head, progress=progress)
     t_fit = time.perf_counter()
     codes = quantizer.encode(vectors, head=head)
+    quantizer.count_catalog(codes)
     lengths = quantizer.lengths(codes)
     sizes = quantizer.sizes
     mse = float(((quantizer.reconstruct(codes, lengths) - vectors) ** 2).sum(1).mean())

@@ -105,6 +105,7 @@ def index() -> None:
 @click.option("--budget", callback=_budget, help="SARQ budget in nats (one, or one per checked layer); default: the median head-path information at each checked layer.")
 @click.option("--min-length", type=click.IntRange(min=1), default=2, show_default=True, help="Shortest SARQ SID.")
 @click.option("--direction", type=click.Choice(["dense-longer", "dense-shorter"]), default="dense-longer", show_default=True)
+@click.option("--max-group", type=click.IntRange(min=1), help="SARQ: the most items a shortened SID may hold (default: no bound).")
 @click.option("--split-by", type=click.Choice(["interactions", "items"]), default="interactions", show_default=True)
 @click.option("--head-share", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True)
 @click.option("--extension", type=click.FloatRange(0, 4), default=None,
@@ -127,7 +128,7 @@ def index() -> None:
 @click.option("--store", type=click.Path(path_type=Path), required=True, help="Artifact store directory.")
 @click.option("--activate", is_flag=True, help="Make the new version the active index of the store.")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
-def index_build(items, interactions, holdout_last, method, codebook_sizes, budget, min_length, direction, split_by,
+def index_build(items, interactions, holdout_last, method, codebook_sizes, budget, min_length, direction, max_group, split_by,
                 head_share, extension, anchor_share, epochs, dedup, collab_weight, vectors, attributes, fields, seed, store, activate, quiet) -> None:
     """Build a new index version and print its id."""
     from indexer.build import BuildConfig, build_index
@@ -145,7 +146,7 @@ def index_build(items, interactions, holdout_last, method, codebook_sizes, budge
     cfg = BuildConfig(
         method=method,
         quantizer=QuantizerConfig(sizes=codebook_sizes, seed=seed, epochs=epochs, extension=extension, anchor_share=anchor_share),
-        sarq=SARQConfig(budget=budget, min_length=min_length, direction=direction),
+        sarq=SARQConfig(budget=budget, min_length=min_length, direction=direction, max_group=max_group),
         split=SplitConfig(by=split_by, head_share=head_share),
         dedup=dedup,
         collab_weight=(1.0 if sequences else 0.0) if collab_weight is None else collab_weight,

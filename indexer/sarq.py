@@ -10,6 +10,11 @@ stops at the first layer l >= ``min_length`` whose prefix information exceeds th
 dense paths (low information) run to full depth and become discriminative, sparse paths (tail,
 cold start) stop early and share short IDs. ``direction="dense-shorter"`` flips the test, giving
 popular, dense regions the short IDs instead.
+
+``max_group`` bounds how much a short ID is shared: a prefix that more than ``max_group`` catalog
+items pass through is no stopping point, so no truncated SID ever holds more items than that. On a
+corpus whose tail items are each some query's exact answer (scifact), unbounded sharing put 5,183
+documents on 3,394 SIDs and cost Recall@10 (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ class SARQConfig:
         direction: ``dense-longer`` (the paper's) or ``dense-shorter``.
         smoothing: additive constant ``a`` of the priors.
         auto_quantile: see ``budget``.
+        max_group: the most catalog items a truncated SID may hold (None: no bound, the paper's
+            rule). Counted on the codes of the catalog the index is built from (cold-start
+            inserts are checked against those counts until the next build).
     """
 
     budget: float | tuple[float, ...] | None = None
@@ -43,6 +51,7 @@ class SARQConfig:
     direction: Literal["dense-longer", "dense-shorter"] = "dense-longer"
     smoothing: float = 0.1
     auto_quantile: float = 0.5
+    max_group: int | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in ("dense-longer", "dense-shorter"):
@@ -51,6 +60,8 @@ class SARQConfig:
             raise DataError("min_length must be >= 1")
         if self.smoothing <= 0 or not 0.0 < self.auto_quantile < 1.0:
             raise DataError("smoothing must be positive and auto_quantile in (0, 1)")
+        if self.max_group is not None and self.max_group < 1:
+            raise DataError(f"max_group must be >= 1, got {self.max_group}")
         budgets = self.budget if isinstance(self.budget, tuple) else (self.budget,)
         for b in budgets:
             if b is not None and not (math.isfinite(b) and b >= 0):
@@ -113,6 +124,11 @@ class PathPriors:
             return np.zeros(len(key), dtype=np.int64)
         return np.where(table[pos] == key, self.counts[layer][pos], 0)
 
+    def prefix_counts(self, codes: np.ndarray) -> np.ndarray:
+        """n(c_1..c_l): how many of the fitted paths pass through each item's prefixes, shape (N, L)."""
+        prefix = _prefix_keys(np.asarray(codes, dtype=np.int64), self.sizes)
+        return np.stack([self._count(layer, prefix[:, layer]) for layer in range(len(self.sizes))], axis=1)
+
     def log_probs(self, codes: np.ndarray) -> np.ndarray:
         """log P(c_l | c_<l) for every item and layer, shape (N, L)."""
         codes = np.asarray(codes, dtype=np.int64)
@@ -153,14 +169,20 @@ class PathPriors:
         )
 
 
-def truncate(info: np.ndarray, budgets: np.ndarray, cfg: SARQConfig) -> np.ndarray:
-    """SID length per item from prefix information (N, L) and per-checked-layer budgets."""
+def truncate(info: np.ndarray, budgets: np.ndarray, cfg: SARQConfig, through: np.ndarray | None = None) -> np.ndarray:
+    """SID length per item from prefix information (N, L) and per-checked-layer budgets.
+
+    ``through`` (N, L): catalog items passing through each prefix (``PathPriors.prefix_counts``
+    over the catalog's codes); with ``cfg.max_group`` a prefix holding more is no stopping point.
+    """
     n, num_layers = info.shape
     lengths = np.full(n, num_layers, dtype=np.int64)
     if num_layers <= cfg.min_length:
         return lengths
     checked = info[:, cfg.min_length - 1 : num_layers - 1]  # prefixes of length min_length..L-1
     stop = checked > budgets[None, :] if cfg.direction == "dense-longer" else checked <= budgets[None, :]
+    if cfg.max_group is not None and through is not None:
+        stop &= through[:, cfg.min_length - 1 : num_layers - 1] <= cfg.max_group
     any_stop = stop.any(axis=1)
     lengths[any_stop] = cfg.min_length + np.argmax(stop[any_stop], axis=1)
     return lengths

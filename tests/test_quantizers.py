@@ -165,3 +165,27 @@ def test_a_build_without_sizes_takes_them_from_its_catalog(tmp_path, method):
     expected = default_codebook_sizes(len(catalog), n_head, head_only=True)
     assert art.config["quantizer"]["sizes"] == list(expected)  # the manifest records what was used
     assert art.sizes[0] >= expected[0] and len(art.sizes) == 3  # (+ ACRQ's extension codewords)
+
+
+@pytest.mark.parametrize("name", ["rq-kmeans", "acrq-kmeans"])
+def test_max_group_bounds_every_shortened_sid(tmp_path, data, name):
+    x, head = data
+    free = REGISTRY[name](SMALL, SARQConfig()).fit(x, head, progress=False)
+    codes = free.encode(x, head=head)
+    lengths = free.lengths(codes)
+
+    def largest_short_group(lengths):
+        short = lengths < codes.shape[1]
+        _, n = np.unique([tuple(c[:length]) for c, length in zip(codes[short], lengths[short])], axis=0, return_counts=True)
+        return n.max()
+
+    assert largest_short_group(lengths) > 3  # unbounded SARQ shares short IDs widely on this catalog
+    bounded = REGISTRY[name](SMALL, SARQConfig(max_group=3)).fit(x, head, progress=False)
+    with pytest.raises(DataError, match="count_catalog"):
+        bounded.lengths(codes)
+    bounded.count_catalog(codes)
+    capped = bounded.lengths(codes)
+    assert largest_short_group(capped) <= 3
+    assert (capped >= lengths).all() and capped.mean() > lengths.mean()
+    bounded.save(tmp_path)
+    np.testing.assert_array_equal(load_quantizer(tmp_path).lengths(codes), capped)  # inserts see the same counts

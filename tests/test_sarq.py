@@ -69,3 +69,22 @@ def test_priors_state_round_trip():
     again = PathPriors.from_state(priors.state())
     probe = np.array([[0, 1, 1], [1, 2, 1], [1, 1, 1]])
     np.testing.assert_array_equal(priors.prefix_information(probe), again.prefix_information(probe))
+
+
+def test_prefix_counts_count_paths_through_each_prefix():
+    counts = PathPriors.fit(CODES, SIZES, smoothing=0.1).prefix_counts(np.array([[0, 0, 1], [1, 2, 1], [1, 0, 0]]))
+    assert counts.tolist() == [[3, 2, 1], [1, 1, 1], [1, 0, 0]]
+
+
+def test_max_group_keeps_crowded_prefixes_from_being_stopping_points():
+    info = np.array([[0.5, 1.3, 1.5, 2.0]] * 3 + [[0.5, 1.1, 1.4, 9.0]])  # all over budget 1.2 by length 3
+    through = np.array([[9, 5, 2, 1]] * 3 + [[9, 1, 1, 1]])  # catalog items through each prefix
+    unbounded = SARQConfig(budget=1.2)
+    assert truncate(info, unbounded.budgets(4, info), unbounded, through).tolist() == [2, 2, 2, 3]
+    bounded = SARQConfig(budget=1.2, max_group=2)
+    # The first three share a length-2 prefix that 5 items pass through: they stop at 3 instead,
+    # where 2 pass; the fourth's length-2 prefix has room, but its information is under budget there.
+    assert truncate(info, bounded.budgets(4, info), bounded, through).tolist() == [3, 3, 3, 3]
+    assert truncate(info, bounded.budgets(4, info), SARQConfig(budget=1.2, max_group=1), through).tolist() == [4, 4, 4, 3]
+    with pytest.raises(DataError, match="max_group"):
+        SARQConfig(max_group=0)

@@ -27,6 +27,7 @@ def _csv(kind):
               help="items.jsonl + sequences.jsonl (histories), or a BEIR corpus.jsonl + queries.jsonl + qrels/.")
 @click.option("--methods", callback=_csv(str), default="rq-kmeans,rq-vae,acrq,sarq,sa2crq", show_default=True)
 @click.option("--budgets", callback=_csv(float), help="SARQ budgets in nats: sarq and sa2crq run once per budget. Default: automatic.")
+@click.option("--max-group", type=click.IntRange(min=1), help="SARQ: the most items a shortened SID may hold (default: no bound).")
 @click.option("--baselines", callback=_csv(str), default="popularity,bm25,dense,rules,sasrec", show_default=True,
               help="Baselines to run ('' for none); those that do not fit the cases are reported as skipped.")
 @click.option("--test", type=click.Path(path_type=Path),
@@ -54,7 +55,7 @@ def _csv(kind):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the quantizers, decoders, SASRec and the case sample.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
-def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, anchor_share, collab_weight, train_opts,
+def eval_cmd(data_dir, methods, budgets, max_group, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, anchor_share, collab_weight, train_opts,
              beam, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
     """Build each method's index and decoder under one budget, decode the test cases through the
     service's retrieval pipeline, score them next to the baselines, and write OUT/report.json,
@@ -67,11 +68,13 @@ def eval_cmd(data_dir, methods, budgets, baselines, test, test_qrels, ks, out, v
     from indexer.evaluation.report import headline_k, headline_rows, timing_table
     from indexer.evaluation.runner import run_all
     from indexer.quantizers import QuantizerConfig
+    from indexer.sarq import SARQConfig
     from indexer.split import SplitConfig
 
     cfg = EvalConfig(
         methods=methods,
         budgets=budgets or (),
+        sarq=SARQConfig(max_group=max_group),
         baselines=baselines or (),
         ks=ks,
         quantizer=QuantizerConfig(sizes=codebook_sizes, epochs=epochs, anchor_share=anchor_share, seed=seed),

@@ -24,6 +24,7 @@ class EvalConfig:
         methods: indexing methods (``indexer.build.METHODS``).
         budgets: SARQ budgets in nats; each adaptive method runs once per budget. Empty: the
             automatic budget (median head-path information).
+        sarq: the rest of the SARQ rule (``max_group``, ...) for the adaptive methods.
         baselines: names in ``BASELINES``.
         ks: cut-offs K; the decoder is asked for ``max(ks)`` items per case.
         quantizer, split, train, sasrec, rules: budgets of the index, head/tail split, decoder,
@@ -42,6 +43,7 @@ class EvalConfig:
 
     methods: tuple[str, ...] = ("rq-kmeans", "rq-vae", "acrq", "sarq", "sa2crq")
     budgets: tuple[float, ...] = ()
+    sarq: SARQConfig = field(default_factory=SARQConfig)
     baselines: tuple[str, ...] = ("popularity", "bm25", "dense", "rules", "sasrec")
     ks: tuple[int, ...] = (1, 5, 10, 20, 100)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -90,7 +92,7 @@ class EvalConfig:
             budgets = self.budgets if METHODS[m][1] and self.budgets else (None,)
             for b in budgets:
                 name = m if b is None else f"{m}@{b:g}"
-                out.append((name, BuildConfig(method=m, quantizer=self.quantizer, sarq=SARQConfig(budget=b), split=self.split,
+                out.append((name, BuildConfig(method=m, quantizer=self.quantizer, sarq=dataclasses.replace(self.sarq, budget=b), split=self.split,
                                               collab_weight=self.collab_weight)))
         return out
 

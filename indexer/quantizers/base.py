@@ -171,6 +171,7 @@ class Quantizer(ABC):
         self.sarq = sarq
         self.priors: PathPriors | None = None
         self.budgets: np.ndarray | None = None
+        self.catalog_paths: PathPriors | None = None  # SARQ's max_group: the indexed catalog's path counts
         self.num_head = 0
 
     def __init_subclass__(cls, **kw):
@@ -227,15 +228,25 @@ class Quantizer(ABC):
         self.priors = PathPriors.fit(head_codes, self.sizes, self.sarq.smoothing)
         self.budgets = self.sarq.budgets(len(self.sizes), self.priors.prefix_information(head_codes))
 
+    def count_catalog(self, codes: np.ndarray) -> None:
+        """Record the catalog's full-depth codes, which SARQ's ``max_group`` bounds short IDs by."""
+        if self.sarq is not None and self.sarq.max_group is not None:
+            self.catalog_paths = PathPriors.fit(codes, self.sizes, self.sarq.smoothing)
+
     def lengths(self, codes: np.ndarray) -> np.ndarray:
         if self.priors is None:
             return np.full(len(codes), len(self.sizes), dtype=np.int64)
-        return truncate(self.priors.prefix_information(codes), self.budgets, self.sarq)
+        if self.sarq.max_group is not None and self.catalog_paths is None:
+            raise DataError("SARQ's max_group needs the catalog's codes: call count_catalog(codes) first")
+        through = None if self.catalog_paths is None else self.catalog_paths.prefix_counts(codes)
+        return truncate(self.priors.prefix_information(codes), self.budgets, self.sarq, through)
 
     def save(self, directory: Path) -> None:
         tensors = {f"q.{k}": np.ascontiguousarray(v) for k, v in self._tensors().items()}
         if self.priors is not None:
             tensors.update({f"priors.{k}": np.ascontiguousarray(v) for k, v in self.priors.state().items()})
+        if self.catalog_paths is not None:
+            tensors.update({f"catalog.{k}": np.ascontiguousarray(v) for k, v in self.catalog_paths.state().items()})
         save_file(tensors, str(directory / "quantizer.safetensors"))
         meta = {
             "name": self.name,
@@ -268,4 +279,7 @@ def load_quantizer(directory: Path) -> Quantizer:
     if priors:
         q.priors = PathPriors.from_state(priors)
         q.budgets = np.asarray(meta["budgets"], dtype=np.float64)
+    catalog = {k[8:]: v for k, v in tensors.items() if k.startswith("catalog.")}
+    if catalog:
+        q.catalog_paths = PathPriors.from_state(catalog)
     return q
