@@ -112,3 +112,20 @@ def test_cli_bad_input_exits_2_and_writes_nothing(monkeypatch, capsys, tmp_path,
 def test_cli_report_without_index_exits_2(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "index", "report", "--store", tmp_path / "empty")
     assert code == 2 and "no index version" in err
+
+
+def test_cli_max_group_bounds_the_shortened_sids(monkeypatch, capsys, tmp_path, files):
+    store = tmp_path / "store"
+    code, out, _ = run_cli(
+        monkeypatch, capsys, "index", "build", "--items", files["items"], "--interactions", files["sequences"], "--vectors", files["vectors"],
+        "--method", "sa2crq-kmeans", "--codebook-sizes", "8,16,32", "--max-group", "2", "--store", store, "--quiet",
+    )
+    assert code == 0
+    art = load_index(Store(store), out.strip().splitlines()[-1])
+    assert art.config["sarq"]["max_group"] == 2
+    short = art.lengths < art.codes.shape[1]
+    assert short.any()
+    _, per_sid = np.unique([tuple(c[:n]) for c, n in zip(art.codes[short], art.lengths[short])], axis=0, return_counts=True)
+    assert per_sid.max() <= 2
+    code, _, err = run_cli(monkeypatch, capsys, "index", "build", "--items", files["items"], "--max-group", "0", "--store", store, "--quiet")
+    assert code == 2 and "--max-group" in err
