@@ -189,3 +189,18 @@ def test_max_group_bounds_every_shortened_sid(tmp_path, data, name):
     assert (capped >= lengths).all() and capped.mean() > lengths.mean()
     bounded.save(tmp_path)
     np.testing.assert_array_equal(load_quantizer(tmp_path).lengths(codes), capped)  # inserts see the same counts
+
+
+def test_an_index_saved_before_max_group_keeps_its_unbounded_lengths(tmp_path, data):
+    import json
+
+    x, head = data
+    q = REGISTRY["acrq-kmeans"](SMALL, SARQConfig()).fit(x, head, progress=False)
+    q.save(tmp_path)
+    meta = json.loads((tmp_path / "quantizer.json").read_text())
+    del meta["sarq"]["max_group"]  # as written by earlier versions
+    (tmp_path / "quantizer.json").write_text(json.dumps(meta))
+    old = load_quantizer(tmp_path)
+    codes = q.encode(x, head=head)
+    assert old.sarq.max_group is None
+    np.testing.assert_array_equal(old.lengths(codes), q.lengths(codes))

@@ -269,7 +269,8 @@ def load_quantizer(directory: Path) -> Quantizer:
     tensors = load_file(str(directory / "quantizer.safetensors"))
     try:
         cls = REGISTRY[meta["name"]]
-        sarq = SARQConfig(**_tuples(meta["sarq"])) if meta["sarq"] else None
+        # Indexes built before max_group existed had no bound, whatever today's default.
+        sarq = SARQConfig(**{"max_group": None, **_tuples(meta["sarq"])}) if meta["sarq"] else None
         q = cls(QuantizerConfig(**_tuples(meta["config"])), sarq)
     except (KeyError, TypeError) as e:
         raise DataError(f"{directory}: quantizer written by an incompatible indexer version ({e}); rebuild the index") from None
