@@ -7,11 +7,13 @@ index builds alone (no decoder). The catalog and head/tail split are those `sa2c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 
-from indexer.build import BuildConfig, build_index
+from indexer.build import build_index
 from indexer.evaluation.cases import load_eval_data
+from indexer.evaluation.config import EvalConfig
 from indexer.sarq import SARQConfig
 from model_store import Store
 
@@ -24,12 +26,13 @@ def main() -> None:
     args = ap.parse_args()
 
     data = load_eval_data(args.data)
-    collab = 1.0 if data.train_sequences else 0.0  # as `sa2crq eval` builds it
     print(f"{args.method} on {args.data.name}: {len(data.catalog)} items")
     print(f"{'max_group':>9} {'SIDs':>7} {'collision':>9} {'length head':>11} {'length tail':>11} {'max items/SID':>13}")
     for g in args.groups.split(","):
         bound = None if g == "none" else int(g)
-        cfg = BuildConfig(method=args.method, sarq=SARQConfig(max_group=bound), collab_weight=collab)
+        cfg = EvalConfig(methods=(args.method,), baselines=(), sarq=SARQConfig(max_group=bound)).runs()[0][1]
+        if not data.train_sequences:
+            cfg = dataclasses.replace(cfg, collab_weight=0.0)  # as `sa2crq eval` does without histories
         with tempfile.TemporaryDirectory() as d:
             _, rep = build_index(data.catalog, cfg, Store(Path(d)), progress=False, sequences=data.train_sequences)
         length = rep["mean_sid_length"]
