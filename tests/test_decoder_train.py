@@ -77,6 +77,7 @@ def test_a_history_row_trains_every_next_item(indexed):
         assert [row.prompt.ids[at + 1 + j] - spec.base for j in range(len(codes))] == codes
     assert all(x == -1 for x in row.labels[: markers[1]])  # the first item is context only
     assert dict(row.prompt.content) == {markers[1]: a, markers[2]: b}
+    assert row.targets == ((markers[1], b), (markers[2], c))  # where the next-item loss applies
 
 
 def test_a_query_row_targets_the_sid_then_end(indexed):
@@ -89,6 +90,7 @@ def test_a_query_row_targets_the_sid_then_end(indexed):
     assert ids[:3] == (*tok.convert_tokens_to_ids(["<query>", "<soft>", "<soft>"]),)
     assert [t for t in row.labels if t >= 0] == codes + [spec.vocab.end_local]
     assert row.labels[-len(codes) - 1] == codes[0] and ids[-len(codes) - 1] == tok.convert_tokens_to_ids("<item>")
+    assert row.targets == ()  # the next-item loss is for history rows
 
 
 def test_item_views_cover_title_sentences_and_spans():
@@ -196,3 +198,24 @@ def test_views_of_a_catalog_item(indexed):
     views = item_views(data, [item], spans=0, seed=0)
     i = data.catalog.index_of[item]
     assert views[0] == (data.catalog.texts[i], item) and all(it == item for _, it in views)
+
+
+def test_the_next_item_loss_trains_the_history_positions_toward_the_item_table(indexed, tmp_path):
+    """item_loss adds a softmax over the catalog at each first-code position; training with it
+    leaves a decoder that serves like any other, and a config without item content refuses it."""
+    d, store, _, data = indexed
+    cfg = TrainConfig(epochs=2, patience=0, item_loss=1.0, item_negatives=0, **FAST)
+    version, summary = train_decoder(store, d / "data", cfg, data=data, progress=False, checkpoints=tmp_path / "ck")
+    plain = TrainConfig(epochs=2, patience=0, item_loss=0.0, **FAST)
+    _, base = train_decoder(store, d / "data", plain, data=data, progress=False, checkpoints=tmp_path / "ck2")
+    # the auxiliary term (~log of 300 items at the start) is part of the reported loss
+    assert summary["curve"][0]["loss"] > base["curve"][0]["loss"] + 2.0
+    assert summary["curve"][1]["loss"] < summary["curve"][0]["loss"]
+    _, sampled = train_decoder(store, d / "data", TrainConfig(epochs=2, patience=0, item_loss=1.0, item_negatives=32, **FAST),
+                               data=data, progress=False, checkpoints=tmp_path / "ck3")
+    # a softmax over ~32 drawn items plus the batch's targets starts lower than one over all 300
+    assert base["curve"][0]["loss"] + 1.0 < sampled["curve"][0]["loss"] < summary["curve"][0]["loss"]
+    with pytest.raises(DataError, match="item_loss needs item content"):
+        TrainConfig(prompt=PromptConfig(item_content="none"))
+    with pytest.raises(DataError, match="item_loss must be >= 0"):
+        TrainConfig(item_loss=-1.0)

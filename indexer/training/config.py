@@ -26,6 +26,14 @@ class TrainConfig:
         dropout: dropout on the input embeddings (attention dropout is ``tiny.attention_dropout``).
         bf16: run the forward pass under bfloat16 autocast (on GPUs and CPUs with AMX; on CPUs
             without bf16 units it is several times slower, see docs/benchmarks.md).
+        item_loss: weight of an auxiliary next-item loss (0: off): in history rows, at each
+            position that predicts a target's first code, a softmax over the catalog's items,
+            scored against the items as history markers carry them (``--item-content``: projected
+            MiniLM and/or learned embedding), as SASRec trains. It shapes the hidden state only;
+            ranking still comes from the SID scores, and no part of it is served. Query and view
+            rows keep the SID loss alone (measured on games only).
+        item_negatives: with ``item_loss``, score each batch's targets against themselves and this
+            many uniformly drawn items instead of the whole catalog (0: the whole catalog).
         query_repeats: times each training query is seen per epoch.
         views: teach every item through its text views each epoch (title, text, sentences, lead,
             spans), so text queries reach every item, tail and cold-start included.
@@ -53,6 +61,8 @@ class TrainConfig:
     warmup: float = 0.03
     weight_decay: float = 0.01
     dropout: float = 0.1
+    item_loss: float = 1.0
+    item_negatives: int = 2048
     bf16: bool = False
     query_repeats: int = 4
     views: bool = True
@@ -74,10 +84,14 @@ class TrainConfig:
             if value < 1:
                 raise DataError(f"{name} must be positive, got {value}")
         for name, value in {"patience": self.patience, "val_cases": self.val_cases, "max_steps": self.max_steps,
-                            "view_spans": self.view_spans}.items():
+                            "view_spans": self.view_spans, "item_negatives": self.item_negatives}.items():
             if value < 0:
                 raise DataError(f"{name} must be >= 0, got {value}")
         if self.lr <= 0 or not 0 <= self.warmup < 1 or self.weight_decay < 0 or not 0 <= self.dropout < 1:
             raise DataError("lr must be positive, warmup and dropout in [0, 1), weight_decay >= 0")
+        if self.item_loss < 0 or not self.item_loss < float("inf"):
+            raise DataError(f"item_loss must be >= 0, got {self.item_loss}")
+        if self.item_loss and self.prompt.item_content == "none":
+            raise DataError("item_loss needs item content to score items against: use --item-content minilm, id or minilm+id, or --item-loss 0")
         if self.sid_init not in ("codebook", "random"):
             raise DataError(f"sid_init must be codebook or random, got {self.sid_init!r}")

@@ -25,6 +25,7 @@ from sidcore.decoder.prompt import HistoryItem, Prompt, PromptBuilder
 class Row:
     prompt: Prompt
     labels: tuple[int, ...]  # per position: the local SID id it predicts, -1 for none
+    targets: tuple[tuple[int, str], ...] = ()  # history rows: (position predicting its first code, item) per target
 
 
 class RowMaker:
@@ -44,12 +45,24 @@ class RowMaker:
         return HistoryItem(item_id, self.titles.get(item_id, ""), self.codes[item_id])
 
     def sequence(self, items: Sequence[str]) -> Row:
+        items = list(items)[-self.builder.cfg.history_items :]
         prompt, labels = self.builder.sequence([self.item(i) for i in items], end=self.end)
-        return Row(prompt, tuple(labels))
+        return Row(prompt, tuple(labels), self._targets(labels, items[1:]))
 
     def query(self, text: str, target: str, history: Sequence[str] = ()) -> Row:
         prompt, labels = self.builder.example(text, [self.item(i) for i in history], self.codes[target], self.end)
         return Row(prompt, tuple(labels))
+
+    def _targets(self, labels: Sequence[int], items: Sequence[str]) -> tuple[tuple[int, str], ...]:
+        # A target's labels are contiguous: one per code, then <sid_end>.
+        at = [pos for pos, label in enumerate(labels) if label >= 0]
+        out, k = [], 0
+        for item in items:
+            if k >= len(at):
+                break
+            out.append((at[k], item))
+            k += len(self.codes[item]) + 1
+        return tuple(out)
 
 
 def window(seq: Sequence[str], size: int, rng: np.random.Generator) -> Sequence[str]:
@@ -66,6 +79,8 @@ class Batch:
 
     ids: long [B, T] token ids; labels: long [B, T] local SID ids, -1 where nothing is predicted;
     content: long [B, T] item-table row a position's ``<item>`` marker carries, -1 for none;
+    targets: long [B, T] item-table row of the item whose first SID code a position predicts, -1
+    elsewhere (the auxiliary next-item loss, ``TrainConfig.item_loss``);
     queries: long [B] row of each row's query in the query-vector table, -1 for none (or no table);
     attention: long [B, T] 1 on real positions.
     """
@@ -73,6 +88,7 @@ class Batch:
     ids: torch.Tensor
     labels: torch.Tensor
     content: torch.Tensor
+    targets: torch.Tensor
     queries: torch.Tensor
     attention: torch.Tensor
 
@@ -105,6 +121,7 @@ def _pad(rows: list[Row], pad_id: int, item_row: dict[str, int], query_row: dict
     ids = np.full((B, T), pad_id, dtype=np.int64)
     labels = np.full((B, T), -1, dtype=np.int64)
     content = np.full((B, T), -1, dtype=np.int64)
+    targets = np.full((B, T), -1, dtype=np.int64)
     attention = np.zeros((B, T), dtype=np.int64)
     queries = np.full(B, -1, dtype=np.int64)
     for b, r in enumerate(rows):
@@ -112,6 +129,9 @@ def _pad(rows: list[Row], pad_id: int, item_row: dict[str, int], query_row: dict
         ids[b, :n], labels[b, :n], attention[b, :n] = r.prompt.ids, r.labels, 1
         for pos, item in r.prompt.content:
             content[b, pos] = item_row[item]
+        for pos, item in r.targets:
+            targets[b, pos] = item_row[item]
         if r.prompt.query:
             queries[b] = query_row.get(r.prompt.query, -1)
-    return Batch(*(torch.from_numpy(a) for a in (ids, labels, content, queries, attention)))
+    return Batch(*(torch.from_numpy(a) for a in (ids, labels, content, targets, queries, attention)))
+

@@ -38,7 +38,7 @@ from indexer.training.rows import RowMaker, make_batches, window
 from indexer.training.validation import Validation
 from model_store import Store
 from sidcore.decoder.bundle import Decoder, DecoderSpec, ItemTable, make_builder, save_decoder
-from sidcore.decoder.model import PromptInputs, embed_inputs, load_base_model, new_tiny_model, sid_logits
+from sidcore.decoder.model import PromptInputs, embed_inputs, item_outputs, load_base_model, new_tiny_model, sid_logits
 from sidcore.decoder.tokenizer import extend_with_sid_tokens, load_base_tokenizer, train_text_tokenizer
 from sidcore.embed import DIM, MODEL_NAME, embed_texts
 from sidcore.errors import DataError
@@ -205,7 +205,20 @@ class _Run:
             hidden = model.model(inputs_embeds=x, attention_mask=batch.attention.to(dev)).last_hidden_state
             at = labels >= 0
             logits = sid_logits(model, hidden[at], self.spec.base, self.spec.vocab.num_local)
-        return F.cross_entropy(logits.float(), labels[at])
+            loss = F.cross_entropy(logits.float(), labels[at])
+            targets = batch.targets.to(dev)
+            first = targets >= 0
+            if self.cfg.item_loss and first.any():
+                rows, goal = None, targets[first]
+                n, k = len(self.items.ids), self.cfg.item_negatives
+                if k and k < n:
+                    # the batch's own targets plus a uniform sample: the softmax over them, not all items
+                    drawn = torch.randint(n, (k,), device=dev)
+                    rows, inverse = torch.unique(torch.cat([goal, drawn]), return_inverse=True)
+                    goal = inverse[: len(goal)]
+                items = item_outputs(inputs, self.item_vectors, rows)  # [N or |rows|, H]
+                loss = loss + self.cfg.item_loss * F.cross_entropy((hidden[first] @ items.T).float(), goal)
+        return loss
 
     # -- one phase: selection (validation every epoch) or refit (a fixed number of epochs) -------
     def fit(self, phase: str, epochs: int, ckpt: Checkpoints, resume: dict | None, keep: dict | None = None) -> dict:

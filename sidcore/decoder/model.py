@@ -129,5 +129,21 @@ def embed_inputs(
     return x + add
 
 
+def item_outputs(inputs: PromptInputs, item_vectors: torch.Tensor | None, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """float [R, H]: item-table rows as the prompt inputs represent them (projected MiniLM
+    embedding plus learned embedding, as on a history item's marker).
+
+    Args:
+        item_vectors: float [N, D] MiniLM embedding of every item-table row (for ``minilm`` content).
+        rows: long [R] the rows wanted; None: all N.
+    """
+    parts = []
+    if inputs.content is not None:
+        parts.append(inputs.content(item_vectors if rows is None else item_vectors[rows]))
+    if inputs.item is not None:
+        parts.append(inputs.item.weight if rows is None else inputs.item(rows))
+    return sum(parts[1:], parts[0])
+
+
 def as_float_tensor(a: np.ndarray | None, device) -> torch.Tensor | None:
     return None if a is None else torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
