@@ -143,6 +143,7 @@ class ReleaseFollower(Follower):
         self._last_error: str | None = None
         self._failures = 0
         self._swaps = 0
+        self._replaced: Served | None = None  # swapped out, retired once the swap is announced
         self._failed: dict[str, tuple[float, float]] = {}  # release -> (retry at, current delay)
         super().__init__("release-follower")
 
@@ -157,6 +158,7 @@ class ReleaseFollower(Follower):
 
     def stop(self) -> None:
         super().stop()
+        self._retire_replaced()
         served, self._served = self._served, None
         if served is not None:
             served.retire(None)
@@ -180,6 +182,7 @@ class ReleaseFollower(Follower):
                         if time.monotonic() - beat > HEARTBEAT_TTL_S / 3:
                             self._heartbeat(index)
                             beat = time.monotonic()
+                        self._retire_replaced()
                         delay = self.retry[0]
                         pubsub.get_message(timeout=self.poll)  # any event, or the poll interval, re-checks the target
             except _REDIS_DOWN as e:
@@ -251,9 +254,15 @@ class ReleaseFollower(Follower):
                  target.decoder_version, time.perf_counter() - started)
         if self.on_swap:
             self.on_swap(served, current)
-        if current is not None:
-            current.retire(served)
+        self._replaced = current
         return True
+
+    def _retire_replaced(self) -> None:
+        # After the heartbeat: closing the old engine and trie sync can take seconds, and until the
+        # replica says what it serves now, `live_replicas` (and gc) would still see the old release.
+        replaced, self._replaced = self._replaced, None
+        if replaced is not None:
+            replaced.retire(self._served)
 
     def _failed_load(self, target: Release, error: BaseException) -> None:
         _, delay = self._failed.get(target.name, (0.0, self.retry[0] / 2))
