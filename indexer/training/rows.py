@@ -134,4 +134,3 @@ def _pad(rows: list[Row], pad_id: int, item_row: dict[str, int], query_row: dict
         if r.prompt.query:
             queries[b] = query_row.get(r.prompt.query, -1)
     return Batch(*(torch.from_numpy(a) for a in (ids, labels, content, targets, queries, attention)))
-
