@@ -206,19 +206,25 @@ class _Run:
             at = labels >= 0
             logits = sid_logits(model, hidden[at], self.spec.base, self.spec.vocab.num_local)
             loss = F.cross_entropy(logits.float(), labels[at])
-            targets = batch.targets.to(dev)
-            first = targets >= 0
-            if self.cfg.item_loss and first.any():
-                rows, goal = None, targets[first]
-                n, k = len(self.items.ids), self.cfg.item_negatives
-                if k and k < n:
-                    # the batch's own targets plus a uniform sample: the softmax over them, not all items
-                    drawn = torch.randint(n, (k,), device=dev)
-                    rows, inverse = torch.unique(torch.cat([goal, drawn]), return_inverse=True)
-                    goal = inverse[: len(goal)]
-                items = item_outputs(inputs, self.item_vectors, rows)  # [N or |rows|, H]
-                loss = loss + self.cfg.item_loss * F.cross_entropy((hidden[first] @ items.T).float(), goal)
+            if self.cfg.item_loss:
+                loss = loss + self.cfg.item_loss * self.item_loss(inputs, hidden, batch.targets.to(dev))
         return loss
+
+    def item_loss(self, inputs, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The next-item term: hidden [B, T, H] at the positions whose targets [B, T] are >= 0,
+        against the item table (or the batch's targets plus ``item_negatives`` drawn rows)."""
+        first = targets >= 0
+        if not first.any():
+            return hidden.new_zeros(())
+        rows, goal = None, targets[first]
+        n, k = len(self.items.ids), self.cfg.item_negatives
+        if k and k < n:
+            # the batch's own targets plus a uniform sample: the softmax over them, not all items
+            drawn = torch.randint(n, (k,), device=goal.device)
+            rows, inverse = torch.unique(torch.cat([goal, drawn]), return_inverse=True)
+            goal = inverse[: len(goal)]
+        items = item_outputs(inputs, self.item_vectors, rows)  # [N or |rows|, H]
+        return F.cross_entropy((hidden[first] @ items.T).float(), goal)
 
     # -- one phase: selection (validation every epoch) or refit (a fixed number of epochs) -------
     def fit(self, phase: str, epochs: int, ckpt: Checkpoints, resume: dict | None, keep: dict | None = None) -> dict:

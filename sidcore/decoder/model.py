@@ -119,13 +119,7 @@ def embed_inputs(
     if content_rows is not None and (inputs.content is not None or inputs.item is not None):
         at = content_rows >= 0
         if at.any():
-            rows = content_rows[at]
-            c = 0
-            if inputs.content is not None:
-                c = c + inputs.content(item_vectors[rows])
-            if inputs.item is not None:
-                c = c + inputs.item(rows)
-            add = add.index_put((at,), c, accumulate=True)
+            add = add.index_put((at,), item_outputs(inputs, item_vectors, content_rows[at]), accumulate=True)
     return x + add
 
 
