@@ -90,7 +90,9 @@ def test_a_query_row_targets_the_sid_then_end(indexed):
     assert ids[:3] == (*tok.convert_tokens_to_ids(["<query>", "<soft>", "<soft>"]),)
     assert [t for t in row.labels if t >= 0] == codes + [spec.vocab.end_local]
     assert row.labels[-len(codes) - 1] == codes[0] and ids[-len(codes) - 1] == tok.convert_tokens_to_ids("<item>")
-    assert row.targets == ()  # the next-item loss is for history rows
+    assert row.targets == ()  # the next-item loss is for history rows unless asked for
+    asked = RowMaker(maker.builder, maker.codes, {}, spec.vocab.end_local, query_targets=True).query("red kettle", target)
+    assert asked.targets == ((len(ids) - len(codes) - 1, target),)  # the <item> marker that predicts the first code
 
 
 def test_item_views_cover_title_sentences_and_spans():
@@ -215,6 +217,13 @@ def test_the_next_item_loss_trains_the_history_positions_toward_the_item_table(i
                                data=data, progress=False, checkpoints=tmp_path / "ck3")
     # a softmax over ~32 drawn items plus the batch's targets starts lower than one over all 300
     assert base["curve"][0]["loss"] + 1.0 < sampled["curve"][0]["loss"] < summary["curve"][0]["loss"]
+    # view rows (title -> item) get the term only when asked: their batches then add ~log(33)
+    views = dict(FAST, views=True, epochs=1, patience=0, item_loss=1.0, item_negatives=32)
+    _, hist_only = train_decoder(store, d / "data", TrainConfig(**views), data=data, progress=False, checkpoints=tmp_path / "ck4")
+    _, with_views = train_decoder(store, d / "data", TrainConfig(**views, item_loss_queries=True), data=data, progress=False,
+                                  checkpoints=tmp_path / "ck5")
+    assert with_views["view_rows"] == hist_only["view_rows"] > 0
+    assert with_views["curve"][0]["loss"] > hist_only["curve"][0]["loss"] + 0.5
     with pytest.raises(DataError, match="item_loss needs item content"):
         TrainConfig(prompt=PromptConfig(item_content="none"))
     with pytest.raises(DataError, match="item_loss must be >= 0"):

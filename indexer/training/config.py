@@ -30,8 +30,9 @@ class TrainConfig:
             position that predicts a target's first code, a softmax over the catalog's items,
             scored against the items as history markers carry them (``--item-content``: projected
             MiniLM and/or learned embedding), as SASRec trains. It shapes the hidden state only;
-            ranking still comes from the SID scores, and no part of it is served. Query and view
-            rows keep the SID loss alone (measured on games only).
+            ranking still comes from the SID scores, and no part of it is served.
+        item_loss_queries: apply ``item_loss`` to query and view rows too (the position that
+            predicts their target's first code), not only to history rows.
         item_negatives: with ``item_loss``, score each batch's targets against themselves and this
             many uniformly drawn items instead of the whole catalog (0: the whole catalog).
         query_repeats: times each training query is seen per epoch.
@@ -63,6 +64,7 @@ class TrainConfig:
     dropout: float = 0.1
     item_loss: float = 1.0
     item_negatives: int = 2048
+    item_loss_queries: bool = False
     bf16: bool = False
     query_repeats: int = 4
     views: bool = True

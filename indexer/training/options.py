@@ -37,6 +37,8 @@ def _options(epochs_flag: str) -> list:
                      help="Weight of the auxiliary next-item softmax at each target (0: off); shapes training only, ranking stays the SID scores."),
         click.option("--item-negatives", "train_item_negatives", type=click.IntRange(min=0), default=d.item_negatives, show_default=True,
                      help="Items drawn per batch for the next-item softmax, beside the batch's targets (0: the whole catalog)."),
+        click.option("--item-loss-queries/--no-item-loss-queries", "train_item_loss_queries", default=d.item_loss_queries, show_default=True,
+                     help="Apply the next-item loss to query and view rows too, not only to history rows."),
         click.option("--val-cases", "train_val_cases", type=click.IntRange(min=0), default=d.val_cases, show_default=True,
                      help="Validation cases scored after each decoder epoch (0: no model selection)."),
         click.option("--sid-init", "train_sid_init", type=click.Choice(["codebook", "random"]), default=d.sid_init, show_default=True,

@@ -25,7 +25,7 @@ from sidcore.decoder.prompt import HistoryItem, Prompt, PromptBuilder
 class Row:
     prompt: Prompt
     labels: tuple[int, ...]  # per position: the local SID id it predicts, -1 for none
-    targets: tuple[tuple[int, str], ...] = ()  # history rows: (position predicting its first code, item) per target
+    targets: tuple[tuple[int, str], ...] = ()  # (position predicting a target's first code, item) per target
 
 
 class RowMaker:
@@ -36,10 +36,14 @@ class RowMaker:
         codes: item id -> local ids of its SID codes.
         titles: item id -> title (for prompts that show history titles).
         end: local id of ``<sid_end>``.
+        query_targets: give query and view rows their target too (for the next-item loss); history
+            rows always have theirs.
     """
 
-    def __init__(self, builder: PromptBuilder, codes: dict[str, list[int]], titles: dict[str, str], end: int):
+    def __init__(self, builder: PromptBuilder, codes: dict[str, list[int]], titles: dict[str, str], end: int,
+                 query_targets: bool = False):
         self.builder, self.codes, self.titles, self.end = builder, codes, titles, end
+        self.query_targets = query_targets
 
     def item(self, item_id: str) -> HistoryItem:
         return HistoryItem(item_id, self.titles.get(item_id, ""), self.codes[item_id])
@@ -51,7 +55,7 @@ class RowMaker:
 
     def query(self, text: str, target: str, history: Sequence[str] = ()) -> Row:
         prompt, labels = self.builder.example(text, [self.item(i) for i in history], self.codes[target], self.end)
-        return Row(prompt, tuple(labels))
+        return Row(prompt, tuple(labels), self._targets(labels, [target]) if self.query_targets else ())
 
     def _targets(self, labels: Sequence[int], items: Sequence[str]) -> tuple[tuple[int, str], ...]:
         # A target's labels are contiguous: one per code, then <sid_end>.

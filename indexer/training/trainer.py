@@ -124,7 +124,8 @@ class _Run:
         self.spec = DecoderSpec(art.version, art.sizes, base, prompt, str(base_model) if base_model else "tiny", art.fingerprint,
                                 embedder, vectors.shape[1] if vectors is not None else DIM)
         codes = {item: self.spec.codes(art.codes[r, : art.lengths[r]]) for r, item in enumerate(items)}
-        self.maker = RowMaker(make_builder(self.spec, tok), codes, titles, self.spec.vocab.end_local)
+        self.maker = RowMaker(make_builder(self.spec, tok), codes, titles, self.spec.vocab.end_local,
+                              query_targets=bool(cfg.item_loss) and cfg.item_loss_queries)
         self.soft_id = tok.convert_tokens_to_ids("<soft>")
 
         self.query_row: dict[str, int] = {}
