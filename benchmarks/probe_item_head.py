@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from indexer.training.examples import load_training_data
+from indexer.training.validation import sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import load_decoder
-from sidcore.decoder.model import item_outputs
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index import Trie, TrieMask
 from sidcore.index.artifact import load_index
@@ -35,6 +34,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--cases", type=int, default=2000)
     ap.add_argument("--beam", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0, help="The decoder's training seed: its validation sample.")
     args = ap.parse_args()
 
     store = Store(args.store)
@@ -43,13 +43,11 @@ def main() -> None:
         raise SystemExit("this decoder has no item content (--item-content none): it has no item head to probe")
     trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
     data = load_training_data(args.data)
-    rng = np.random.default_rng(0)  # the trainer's validation sample (TrainConfig.seed 0)
-    cases = [data.valid[i] for i in np.sort(rng.permutation(len(data.valid))[: args.cases])]
+    cases = sample_cases(data.valid, args.cases, args.seed)
     retriever = Retriever(decoder, TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)), beam_width=args.beam, max_beam_width=args.beam)
-    item_vectors = torch.as_tensor(decoder.items.vectors) if decoder.items.vectors is not None else None
     hits = {"item head": 0, f"SID beams ({args.beam})": 0}
     with torch.inference_mode():
-        items = item_outputs(decoder.inputs, item_vectors if "minilm" in decoder.spec.prompt.item_content else None)  # [N, H]
+        items = decoder.item_outputs()  # [N, H]
         for i in range(0, len(cases), 64):
             chunk = cases[i : i + 64]
             queries = [Query(c.query, c.history, k=10) for c in chunk]

@@ -22,10 +22,10 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from indexer.training.examples import load_training_data
+from indexer.training.validation import sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import load_decoder
 from sidcore.decoder.model import sid_logits
@@ -60,8 +60,7 @@ def main() -> None:
     trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
     mask = TrieMask(trie, decoder.spec.vocab)
     data = load_training_data(args.data)
-    rng = np.random.default_rng(0)
-    cases = [data.valid[i] for i in np.sort(rng.permutation(len(data.valid))[: args.cases])]
+    cases = sample_cases(data.valid, args.cases, seed=0)
     base = TorchEngine(decoder, mask)
     variants = [(f"lp {lp}", TorchEngine(decoder, mask, length_penalty=float(lp)), "similarity", True, args.beam) for lp in args.penalties.split(",")]
     variants += [(f"lp 0, beam {w}", base, "similarity", True, int(w)) for w in args.beams.split(",") if w]

@@ -35,7 +35,7 @@ from indexer.training.checkpoints import Checkpoints
 from indexer.training.config import TrainConfig
 from indexer.training.examples import TrainingData, load_training_data, text_views
 from indexer.training.rows import RowMaker, make_batches, window
-from indexer.training.validation import Validation
+from indexer.training.validation import Validation, sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import Decoder, DecoderSpec, ItemTable, make_builder, save_decoder
 from sidcore.decoder.model import PromptInputs, embed_inputs, item_outputs, load_base_model, new_tiny_model, sid_logits
@@ -136,9 +136,7 @@ class _Run:
             self.query_vectors = torch.from_numpy(embed_texts(qtexts, cache_dir, progress=progress)).to(self.device)
         self.item_vectors = torch.from_numpy(vectors).to(self.device) if "minilm" in prompt.item_content else None
         self.trie = Trie.from_artifact(art)
-        rng = np.random.default_rng(cfg.seed)
-        cases = [data.valid[i] for i in np.sort(rng.permutation(len(data.valid))[: cfg.val_cases])] if cfg.val_cases else []
-        self.validation = Validation(cases, beam_width=cfg.val_beam)
+        self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self.base_model = base_model
 
     # -- model --------------------------------------------------------------------------------

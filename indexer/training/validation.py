@@ -6,12 +6,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from indexer.training.examples import Example
 from sidcore.decoder.bundle import Decoder
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index.mask import TrieMask
 from sidcore.index.trie import Trie
 from sidcore.retriever import Query, Retriever
+
+
+def sample_cases(cases: list[Example], n: int, seed: int) -> list[Example]:
+    """Up to ``n`` of ``cases``, a seeded sample in their original order: the cases model selection scores."""
+    return [cases[i] for i in np.sort(np.random.default_rng(seed).permutation(len(cases))[:n])]
 
 
 @dataclass(frozen=True)

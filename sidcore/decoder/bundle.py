@@ -23,7 +23,7 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 from model_store import Store
-from sidcore.decoder.model import PromptInputs, as_float_tensor, embed_inputs
+from sidcore.decoder.model import PromptInputs, as_float_tensor, embed_inputs, item_outputs
 from sidcore.decoder.prompt import MARKERS, HistoryItem, Prompt, PromptBuilder, PromptConfig
 from sidcore.decoder.tokenizer import load_tokenizer
 from sidcore.decoder.vocab import SIDVocab
@@ -118,6 +118,11 @@ class Decoder:
         from sidcore.embed import embed_queries
 
         return embed_queries(queries, self.spec.embed_dim)
+
+    def item_outputs(self) -> torch.Tensor:
+        """float [N, H]: every item-table row as a history marker carries it (the next-item loss's
+        item side, ``model.item_outputs``)."""
+        return item_outputs(self.inputs, self._item_vectors)
 
     @torch.inference_mode()
     def prefill(self, prompts: Sequence[Prompt], query_vectors: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
