@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from indexer.evaluation.cases import EvalData
+from indexer.training.validation import sample_cases
 from sidcore.errors import DataError
 
 BASELINES: dict[str, type["Baseline"]] = {}
@@ -359,11 +360,7 @@ def validation_quality(ranked: list, targets: list) -> tuple[float, float]:
 
 def validation_sample(data: EvalData, n: int, seed: int) -> list[tuple[tuple[str, ...], str]]:
     """Up to ``n`` validation cases (history, target), a seeded sample: what baselines tune on."""
-    valid = [(ex.history, ex.target) for ex in data.training.valid if ex.history]
-    if len(valid) > n:
-        keep = np.sort(np.random.default_rng(seed).permutation(len(valid))[:n])
-        valid = [valid[i] for i in keep]
-    return valid
+    return [(ex.history, ex.target) for ex in sample_cases([ex for ex in data.training.valid if ex.history], n, seed)]
 
 
 class Rules(Baseline):
