@@ -10,20 +10,29 @@ queries), never test cases. Each variant decodes the same cases through the ``Re
 - ``within``: ``similarity`` to the request or ``popularity`` inside a SID;
 - ``history kept``: the request's own history items may be answered (``exclude_history=False``);
 - ``beam``: wider beams than ``--beam`` (``--beams``), since the service gives a request for k
-  items only k beams.
+  items only k beams;
+- ``prior``: each finished SID's score minus ``a * log p(SID)``, p being the SID's share of the
+  training interactions (add-one smoothed), for ``a`` in ``--priors``: a popularity correction
+  that may lift tail items, applied to the beams the search kept.
+
+Each variant prints Recall@k over all cases and over head and tail targets (``head_mask`` of the
+index's training popularity, as ``sa2crq eval`` splits them).
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_scoring.py --store eval-out/methods/sa2crq/store --data ../shared/data/games \
-        [--cases 1000] [--k 10] [--beam 100] [--beams 150,200]
+        [--cases 1000] [--k 10] [--beam 100] [--beams 150,200] [--priors 0.1,0.3]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from indexer.split import head_mask
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
 from model_store import Store
@@ -44,6 +53,27 @@ class RenormalisedEngine(TorchEngine):
         return torch.log_softmax(logits.masked_fill(~allowed, NEG), -1).nan_to_num_(nan=NEG)  # rows with nothing allowed stay -inf
 
 
+class PriorCorrectedEngine:
+    """An engine whose finished SIDs are re-scored by ``score - alpha * log_prior[node]`` and re-sorted."""
+
+    def __init__(self, engine: TorchEngine, log_prior: np.ndarray, alpha: float):
+        self.engine, self.log_prior, self.alpha = engine, log_prior, alpha  # log_prior: float [trie nodes]
+
+    def decode(self, *args, **kwargs):
+        hits, stats = self.engine.decode(*args, **kwargs)
+        rescored = [[dataclasses.replace(h, score=h.score - self.alpha * self.log_prior[h.node]) if h.node >= 0 else h for h in row]
+                    for row in hits]
+        return [sorted(row, key=lambda h: -h.score) for row in rescored], stats
+
+
+def sid_log_prior(trie: Trie, item_popularity: dict[str, float]) -> np.ndarray:
+    """log p(SID) per trie node [num nodes]: the training interactions of its items, add-one smoothed."""
+    rows = np.arange(len(trie.item_node))
+    weights = np.array([item_popularity.get(trie.item(r), 0.0) + 1.0 for r in rows])
+    counts = np.bincount(trie.item_node, weights=weights, minlength=len(trie.parent))
+    return np.log(np.maximum(counts, 1.0) / weights.sum())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, required=True)
@@ -53,11 +83,14 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=100)
     ap.add_argument("--penalties", default="0,0.5,1")
     ap.add_argument("--beams", default="", help="Wider beams to try with the defaults, e.g. 150,200.")
+    ap.add_argument("--priors", default="", help="Popularity-correction weights to try, e.g. 0.1,0.3.")
     args = ap.parse_args()
 
     store = Store(args.store)
     decoder = load_decoder(store)
-    trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
+    art = load_index(store, decoder.spec.index_version)
+    trie = Trie.from_artifact(art)
+    popularity = dict(zip(art.item_ids.tolist(), art.popularity.tolist()))  # training interactions, as the index counted them
     mask = TrieMask(trie, decoder.spec.vocab)
     data = load_training_data(args.data)
     cases = sample_cases(data.valid, args.cases, seed=0)
@@ -69,15 +102,24 @@ def main() -> None:
         ("lp 0, popularity inside a SID", base, "popularity", True, args.beam),
         ("lp 0, history kept", base, "similarity", False, args.beam),
     ]
-    print(f"decoder {decoder.version}, {len(cases)} validation cases, beam {args.beam}, Recall@{args.k}")
+    if args.priors:
+        log_prior = sid_log_prior(trie, popularity)
+        variants += [(f"lp 0, prior {a}", PriorCorrectedEngine(base, log_prior, float(a)), "similarity", True, args.beam)
+                     for a in args.priors.split(",")]
+    head = dict(zip(popularity, head_mask(np.array(list(popularity.values())))))
+    is_head = np.array([bool(head.get(c.target, False)) for c in cases])
+    print(f"decoder {decoder.version}, {len(cases)} validation cases ({int(is_head.sum())} head / {int((~is_head).sum())} tail), "
+          f"beam {args.beam}, Recall@{args.k} all / head / tail")
     for name, engine, within, exclude, beam in variants:
         retriever = Retriever(decoder, engine, beam_width=beam, max_beam_width=beam, within=within)
-        t, hits = time.perf_counter(), 0
+        t, hit = time.perf_counter(), []
         for i in range(0, len(cases), 32):
             chunk = cases[i : i + 32]
             results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=args.k, exclude_history=exclude) for c in chunk])
-            hits += sum(c.target in {h.item_id for h in r.items} for c, r in zip(chunk, results))
-        print(f"{name:<32} {hits / len(cases):.4f}   [{time.perf_counter() - t:.0f} s]", flush=True)
+            hit += [c.target in {h.item_id for h in r.items[: args.k]} for c, r in zip(chunk, results)]
+        h = np.array(hit)
+        tail = f"{h[~is_head].mean():.4f}" if (~is_head).any() else "-"
+        print(f"{name:<32} {h.mean():.4f} / {h[is_head].mean():.4f} / {tail}   [{time.perf_counter() - t:.0f} s]", flush=True)
 
 
 if __name__ == "__main__":
