@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.split import head_mask
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
 from model_store import Store
@@ -42,7 +41,7 @@ def main() -> None:
     decoder = load_decoder(store)
     art = load_index(store, decoder.spec.index_version)
     trie = Trie.from_artifact(art)
-    head = dict(zip(art.item_ids.tolist(), head_mask(art.popularity).tolist()))
+    head = dict(zip(art.item_ids.tolist(), art.head.tolist()))
     cases = sample_cases(load_training_data(args.data).valid, args.cases, args.seed)
     retriever = Retriever(decoder, TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)), beam_width=100, max_beam_width=100)
 

@@ -15,8 +15,8 @@ queries), never test cases. Each variant decodes the same cases through the ``Re
   training interactions (add-one smoothed), for ``a`` in ``--priors``: a popularity correction
   that may lift tail items, applied to the beams the search kept.
 
-Each variant prints Recall@k over all cases and over head and tail targets (``head_mask`` of the
-index's training popularity, as ``sa2crq eval`` splits them).
+Each variant prints Recall@k over all cases and over head and tail targets (the index's own head
+flags, the split ``sa2crq eval`` scores by).
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_scoring.py --store eval-out/methods/sa2crq/store --data ../shared/data/games \
         [--cases 1000] [--k 10] [--beam 100] [--beams 150,200] [--priors 0.1,0.3]
@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from indexer.split import head_mask
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
 from model_store import Store
@@ -41,7 +40,7 @@ from sidcore.decoder.model import sid_logits
 from sidcore.engines.beam import NEG
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index import Trie, TrieMask
-from sidcore.index.artifact import load_index
+from sidcore.index.artifact import IndexArtifact, load_index
 from sidcore.retriever import Query, Retriever
 
 
@@ -66,10 +65,10 @@ class PriorCorrectedEngine:
         return [sorted(row, key=lambda h: -h.score) for row in rescored], stats
 
 
-def sid_log_prior(trie: Trie, item_popularity: dict[str, float]) -> np.ndarray:
+def sid_log_prior(trie: Trie, art: IndexArtifact) -> np.ndarray:
     """log p(SID) per trie node [num nodes]: the training interactions of its items, add-one smoothed."""
-    rows = np.arange(len(trie.item_node))
-    weights = np.array([item_popularity.get(trie.item(r), 0.0) + 1.0 for r in rows])
+    weights = np.ones(len(trie.item_node))
+    weights[trie.rows_of(art.item_ids.tolist())] = art.popularity + 1.0
     counts = np.bincount(trie.item_node, weights=weights, minlength=len(trie.parent))
     return np.log(np.maximum(counts, 1.0) / weights.sum())
 
@@ -90,7 +89,6 @@ def main() -> None:
     decoder = load_decoder(store)
     art = load_index(store, decoder.spec.index_version)
     trie = Trie.from_artifact(art)
-    popularity = dict(zip(art.item_ids.tolist(), art.popularity.tolist()))  # training interactions, as the index counted them
     mask = TrieMask(trie, decoder.spec.vocab)
     data = load_training_data(args.data)
     cases = sample_cases(data.valid, args.cases, seed=0)
@@ -103,10 +101,10 @@ def main() -> None:
         ("lp 0, history kept", base, "similarity", False, args.beam),
     ]
     if args.priors:
-        log_prior = sid_log_prior(trie, popularity)
+        log_prior = sid_log_prior(trie, art)
         variants += [(f"lp 0, prior {a}", PriorCorrectedEngine(base, log_prior, float(a)), "similarity", True, args.beam)
                      for a in args.priors.split(",")]
-    head = dict(zip(popularity, head_mask(np.array(list(popularity.values())))))
+    head = dict(zip(art.item_ids.tolist(), art.head.tolist()))
     is_head = np.array([bool(head.get(c.target, False)) for c in cases])
     print(f"decoder {decoder.version}, {len(cases)} validation cases ({int(is_head.sum())} head / {int((~is_head).sum())} tail), "
           f"beam {args.beam}, Recall@{args.k} all / head / tail")
@@ -116,7 +114,7 @@ def main() -> None:
         for i in range(0, len(cases), 32):
             chunk = cases[i : i + 32]
             results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=args.k, exclude_history=exclude) for c in chunk])
-            hit += [c.target in {h.item_id for h in r.items[: args.k]} for c, r in zip(chunk, results)]
+            hit += [c.target in {h.item_id for h in r.items} for c, r in zip(chunk, results)]
         h = np.array(hit)
         tail = f"{h[~is_head].mean():.4f}" if (~is_head).any() else "-"
         print(f"{name:<32} {h.mean():.4f} / {h[is_head].mean():.4f} / {tail}   [{time.perf_counter() - t:.0f} s]", flush=True)
