@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from indexer.training.options import train_config, train_options
+from indexer.training.options import base_model_option, train_config, train_options
 from model_store import Store
 
 
@@ -441,7 +441,7 @@ def decoder() -> None:
 @click.option("--index-version", help="Index to train for. Default: the store's active index, else its newest.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
               help="Folder with items.jsonl + sequences.jsonl, and/or a BEIR corpus.jsonl + queries.jsonl + qrels/train.tsv.")
-@click.option("--base-model", type=click.Path(path_type=Path), help="Local Qwen3 checkpoint (e.g. Qwen3-1.7B); default: a tiny Qwen3.")
+@base_model_option
 @train_options(epochs_flag="--epochs")
 @click.option("--checkpoints", type=click.Path(path_type=Path),
               help="Checkpoint folder (one per epoch; an interrupted run resumes). Default: STORE/checkpoints/decoder-INDEX.")
@@ -454,8 +454,6 @@ def decoder_train(store, index_version, data_dir, base_model, train_opts, checkp
     """Train a decoder for an index version and print the new decoder version id."""
     from indexer.training.trainer import train_decoder
 
-    if base_model is not None and not (base_model / "config.json").is_file():
-        raise click.BadParameter(f"{base_model} has no config.json (a transformers checkpoint folder)", param_hint="--base-model")
     cfg = train_config(train_opts, seed, base_model is not None)
     st = Store(store)
     log = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))

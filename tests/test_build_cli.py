@@ -129,3 +129,10 @@ def test_cli_max_group_bounds_the_shortened_sids(monkeypatch, capsys, tmp_path, 
     assert per_sid.max() <= 2
     code, _, err = run_cli(monkeypatch, capsys, "index", "build", "--items", files["items"], "--max-group", "0", "--store", store, "--quiet")
     assert code == 2 and "--max-group" in err
+
+
+def test_cli_decoder_train_refuses_a_base_model_folder_without_a_checkpoint(monkeypatch, capsys, tmp_path, files):
+    code, _, err = run_cli(monkeypatch, capsys, "decoder", "train", "--store", tmp_path / "store", "--data", tmp_path,
+                           "--base-model", tmp_path, "--quiet")
+    assert code == 2 and "--base-model" in err and "has no config.json" in err
+    assert not (tmp_path / "store").exists()

@@ -100,6 +100,7 @@ def test_bad_test_files(histories, tmp_path, lines, message):
         (["--methods", "rq-kmeans", "--budgets", "1.0"], "--budgets applies to sarq and sa2crq"),
         (["--test-qrels", "x.tsv"], "--test-qrels needs --test"),
         (["--test", "/nonexistent.jsonl"], "file not found"),
+        (["--base-model", "/nonexistent"], "/nonexistent has no config.json"),
     ],
 )
 def test_cli_bad_input_exits_2(sa2crq, histories, tmp_path, args, message):

@@ -170,3 +170,26 @@ def test_changed_decoder_budget_keeps_the_index(evaluated):
     assert after["index_version"] == before["index_version"]
     assert after["decoder_version"] != before["decoder_version"]
     assert after["decoder_summary"]["steps"] == 5
+
+
+def test_every_method_can_start_from_a_local_base_checkpoint(evaluated, tmp_path):
+    """--base-model: the decoder of each method extends that checkpoint (the GPU path with
+    Qwen3-1.7B); a stand-in checkpoint keeps it fast here."""
+    import dataclasses
+
+    from sidcore.decoder.bundle import load_decoder
+    from sidcore.decoder.model import new_tiny_model
+    from sidcore.decoder.tokenizer import train_text_tokenizer
+
+    data, _, _, _ = evaluated
+    tok = train_text_tokenizer(data.catalog.texts, 300)
+    new_tiny_model(TINY, len(tok), tok.pad_token_id, seed=0).save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    cfg = dataclasses.replace(CFG, methods=("rq-kmeans",), baselines=(), base_model=tmp_path / "base",
+                              train=dataclasses.replace(CFG.train, max_steps=3, val_cases=0))
+    report = run_all(data, cfg, tmp_path / "out", progress=False, log=lambda _m: None)
+    run = report["methods"]["rq-kmeans"]
+    assert report["config"]["base_model"] == str(tmp_path / "base")
+    decoder = load_decoder(Store(tmp_path / "out" / "methods" / "rq-kmeans" / "store"), run["decoder_version"])
+    assert decoder.spec.model == str(tmp_path / "base") and run["decoder_summary"]["steps"] == 3
+    assert 0 <= run["recall"]["10"]["overall"] <= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +30,8 @@ class EvalConfig:
         ks: cut-offs K; the decoder is asked for ``max(ks)`` items per case.
         quantizer, split, train, sasrec, rules: budgets of the index, head/tail split, decoder,
             SASRec, and the search space of the sequential rules.
+        base_model: a local Qwen3 checkpoint every method's decoder starts from (None: the tiny
+            Qwen3 of ``train.tiny``).
         collab_weight: weight of the collaborative part of each item's vector (``indexer.collab``)
             in every method's index, when the data has training histories (0: text alone).
         exclude_history: leave each case's own history items out of every ranking (generative
@@ -51,6 +54,7 @@ class EvalConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    base_model: Path | None = None
     collab_weight: float = 1.0
     exclude_history: bool = True
     beam_width: int = 20
@@ -97,4 +101,4 @@ class EvalConfig:
         return out
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "base_model": str(self.base_model) if self.base_model else None}

@@ -153,7 +153,7 @@ def markdown(report: dict) -> str:
     cfg = report["config"]
     parts += [
         "", "## Configuration", "",
-        f"- quantizer: `{cfg['quantizer']}`", f"- split: `{cfg['split']}`", f"- decoder: `{cfg['train']}`",
+        f"- quantizer: `{cfg['quantizer']}`", f"- split: `{cfg['split']}`", f"- decoder: `{cfg['train']}`, base model `{cfg.get('base_model') or 'tiny Qwen3'}`",
         f"- SASRec: `{cfg['sasrec']}`",
         f"- decoding: beam {cfg['beam_width']} (max(K) = {max(ks)} beams for the k = {max(ks)} request), batch {cfg['batch_size']}; "
         f"history items {'excluded from' if cfg.get('exclude_history', False) else 'kept in'} every ranking (methods and baselines); "

@@ -161,7 +161,8 @@ def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, o
         build = dataclasses.replace(build, collab_weight=0.0)  # no histories, nothing collaborative to add
     fingerprint = {
         "index": {"build": build.as_dict(), "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None},
-        "train": dataclasses.asdict(cfg.train), "ks": cfg.ks, "beam_width": cfg.beam_width, "exclude_history": cfg.exclude_history,
+        "train": dataclasses.asdict(cfg.train), "base_model": cfg.as_dict()["base_model"],
+        "ks": cfg.ks, "beam_width": cfg.beam_width, "exclude_history": cfg.exclude_history,
         "hallucination": [cfg.hallucination_cases, cfg.hallucination_k], "cases": cases_digest(data),
     }
     run = _RunDir(out / "methods" / name, fingerprint)
@@ -179,8 +180,8 @@ def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, o
     if store.active("decoder") is None:
         log(f"{name}: training the decoder (up to {cfg.train.epochs} epochs)")
         t = time.perf_counter()
-        version, _ = train_decoder(store, data.data_dir, cfg.train, index_version=store.active("index"), data=data.training, progress=progress,
-                                   cache_dir=cache_dir, log=log)
+        version, _ = train_decoder(store, data.data_dir, cfg.train, index_version=store.active("index"), base_model=cfg.base_model,
+                                   data=data.training, progress=progress, cache_dir=cache_dir, log=log)
         store.activate("decoder", version)
         timing["train_s"] = time.perf_counter() - t
     log(f"{name}: decoding {len(data.cases)} cases")

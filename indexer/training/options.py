@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 
 import click
 
@@ -56,6 +57,17 @@ def _options(epochs_flag: str) -> list:
         click.option("--layers", "tiny_layers", type=click.IntRange(min=1), default=t.layers, show_default=True,
                      help="Transformer blocks of the tiny decoder."),
     ]
+
+
+def _checkpoint_folder(ctx, param, value: Path | None) -> Path | None:
+    if value is not None and not (value / "config.json").is_file():
+        raise click.BadParameter(f"{value} has no config.json (a transformers checkpoint folder)")
+    return value
+
+
+base_model_option = click.option(
+    "--base-model", type=click.Path(path_type=Path), callback=_checkpoint_folder,
+    help="Local Qwen3 checkpoint the decoder starts from (e.g. Qwen3-1.7B; pair it with --bf16 on a GPU); default: a tiny Qwen3.")
 
 
 def train_options(epochs_flag: str = "--decoder-epochs"):
