@@ -14,7 +14,7 @@ from indexer.quantizers import QuantizerConfig, load_quantizer
 from indexer.training.config import TrainConfig
 from indexer.training.examples import Example, TrainingData, load_training_data, text_views
 from indexer.training.rows import RowMaker
-from indexer.training.trainer import codebook_init, item_views, train_decoder
+from indexer.training.trainer import codebook_init, item_views, later_pairs, train_decoder
 from indexer.training.validation import Validation
 from model_store import Store
 from sidcore.decoder.bundle import DecoderSpec, load_decoder, make_builder
@@ -228,3 +228,41 @@ def test_the_next_item_loss_trains_the_history_positions_toward_the_item_table(i
         TrainConfig(prompt=PromptConfig(item_content="none"))
     with pytest.raises(DataError, match="item_loss must be >= 0"):
         TrainConfig(item_loss=-1.0)
+
+
+def test_later_pairs_join_each_target_position_to_the_later_targets_of_its_row():
+    import torch
+
+    targets = torch.tensor([[5, -1, 7, -1, 9], [-1, 3, -1, 4, -1], [-1, -1, 2, -1, -1]])
+    a, b = later_pairs(targets >= 0)
+    # positions numbered row-major: 0 1 2 in row 0, 3 4 in row 1, 5 alone in row 2
+    assert list(zip(a.tolist(), b.tolist())) == [(0, 1), (0, 2), (1, 2), (3, 4)]
+    assert later_pairs(torch.zeros(2, 3, dtype=torch.bool))[0].numel() == 0
+
+
+def test_the_later_items_terms_add_to_the_losses_and_refuse_bad_settings(indexed, tmp_path):
+    d, store, _, data = indexed
+    fast = {k: v for k, v in FAST.items() if k != "val_cases"}
+    runs = {name: train_decoder(store, d / "data", TrainConfig(epochs=1, patience=0, item_loss=1.0, item_negatives=0, val_cases=0, **extra, **fast),
+                                data=data, progress=False, checkpoints=tmp_path / name)[1]["curve"][0]["loss"]
+            for name, extra in {"plain": {}, "items": {"item_later": 1.0}, "codes": {"sid_later": 1.0}}.items()}
+    # every later item is another ~log(300 items) nats at the start, every later first code ~log(28 codes)
+    assert runs["items"] > runs["plain"] + 2.0
+    assert runs["codes"] > runs["plain"] + 1.0
+    with pytest.raises(DataError, match="needs --item-loss"):
+        TrainConfig(item_loss=0.0, item_later=1.0)
+    with pytest.raises(DataError, match="item_later must be >= 0"):
+        TrainConfig(item_later=-0.5)
+    with pytest.raises(DataError, match="sid_later must be >= 0"):
+        TrainConfig(sid_later=float("inf"))
+
+
+def test_reverse_rows_add_newest_first_copies_of_the_histories(indexed, tmp_path):
+    d, store, _, data = indexed
+    fast = {k: v for k, v in FAST.items() if k != "val_cases"}
+    steps = {share: train_decoder(store, d / "data", TrainConfig(epochs=1, patience=0, val_cases=0, reverse_rows=share, **fast),
+                                  data=data, progress=False, checkpoints=tmp_path / str(share))[1]["steps"]
+             for share in (0.0, 1.0)}
+    assert 1.6 < steps[1.0] / steps[0.0] < 2.4  # every history twice: as taken, and newest first
+    with pytest.raises(DataError, match="reverse_rows must be in"):
+        TrainConfig(reverse_rows=1.5)

@@ -35,6 +35,17 @@ class TrainConfig:
             predicts their target's first code), not only to history rows.
         item_negatives: with ``item_loss``, score each batch's targets against themselves and this
             many uniformly drawn items instead of the whole catalog (0: the whole catalog).
+        item_later: weight of a term beside ``item_loss`` (0: off): each of those positions also
+            scores, with the same softmax, every item that follows the next one in the row, the
+            mean over such pairs. A user's later items say what co-occurs with the prefix, which
+            the count-based rules baseline lives on; the next-item term alone sees each pair once.
+        sid_later: weight of a term beside the SID loss (0: off): at each history position that
+            predicts a target's first code, the first code of every later item of the row too
+            (the mean over such pairs), so the first code, which decides the beams, learns what
+            co-occurs with the prefix and not only what comes next.
+        reverse_rows: share of the training sequences also trained newest-first each epoch (a
+            seeded pick per epoch): items a user took *before* another are related to it too,
+            which the count-based rules use (their ``reverse`` weight) and forward rows never show.
         query_repeats: times each training query is seen per epoch.
         views: teach every item through its text views each epoch (title, text, sentences, lead,
             spans), so text queries reach every item, tail and cold-start included.
@@ -65,6 +76,9 @@ class TrainConfig:
     item_loss: float = 1.0
     item_negatives: int = 2048
     item_loss_queries: bool = False
+    item_later: float = 0.0
+    sid_later: float = 0.0
+    reverse_rows: float = 0.0
     bf16: bool = False
     query_repeats: int = 4
     views: bool = True
@@ -89,10 +103,15 @@ class TrainConfig:
                             "view_spans": self.view_spans, "item_negatives": self.item_negatives}.items():
             if value < 0:
                 raise DataError(f"{name} must be >= 0, got {value}")
+        if not 0 <= self.reverse_rows <= 1:
+            raise DataError(f"reverse_rows must be in [0, 1], got {self.reverse_rows}")
         if self.lr <= 0 or not 0 <= self.warmup < 1 or self.weight_decay < 0 or not 0 <= self.dropout < 1:
             raise DataError("lr must be positive, warmup and dropout in [0, 1), weight_decay >= 0")
-        if self.item_loss < 0 or not self.item_loss < float("inf"):
-            raise DataError(f"item_loss must be >= 0, got {self.item_loss}")
+        for name, value in {"item_loss": self.item_loss, "item_later": self.item_later, "sid_later": self.sid_later}.items():
+            if value < 0 or not value < float("inf"):
+                raise DataError(f"{name} must be >= 0, got {value}")
+        if self.item_later and not self.item_loss:
+            raise DataError("item_later scores later items with the next-item softmax: it needs --item-loss > 0")
         if self.item_loss and self.prompt.item_content == "none":
             raise DataError("item_loss needs item content to score items against: use --item-content minilm, id or minilm+id, or --item-loss 0")
         if self.sid_init not in ("codebook", "random"):

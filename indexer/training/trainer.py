@@ -93,6 +93,15 @@ def _state(module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def later_pairs(first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs (a, b) of the P target positions of ``first`` [B, T] (bool, numbered row-major as
+    ``hidden[first]`` orders them) where b is a later target of a's row: b's item follows a's next
+    item. Returns two long tensors of the pairs' indices into those P positions."""
+    row = first.nonzero()[:, 0]  # [P]
+    idx = torch.arange(len(row), device=row.device)
+    return ((row[:, None] == row[None, :]) & (idx[:, None] < idx[None, :])).nonzero(as_tuple=True)
+
+
 class _Run:
     """One training run: its data in row form, model, optimizer and selection state."""
 
@@ -180,7 +189,11 @@ class _Run:
         if refit:
             sequences += [e.history + (e.target,) for e in self.data.valid if not e.query]
             queries += [e for e in self.data.valid if e.query]
-        rows = [self.maker.sequence(window(s, h, rng)) for s in sequences if len(s) >= 2]
+        sequences = [s for s in sequences if len(s) >= 2]
+        rows = [self.maker.sequence(window(s, h, rng)) for s in sequences]
+        if self.cfg.reverse_rows:
+            picked = rng.permutation(len(sequences))[: round(self.cfg.reverse_rows * len(sequences))]
+            rows += [self.maker.sequence(window(sequences[i], h, rng)[::-1]) for i in picked]
         rows += [self.maker.query(e.query, e.target, e.history) for e in queries] * self.cfg.query_repeats
         rows += [self.maker.query(text, item) for text, item in self.views]
         if not rows:
@@ -205,13 +218,27 @@ class _Run:
             at = labels >= 0
             logits = sid_logits(model, hidden[at], self.spec.base, self.spec.vocab.num_local)
             loss = F.cross_entropy(logits.float(), labels[at])
+            if self.cfg.sid_later:
+                loss = loss + self.cfg.sid_later * self.sid_later_loss(model, hidden, labels, batch.targets.to(dev) >= 0)
             if self.cfg.item_loss:
                 loss = loss + self.cfg.item_loss * self.item_loss(inputs, hidden, batch.targets.to(dev))
         return loss
 
+    def sid_later_loss(self, model, hidden: torch.Tensor, labels: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """Mean over (position, later target of its row) pairs of the first-code loss: hidden
+        [B, T, H] at the ``first`` [B, T] positions (those predicting a target's first code) scored
+        against the first codes (``labels`` [B, T]) of the later targets of their rows."""
+        a, b = later_pairs(first)
+        if not len(a):
+            return hidden.new_zeros(())
+        logp = sid_logits(model, hidden[first], self.spec.base, self.spec.vocab.num_local).float().log_softmax(-1)
+        return -logp[a, labels[first][b]].mean()
+
     def item_loss(self, inputs, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The next-item term: hidden [B, T, H] at the positions whose targets [B, T] are >= 0,
-        against the item table (or the batch's targets plus ``item_negatives`` drawn rows)."""
+        against the item table (or the batch's targets plus ``item_negatives`` drawn rows); with
+        ``item_later``, plus that weight times the mean over (position, later target of its row)
+        pairs of the same softmax's loss."""
         first = targets >= 0
         if not first.any():
             return hidden.new_zeros(())
@@ -223,7 +250,12 @@ class _Run:
             rows, inverse = torch.unique(torch.cat([goal, drawn]), return_inverse=True)
             goal = inverse[: len(goal)]
         items = item_outputs(inputs, self.item_vectors, rows)  # [N or |rows|, H]
-        return F.cross_entropy((hidden[first] @ items.T).float(), goal)
+        logits = (hidden[first] @ items.T).float()  # [P, C]: P target positions, row-major
+        loss = F.cross_entropy(logits, goal)
+        a, b = later_pairs(first) if self.cfg.item_later else ((), ())
+        if len(a):
+            loss = loss - self.cfg.item_later * logits.log_softmax(-1)[a, goal[b]].mean()
+        return loss
 
     # -- one phase: selection (validation every epoch) or refit (a fixed number of epochs) -------
     def fit(self, phase: str, epochs: int, ckpt: Checkpoints, resume: dict | None, keep: dict | None = None) -> dict:
