@@ -102,6 +102,16 @@ def later_pairs(first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ((row[:, None] == row[None, :]) & (idx[:, None] < idx[None, :])).nonzero(as_tuple=True)
 
 
+def later_loss(logits: torch.Tensor, goal: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """Mean over ``later_pairs(first)`` of -log softmax(logits[a])[goal[b]]: each of the P target
+    positions (logits [P, C], goal [P] class per position) scored against what its row's later
+    targets are; 0 when no row has two targets."""
+    a, b = later_pairs(first)
+    if not len(a):
+        return logits.new_zeros(())
+    return -logits.float().log_softmax(-1)[a, goal[b]].mean()
+
+
 class _Run:
     """One training run: its data in row form, model, optimizer and selection state."""
 
@@ -206,7 +216,7 @@ class _Run:
 
     def loss(self, model, inputs, batch) -> torch.Tensor:
         dev = self.device
-        ids, labels = batch.ids.to(dev), batch.labels.to(dev)
+        ids, labels, targets = batch.ids.to(dev), batch.labels.to(dev), batch.targets.to(dev)
         qv = None
         if self.query_vectors is not None:
             q = batch.queries.to(dev)
@@ -219,20 +229,11 @@ class _Run:
             logits = sid_logits(model, hidden[at], self.spec.base, self.spec.vocab.num_local)
             loss = F.cross_entropy(logits.float(), labels[at])
             if self.cfg.sid_later:
-                loss = loss + self.cfg.sid_later * self.sid_later_loss(model, hidden, labels, batch.targets.to(dev) >= 0)
+                first = targets >= 0  # within ``at``: each such position predicts its target's first code
+                loss = loss + self.cfg.sid_later * later_loss(logits[first[at]], labels[first], first)
             if self.cfg.item_loss:
-                loss = loss + self.cfg.item_loss * self.item_loss(inputs, hidden, batch.targets.to(dev))
+                loss = loss + self.cfg.item_loss * self.item_loss(inputs, hidden, targets)
         return loss
-
-    def sid_later_loss(self, model, hidden: torch.Tensor, labels: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-        """Mean over (position, later target of its row) pairs of the first-code loss: hidden
-        [B, T, H] at the ``first`` [B, T] positions (those predicting a target's first code) scored
-        against the first codes (``labels`` [B, T]) of the later targets of their rows."""
-        a, b = later_pairs(first)
-        if not len(a):
-            return hidden.new_zeros(())
-        logp = sid_logits(model, hidden[first], self.spec.base, self.spec.vocab.num_local).float().log_softmax(-1)
-        return -logp[a, labels[first][b]].mean()
 
     def item_loss(self, inputs, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The next-item term: hidden [B, T, H] at the positions whose targets [B, T] are >= 0,
@@ -252,9 +253,8 @@ class _Run:
         items = item_outputs(inputs, self.item_vectors, rows)  # [N or |rows|, H]
         logits = (hidden[first] @ items.T).float()  # [P, C]: P target positions, row-major
         loss = F.cross_entropy(logits, goal)
-        a, b = later_pairs(first) if self.cfg.item_later else ((), ())
-        if len(a):
-            loss = loss - self.cfg.item_later * logits.log_softmax(-1)[a, goal[b]].mean()
+        if self.cfg.item_later:
+            loss = loss + self.cfg.item_later * later_loss(logits, goal, first)
         return loss
 
     # -- one phase: selection (validation every epoch) or refit (a fixed number of epochs) -------
