@@ -3,6 +3,7 @@ checkpoints that resume (and refuse a changed run), a local base checkpoint, and
 decoder that serves what it validated."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -12,9 +13,9 @@ from indexer.data.catalog import count_popularity, load_items
 from indexer.data.synthetic import SyntheticConfig, generate, write
 from indexer.quantizers import QuantizerConfig, load_quantizer
 from indexer.training.config import TrainConfig
-from indexer.training.examples import Example, TrainingData, load_training_data, text_views
+from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.rows import RowMaker
-from indexer.training.trainer import codebook_init, item_views, later_pairs, train_decoder
+from indexer.training.trainer import _Run, codebook_init, item_views, later_pairs, train_decoder
 from indexer.training.validation import Validation
 from model_store import Store
 from sidcore.decoder.bundle import DecoderSpec, load_decoder, make_builder
@@ -266,3 +267,32 @@ def test_reverse_rows_add_newest_first_copies_of_the_histories(indexed, tmp_path
     assert 1.6 < steps[1.0] / steps[0.0] < 2.4  # every history twice: as taken, and newest first
     with pytest.raises(DataError, match="reverse_rows must be in"):
         TrainConfig(reverse_rows=1.5)
+
+
+def test_validation_items_continue_their_users_sequences():
+    sequences = [("a", "b"), ("a", "b"), ("c", "d"), ("e", "f")]
+    valid = [Example(None, ("a", "b"), "x"), Example(None, ("a", "b"), "y"), Example(None, ("c", "d"), "z"), Example(None, ("g",), "h")]
+    # two users with the same training part each get their own validation item, no row is
+    # repeated, and a history too short to train on becomes a sequence with its validation item
+    assert sorted(extend_sequences(sequences, valid)) == [("a", "b", "x"), ("a", "b", "y"), ("c", "d", "z"), ("e", "f"), ("g", "h")]
+
+
+def test_train_valid_learns_every_validation_item_but_the_scored_ones(indexed):
+    _, _, art, data = indexed
+    fast = {**FAST, "val_cases": 30}
+    plain = _Run(art, data, TrainConfig(**fast), None, False, print, None)
+    run = _Run(art, data, TrainConfig(**fast, train_valid=True), None, False, print, None)
+    scored = set(run.validation.cases)
+    assert len(scored) == 30 and scored == set(plain.validation.cases)  # the same users validate either way
+    assert plain.examples(refit=False)[0] == list(data.sequences)
+    sequences, _ = run.examples(refit=False)
+    trained, before = Counter(sequences), Counter(data.sequences)
+    unscored = [e for e in data.valid if e not in scored]
+    assert len(unscored) == len(data.valid) - 30
+    # (a continued sequence that is itself another user's training part would blur the counts)
+    clear = [e for e in data.valid if not before[e.history + (e.target,)]]
+    assert len(clear) > 0.8 * len(data.valid)
+    assert all(bool(trained[e.history + (e.target,)]) == (e not in scored) for e in clear)
+    assert len(data.sequences) <= len(sequences) <= len(data.sequences) + len(unscored)  # continued, not repeated
+    everything, _ = run.examples(refit=True)  # a refit adds them all
+    assert {e.history + (e.target,) for e in data.valid} <= set(everything)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,9 +13,10 @@ from indexer.evaluation.baselines import SASRecConfig
 from indexer.evaluation.cases import load_eval_data
 from indexer.evaluation.config import EvalConfig
 from indexer.evaluation.metrics import recall_at
-from indexer.evaluation.runner import evaluate_decoder, run_all, sample_cases
+from indexer.evaluation.runner import evaluate_decoder, run_all, sample_cases, with_validation_items
 from indexer.quantizers import QuantizerConfig
 from indexer.training.config import TrainConfig
+from indexer.training.validation import sample_cases as pick_cases
 from model_store import Store
 from sidcore.decoder.model import TinyConfig
 
@@ -193,3 +195,17 @@ def test_every_method_can_start_from_a_local_base_checkpoint(evaluated, tmp_path
     decoder = load_decoder(Store(tmp_path / "out" / "methods" / "rq-kmeans" / "store"), run["decoder_version"])
     assert decoder.spec.model == str(tmp_path / "base") and run["decoder_summary"]["steps"] == 3
     assert 0 <= run["recall"]["10"]["overall"] <= 1
+
+
+def test_train_valid_gives_every_learner_the_validation_items_no_one_validates_on(evaluated):
+    data = evaluated[0]
+    assert with_validation_items(data, CFG) is data  # off by default
+    cfg = dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, train_valid=True), sasrec=dataclasses.replace(CFG.sasrec, val_cases=50))
+    extended = with_validation_items(data, cfg)
+    assert len(extended.train_sequences) == len(data.train_sequences) and extended.cases == data.cases
+    scored = set(pick_cases(data.training.valid, 50, cfg.seed)) | set(pick_cases(data.training.valid, 30, cfg.train.seed))
+    assert len(scored) == 50  # the decoder's 30 are the first of the baselines' 50 (one seeded order)
+    grew = [len(b) - len(a) for a, b in zip(data.train_sequences, extended.train_sequences)]
+    assert sorted(set(grew)) == [0, 1] and sum(grew) == len(data.training.valid) - 50
+    for e in scored:  # a validation user's item stays unseen by the index, the rules and SASRec
+        assert list(e.history) in extended.train_sequences and list(e.history) + [e.target] not in extended.train_sequences

@@ -34,7 +34,9 @@ from indexer.evaluation.cases import EvalData
 from indexer.evaluation.config import EvalConfig
 from indexer.evaluation.metrics import coverage, hallucination_rate, ret_per, score
 from indexer.evaluation.report import build_report
+from indexer.training.examples import extend_sequences
 from indexer.training.trainer import train_decoder
+from indexer.training.validation import sample_cases as pick_cases
 from model_store import Store, atomic_write
 from sidcore.decoder.bundle import load_decoder
 from sidcore.engines.torch_engine import TorchEngine
@@ -213,7 +215,8 @@ def run_baseline(name: str, data: EvalData, cfg: EvalConfig, out: Path,
     baseline = BASELINES[name](seed=cfg.seed, cache_dir=cache_dir, progress=progress, sasrec=cfg.sasrec, rules=cfg.rules,
                                exclude_history=cfg.exclude_history)
     fingerprint = {"baseline": name, "config": baseline.config(), "ks": cfg.ks, "seed": cfg.seed, "cases": cases_digest(data),
-                   "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None, "exclude_history": cfg.exclude_history}
+                   "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None, "exclude_history": cfg.exclude_history,
+                   "train_valid": cfg.train.train_valid}
     run = _RunDir(out / "baselines" / name, fingerprint)
     if (done := run.finished()) is not None:
         log(f"{name}: finished earlier, reusing {run.path / 'result.json'}")
@@ -232,11 +235,24 @@ def run_baseline(name: str, data: EvalData, cfg: EvalConfig, out: Path,
                        "timing_s": {"total_s": seconds}})
 
 
+def with_validation_items(data: EvalData, cfg: EvalConfig) -> EvalData:
+    """With ``cfg.train.train_valid``, ``data`` whose training sequences go on to the validation
+    item of every user that neither the decoder nor a baseline validates on, so the index's
+    collaborative vectors, the rules and SASRec learn from what the decoder learns from."""
+    if not cfg.train.train_valid or not data.train_sequences:
+        return data
+    valid = data.training.valid
+    n = max((v for k, v in {"rules": cfg.rules.val_cases, "sasrec": cfg.sasrec.val_cases}.items() if k in cfg.baselines), default=0)
+    scored = set(pick_cases(valid, cfg.train.val_cases, cfg.train.seed)) | set(pick_cases([e for e in valid if e.history], n, cfg.seed))
+    extended = extend_sequences([tuple(s) for s in data.train_sequences], [e for e in valid if e not in scored and not e.query])
+    return dataclasses.replace(data, train_sequences=[list(s) for s in extended])
+
+
 def run_all(data: EvalData, cfg: EvalConfig, out: Path, cache_dir: Path | None = None, progress: bool = True,
             log: Callable[[str], None] = print) -> dict:
     """Every run of ``cfg`` on a sample of ``data``'s cases; returns the report dict (see report.py)."""
     out.mkdir(parents=True, exist_ok=True)
-    data = sample_cases(data, cfg.max_cases, cfg.seed)
+    data = with_validation_items(sample_cases(data, cfg.max_cases, cfg.seed), cfg)
     methods = {name: run_method(name, b, data, cfg, out, cache_dir, progress, log) for name, b in cfg.runs()}
     baselines = {name: run_baseline(name, data, cfg, out, cache_dir, progress, log) for name in cfg.baselines}
     return build_report(data, cfg, methods, baselines, out)

@@ -58,6 +58,10 @@ class TrainConfig:
         val_beam: beams when scoring them.
         refit: after selection, retrain from scratch for the best number of epochs with the
             validation items added to the training data.
+        train_valid: train on every validation example outside the sample that ``val_cases``
+            scores, from the first epoch (a history's validation item continues its training
+            sequence): the newest interaction of nearly every user is learnt, and model selection
+            stays honest on the users held out. One run, where ``refit`` takes two.
         max_steps: stop after this many optimizer steps (0: no cap); for smoke runs.
         text_vocab: size of the tiny tokenizer's text vocabulary.
         seed: data order, initialisation, view spans, validation sample.
@@ -87,6 +91,7 @@ class TrainConfig:
     val_cases: int = 2000
     val_beam: int = 20
     refit: bool = False
+    train_valid: bool = False
     max_steps: int = 0
     text_vocab: int = 4096
     seed: int = 0

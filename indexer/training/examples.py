@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,17 @@ class TrainingData:
         for seq in self.sequences:
             out += [Example(None, seq[:t], seq[t]) for t in range(1, len(seq))]
         return out
+
+
+def extend_sequences(sequences: list[tuple[str, ...]], examples: list[Example]) -> list[tuple[str, ...]]:
+    """``sequences`` with each example's target appended to the sequence that is its history: a
+    validation item continues its user's training sequence rather than repeating it as a second
+    row. An example whose history is no sequence (one too short to train on) becomes its own."""
+    pending = defaultdict(list)
+    for e in examples:
+        pending[e.history].append(e.target)
+    out = [s + (pending[s].pop(),) if pending.get(s) else s for s in sequences]
+    return out + [h + (t,) for h, targets in pending.items() for t in targets]
 
 
 def items_file(data_dir: Path) -> Path:

@@ -32,6 +32,8 @@ def _options(epochs_flag: str) -> list:
                      help="Stop decoder training after this many steps (0: no cap); for smoke runs."),
         click.option("--refit/--no-refit", "train_refit", default=d.refit, show_default=True,
                      help="After selection, retrain for the best number of epochs with the validation items added."),
+        click.option("--train-valid/--no-train-valid", "train_train_valid", default=d.train_valid, show_default=True,
+                     help="Train on the validation items of every user outside the scored validation sample."),
         click.option("--views/--no-views", "train_views", default=d.views, show_default=True,
                      help="Teach every item through its text views (title, text, sentences, spans) each epoch."),
         click.option("--item-loss", "train_item_loss", type=click.FloatRange(min=0), default=d.item_loss, show_default=True,

@@ -33,7 +33,7 @@ from transformers.utils import logging as transformers_logging
 from indexer.quantizers import load_quantizer
 from indexer.training.checkpoints import Checkpoints
 from indexer.training.config import TrainConfig
-from indexer.training.examples import TrainingData, load_training_data, text_views
+from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.rows import RowMaker, make_batches, window
 from indexer.training.validation import Validation, sample_cases
 from model_store import Store
@@ -192,14 +192,20 @@ class _Run:
         return Decoder("(training)", self.spec, model, self.tok, self.titles, Path("."), inputs, self.items)
 
     # -- data ---------------------------------------------------------------------------------
+    def examples(self, refit: bool) -> tuple[list[tuple[str, ...]], list[Example]]:
+        """(sequences, queries) one phase trains on: a refit adds every validation example,
+        ``train_valid`` those outside the sample that model selection scores."""
+        sequences, queries = list(self.data.sequences), list(self.data.queries)
+        if refit or self.cfg.train_valid:
+            scored = set() if refit else set(self.validation.cases)
+            valid = [e for e in self.data.valid if e not in scored]
+            sequences = extend_sequences(sequences, [e for e in valid if not e.query])
+            queries += [e for e in valid if e.query]
+        return [s for s in sequences if len(s) >= 2], queries
+
     def rows(self, rng: np.random.Generator, refit: bool):
         h = self.spec.prompt.history_items
-        sequences = list(self.data.sequences)
-        queries = list(self.data.queries)
-        if refit:
-            sequences += [e.history + (e.target,) for e in self.data.valid if not e.query]
-            queries += [e for e in self.data.valid if e.query]
-        sequences = [s for s in sequences if len(s) >= 2]
+        sequences, queries = self.examples(refit)
         rows = [self.maker.sequence(window(s, h, rng)) for s in sequences]
         if self.cfg.reverse_rows:
             picked = rng.permutation(len(sequences))[: round(self.cfg.reverse_rows * len(sequences))]
