@@ -58,7 +58,7 @@ def _names(_ctx, _param, value: str | None) -> tuple[str, ...]:
 
 @click.group()
 def data() -> None:
-    """Data sets: generate synthetic catalogs, split training queries."""
+    """Data sets: generate synthetic catalogs, split training queries, shift histories one item back."""
 
 
 @data.command("synth")
@@ -88,6 +88,18 @@ def data_split_queries(src: Path, out: Path, heldout: float, seed: int) -> None:
     from indexer.data.splits import split_queries
 
     click.echo(split_queries(src, out, heldout, seed))
+
+
+@data.command("drop-last")
+@click.option("--data", "src", type=click.Path(path_type=Path), required=True, help="History folder (items.jsonl, sequences.jsonl).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output history folder.")
+def data_drop_last(src: Path, out: Path) -> None:
+    """Copy a history folder with the last item of every sequence dropped, so that an eval on it
+    tests on the validation items (e.g. games, whose test items are kept elsewhere); prints the
+    output folder."""
+    from indexer.data.splits import drop_last
+
+    click.echo(drop_last(src, out))
 
 
 @click.group()

@@ -280,8 +280,8 @@ def test_validation_items_continue_their_users_sequences():
 def test_train_valid_learns_every_validation_item_but_the_scored_ones(indexed):
     _, _, art, data = indexed
     fast = {**FAST, "val_cases": 30}
-    plain = _Run(art, data, TrainConfig(**fast), None, False, print, None)
-    run = _Run(art, data, TrainConfig(**fast, train_valid=True), None, False, print, None)
+    plain = _Run(art, data, TrainConfig(**fast, train_valid=False), None, False, print, None)
+    run = _Run(art, data, TrainConfig(**fast), None, False, print, None)  # on by default
     scored = set(run.validation.cases)
     assert len(scored) == 30 and scored == set(plain.validation.cases)  # the same users validate either way
     assert plain.examples(refit=False)[0] == list(data.sequences)

@@ -154,3 +154,22 @@ def test_split_queries_holds_out_a_share_of_the_training_queries(sa2crq, tmp_pat
     assert len(data.cases) == 5 and {c.query for c in data.cases} == {f"query {q[1:]}" for q in qrels["test"]}
     code, _, err = sa2crq("data", "split-queries", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
     assert code == 2 and "expected a BEIR folder" in err
+
+
+def test_drop_last_tests_on_the_validation_items(sa2crq, tmp_path):
+    src = tmp_path / "hist"
+    src.mkdir()
+    (src / "items.jsonl").write_text("".join(json.dumps({"item_id": i, "title": f"item {i}"}) + "\n" for i in range(10)))
+    (src / "sequences.jsonl").write_text(json.dumps({"user_id": 0, "item_ids": [1, 2, 3, 4, 5]}) + "\n"
+                                         + json.dumps({"user_id": 1, "item_ids": [6, 7, 8, 9]}) + "\n")
+    code, stdout, err = sa2crq("data", "drop-last", "--data", str(src), "--out", str(tmp_path / "shifted"))
+    assert code == 0, err
+    assert stdout.strip() == str(tmp_path / "shifted")
+    original, shifted = load_eval_data(src), load_eval_data(tmp_path / "shifted")
+    # the shifted folder's test cases are the original's validation examples
+    assert [(c.history, c.relevant) for c in shifted.cases] == [(e.history, frozenset({e.target})) for e in original.training.valid]
+    (src / "sequences.jsonl").write_text(json.dumps({"user_id": 0, "items": [1, 2, 3]}) + "\n")
+    code, _, err = sa2crq("data", "drop-last", "--data", str(src), "--out", str(tmp_path / "bad"))
+    assert code == 2 and "line 1: no item_ids list" in err
+    code, _, err = sa2crq("data", "drop-last", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
+    assert code == 2 and "expected a history folder" in err

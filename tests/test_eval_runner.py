@@ -199,8 +199,10 @@ def test_every_method_can_start_from_a_local_base_checkpoint(evaluated, tmp_path
 
 def test_train_valid_gives_every_learner_the_validation_items_no_one_validates_on(evaluated):
     data = evaluated[0]
-    assert with_validation_items(data, CFG) is data  # off by default
-    cfg = dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, train_valid=True), sasrec=dataclasses.replace(CFG.sasrec, val_cases=50))
+    off = dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, train_valid=False))
+    assert with_validation_items(data, off) is data
+    cfg = dataclasses.replace(CFG, sasrec=dataclasses.replace(CFG.sasrec, val_cases=50))
+    assert cfg.train.train_valid  # the default
     extended = with_validation_items(data, cfg)
     assert len(extended.train_sequences) == len(data.train_sequences) and extended.cases == data.cases
     scored = set(pick_cases(data.training.valid, 50, cfg.seed)) | set(pick_cases(data.training.valid, 30, cfg.train.seed))

@@ -1,12 +1,15 @@
-"""Held-out splits of a BEIR folder's training queries, for data sets whose test queries live elsewhere."""
+"""Held-out splits for data sets whose test cases live elsewhere: a BEIR folder's training queries
+split by query, and history folders shifted one item back so that their test cases are the
+validation items (settings are chosen there, never on the test cases)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from indexer.data.catalog import load_qrels
+from indexer.data.catalog import load_qrels, read_jsonl
 from sidcore.errors import DataError
 
 
@@ -30,4 +33,24 @@ def split_queries(src: Path, dst: Path, heldout: float, seed: int) -> Path:
         with open(dst / "qrels" / f"{name}.tsv", "w", encoding="utf-8") as f:
             f.write("query-id\tcorpus-id\tscore\n")
             f.writelines(f"{q}\t{d}\t{int(s)}\n" for q, d, s in rows if keep(q))
+    return dst
+
+
+def drop_last(src: Path, dst: Path) -> Path:
+    """A history folder ``dst`` whose every sequence ends one item earlier than ``src``'s: its
+    leave-one-out test cases are ``src``'s validation items, its validation items the ones before.
+    A setting that changes what counts as validation (``--train-valid``) is compared on it;
+    ``items.jsonl`` is linked, not copied."""
+    src, dst = Path(src), Path(dst)
+    if not (src / "sequences.jsonl").is_file() or not (src / "items.jsonl").is_file():
+        raise DataError(f"{src}: expected a history folder with items.jsonl and sequences.jsonl")
+    dst.mkdir(parents=True, exist_ok=True)
+    link = dst / "items.jsonl"
+    if not link.exists():
+        link.symlink_to((src / "items.jsonl").resolve())
+    with open(dst / "sequences.jsonl", "w", encoding="utf-8") as f:
+        for lineno, row in read_jsonl(src / "sequences.jsonl"):
+            if not isinstance(row.get("item_ids"), list):
+                raise DataError(f"{src / 'sequences.jsonl'} line {lineno}: no item_ids list")
+            f.write(json.dumps({**row, "item_ids": row["item_ids"][:-1]}) + "\n")
     return dst

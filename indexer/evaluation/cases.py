@@ -3,7 +3,8 @@
 A case is a text query and/or a history with the set of items that count as relevant. Sources:
 
 - default, a folder with ``sequences.jsonl``: leave-one-out, history ``item_ids[:-1]`` -> target
-  ``item_ids[-1]`` (the decoder trains on ``item_ids[:-2]`` and validates on ``item_ids[-2]``);
+  ``item_ids[-1]`` (the learners train on ``item_ids[:-2]`` and validate on ``item_ids[-2]``;
+  ``runner.with_validation_items`` adds the validation items of users no one validates on);
 - default, a BEIR folder: its ``qrels/test.tsv``, else ``qrels/dev.tsv``, else ``qrels/train.tsv``
   (which the decoder also trains on, so the report marks that source as not held out);
 - ``--test FILE``: history cases ``{"history": [ids], "target": id}`` one per line, or with
@@ -27,7 +28,7 @@ from indexer.split import SplitConfig, head_mask
 from indexer.training.examples import TrainingData, load_training_data
 from sidcore.errors import DataError
 
-# The decoder trains on item_ids[:-2]; the last two items are validation and test.
+# Training parts end at item_ids[:-2]; the last two items are validation and test.
 HOLDOUT = 2
 
 

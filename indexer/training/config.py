@@ -91,7 +91,7 @@ class TrainConfig:
     val_cases: int = 2000
     val_beam: int = 20
     refit: bool = False
-    train_valid: bool = False
+    train_valid: bool = True
     max_steps: int = 0
     text_vocab: int = 4096
     seed: int = 0

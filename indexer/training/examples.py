@@ -2,7 +2,8 @@
 
 Folder layouts (as in ../shared/data):
 - ``items.jsonl`` + ``sequences.jsonl``: leave-one-out on histories: train on ``item_ids[:-2]``
-  (one whole-sequence row per user), validate on ``item_ids[-2]``, test on ``item_ids[-1]``;
+  (one whole-sequence row per user), validate on ``item_ids[-2]``, test on ``item_ids[-1]``
+  (``TrainConfig.train_valid`` extends the training rows of users outside the validation sample);
 - ``corpus.jsonl`` + ``queries.jsonl`` + ``qrels/train.tsv`` (BEIR): query text -> document;
   validation on ``qrels/dev.tsv`` if there is one, else on a seeded share of the training queries.
 Item views (an item's title, each sentence of its text, its lead, random spans) teach the decoder

@@ -391,7 +391,7 @@ def train_decoder(
         "curve": chosen["curve"],
         "steps": sum(p["step"] for p in phases),
         "final_loss": chosen["curve"][-1]["loss"] if chosen["curve"] else None,
-        "sequence_rows": len(data.sequences),
+        "sequence_rows": len(run.examples(refit=False)[0]),
         "query_rows": len(data.queries) * cfg.query_repeats,
         "view_rows": len(run.views),
         "tokens_per_s": round(sum(p["tokens"] for p in phases) / max(train_seconds, 1e-9)),
