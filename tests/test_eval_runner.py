@@ -201,7 +201,7 @@ def test_train_valid_gives_every_learner_the_validation_items_no_one_validates_o
     data = evaluated[0]
     off = dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, train_valid=False))
     assert with_validation_items(data, off) is data
-    cfg = dataclasses.replace(CFG, sasrec=dataclasses.replace(CFG.sasrec, val_cases=50))
+    cfg = dataclasses.replace(CFG, sasrec=dataclasses.replace(CFG.sasrec, val_cases=50), rules=dataclasses.replace(CFG.rules, val_cases=40))
     assert cfg.train.train_valid  # the default
     extended = with_validation_items(data, cfg)
     assert len(extended.train_sequences) == len(data.train_sequences) and extended.cases == data.cases

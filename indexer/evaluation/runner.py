@@ -242,7 +242,8 @@ def with_validation_items(data: EvalData, cfg: EvalConfig) -> EvalData:
     if not cfg.train.train_valid or not data.train_sequences:
         return data
     valid = data.training.valid
-    n = max((v for k, v in {"rules": cfg.rules.val_cases, "sasrec": cfg.sasrec.val_cases}.items() if k in cfg.baselines), default=0)
+    # every baseline's sample, listed or not, so what a method trains on does not hang on the baselines run beside it
+    n = max(cfg.rules.val_cases, cfg.sasrec.val_cases)
     scored = set(pick_cases(valid, cfg.train.val_cases, cfg.train.seed)) | set(pick_cases([e for e in valid if e.history], n, cfg.seed))
     extended = extend_sequences([tuple(s) for s in data.train_sequences], [e for e in valid if e not in scored and not e.query])
     return dataclasses.replace(data, train_sequences=[list(s) for s in extended])
