@@ -13,6 +13,13 @@ from indexer.data.catalog import load_qrels, read_jsonl
 from sidcore.errors import DataError
 
 
+def _link(src: Path, dst: Path, *names: str) -> None:
+    """Files of ``src`` that a derived folder shares unchanged, linked into ``dst``."""
+    for name in names:
+        if not (dst / name).exists():
+            (dst / name).symlink_to((src / name).resolve())
+
+
 def split_queries(src: Path, dst: Path, heldout: float, seed: int) -> Path:
     """A BEIR folder ``dst`` whose ``qrels/train.tsv`` and ``qrels/test.tsv`` split ``src``'s training
     queries by query (a seeded ``heldout`` share in test); corpus and queries are linked, not copied."""
@@ -25,10 +32,7 @@ def split_queries(src: Path, dst: Path, heldout: float, seed: int) -> Path:
     queries = sorted({q for q, _, _ in rows})
     test = set(np.random.default_rng(seed).permutation(queries)[: round(heldout * len(queries))].tolist())
     (dst / "qrels").mkdir(parents=True, exist_ok=True)
-    for name in ("corpus.jsonl", "queries.jsonl"):
-        link = dst / name
-        if not link.exists():
-            link.symlink_to((src / name).resolve())
+    _link(src, dst, "corpus.jsonl", "queries.jsonl")
     for name, keep in (("train", lambda q: q not in test), ("test", lambda q: q in test)):
         with open(dst / "qrels" / f"{name}.tsv", "w", encoding="utf-8") as f:
             f.write("query-id\tcorpus-id\tscore\n")
@@ -45,9 +49,7 @@ def drop_last(src: Path, dst: Path) -> Path:
     if not (src / "sequences.jsonl").is_file() or not (src / "items.jsonl").is_file():
         raise DataError(f"{src}: expected a history folder with items.jsonl and sequences.jsonl")
     dst.mkdir(parents=True, exist_ok=True)
-    link = dst / "items.jsonl"
-    if not link.exists():
-        link.symlink_to((src / "items.jsonl").resolve())
+    _link(src, dst, "items.jsonl")
     with open(dst / "sequences.jsonl", "w", encoding="utf-8") as f:
         for lineno, row in read_jsonl(src / "sequences.jsonl"):
             if not isinstance(row.get("item_ids"), list):

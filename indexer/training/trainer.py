@@ -156,6 +156,7 @@ class _Run:
         self.item_vectors = torch.from_numpy(vectors).to(self.device) if "minilm" in prompt.item_content else None
         self.trie = Trie.from_artifact(art)
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
+        self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
         self.base_model = base_model
 
     # -- model --------------------------------------------------------------------------------
@@ -195,13 +196,16 @@ class _Run:
     def examples(self, refit: bool) -> tuple[list[tuple[str, ...]], list[Example]]:
         """(sequences, queries) one phase trains on: a refit adds every validation example,
         ``train_valid`` those outside the sample that model selection scores."""
+        if refit in self._examples:
+            return self._examples[refit]
         sequences, queries = list(self.data.sequences), list(self.data.queries)
         if refit or self.cfg.train_valid:
             scored = set() if refit else set(self.validation.cases)
             valid = [e for e in self.data.valid if e not in scored]
             sequences = extend_sequences(sequences, [e for e in valid if not e.query])
             queries += [e for e in valid if e.query]
-        return [s for s in sequences if len(s) >= 2], queries
+        self._examples[refit] = [s for s in sequences if len(s) >= 2], queries
+        return self._examples[refit]
 
     def rows(self, rng: np.random.Generator, refit: bool):
         h = self.spec.prompt.history_items
