@@ -296,3 +296,26 @@ def test_train_valid_learns_every_validation_item_but_the_scored_ones(indexed):
     assert len(data.sequences) <= len(sequences) <= len(data.sequences) + len(unscored)  # continued, not repeated
     everything, _ = run.examples(refit=True)  # a refit adds them all
     assert {e.history + (e.target,) for e in data.valid} <= set(everything)
+
+
+def test_train_options_reach_the_config():
+    """Every command's training flags end up in its TrainConfig; a bad value exits 2 naming the flag."""
+    import click
+    from click.testing import CliRunner
+
+    from indexer.training.options import train_config, train_options
+
+    seen = {}
+
+    @click.command()
+    @train_options()
+    def cmd(train_opts):
+        seen["cfg"] = train_config(train_opts, seed=3)
+
+    ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0"])
+    assert ok.exit_code == 0, ok.output
+    cfg = seen["cfg"]
+    assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed) == (0.1, 5, 0, 3)
+    assert cfg.lr == TrainConfig().lr
+    bad = CliRunner().invoke(cmd, ["--weight-decay", "-1"])
+    assert bad.exit_code == 2 and "--weight-decay" in bad.output

@@ -26,6 +26,8 @@ def _options(epochs_flag: str) -> list:
                      help="Padded tokens per decoder batch."),
         click.option("--lr", "train_lr", type=click.FloatRange(0, min_open=True),
                      help=f"Peak decoder learning rate. Default {d.lr:g} (tiny) / 2e-5 (base model)."),
+        click.option("--weight-decay", "train_weight_decay", type=click.FloatRange(min=0), default=d.weight_decay, show_default=True,
+                     help="AdamW weight decay of the decoder's matrices (not on norms and biases)."),
         click.option("--bf16/--fp32", "train_bf16", default=d.bf16, show_default=True,
                      help="bfloat16 autocast in training (GPUs, CPUs with AMX); fp32 is faster on CPUs without bf16 units."),
         click.option("--max-steps", "train_max_steps", type=click.IntRange(min=0), default=0, show_default=True,
