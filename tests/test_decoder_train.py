@@ -5,8 +5,10 @@ decoder that serves what it validated."""
 import json
 from collections import Counter
 
+import click
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from indexer.build import BuildConfig, build_index
 from indexer.data.catalog import count_popularity, load_items
@@ -14,6 +16,7 @@ from indexer.data.synthetic import SyntheticConfig, generate, write
 from indexer.quantizers import QuantizerConfig, load_quantizer
 from indexer.training.config import TrainConfig
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
+from indexer.training.options import train_config, train_options
 from indexer.training.rows import RowMaker
 from indexer.training.trainer import _Run, codebook_init, item_views, later_pairs, train_decoder
 from indexer.training.validation import Validation
@@ -300,11 +303,6 @@ def test_train_valid_learns_every_validation_item_but_the_scored_ones(indexed):
 
 def test_train_options_reach_the_config():
     """Every command's training flags end up in its TrainConfig; a bad value exits 2 naming the flag."""
-    import click
-    from click.testing import CliRunner
-
-    from indexer.training.options import train_config, train_options
-
     seen = {}
 
     @click.command()

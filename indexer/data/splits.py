@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.data.catalog import load_qrels, read_jsonl
+from model_store import atomic_write
 from sidcore.errors import DataError
 
 
@@ -48,11 +49,12 @@ def drop_last(src: Path, dst: Path) -> Path:
     src, dst = Path(src), Path(dst)
     if not (src / "sequences.jsonl").is_file() or not (src / "items.jsonl").is_file():
         raise DataError(f"{src}: expected a history folder with items.jsonl and sequences.jsonl")
-    dst.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for lineno, row in read_jsonl(src / "sequences.jsonl"):
+        if not isinstance(row.get("item_ids"), list):
+            raise DataError(f"{src / 'sequences.jsonl'} line {lineno}: no item_ids list")
+        rows.append(json.dumps({**row, "item_ids": row["item_ids"][:-1]}) + "\n")
+    dst.mkdir(parents=True, exist_ok=True)  # only once every row is read: a bad source leaves no half folder
     _link(src, dst, "items.jsonl")
-    with open(dst / "sequences.jsonl", "w", encoding="utf-8") as f:
-        for lineno, row in read_jsonl(src / "sequences.jsonl"):
-            if not isinstance(row.get("item_ids"), list):
-                raise DataError(f"{src / 'sequences.jsonl'} line {lineno}: no item_ids list")
-            f.write(json.dumps({**row, "item_ids": row["item_ids"][:-1]}) + "\n")
+    atomic_write(dst / "sequences.jsonl", "".join(rows))
     return dst
