@@ -28,6 +28,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from indexer.cooccurrence import normalise_rows, transitions
 from indexer.evaluation.cases import EvalData
 from indexer.training.validation import sample_cases
 from sidcore.errors import DataError
@@ -383,7 +384,7 @@ class Rules(Baseline):
             key = (window, decay, reverse)
             if key not in counts:
                 counts.clear()  # one matrix alive at a time: each is tens of MB on a large catalog
-                counts[key] = _transitions(seqs, n, window, decay, reverse)
+                counts[key] = transitions(seqs, n, window, decay, reverse)
             return counts[key]
 
         def recall(pairs: dict, scoring: dict) -> tuple[float, float]:
@@ -414,8 +415,7 @@ class Rules(Baseline):
         return [[data.catalog.item_ids[j] for j in rows] for rows in ranked]
 
     def _score(self, C: sp.csr_matrix, histories: list[list[int]], k: int, last: int, recency: float, beta: float) -> list[np.ndarray]:
-        totals = np.asarray(C.sum(1)).ravel()
-        C = (sp.diags(1.0 / np.maximum(totals, 1e-9) ** beta) @ C).tocsr() if beta else C
+        C = normalise_rows(C, beta)
         pop = np.asarray(C.sum(0)).ravel()
         pop = 1e-9 * pop / max(pop.max(), 1e-12)  # ties (and users with no known transitions) fall back to popularity
         out = []
@@ -425,20 +425,3 @@ class Rules(Baseline):
             scores = np.asarray(C[recent].T @ w).ravel() if recent else np.zeros(C.shape[0])
             out.append(self._top(scores + pop, h, k) if h else np.array([], dtype=np.int64))
         return out
-
-
-def _transitions(seqs: list[np.ndarray], n: int, window: int, decay: float, reverse: float) -> sp.csr_matrix:
-    """C[a, b] = sum over training sequences of decay^(d-1) for b d <= window items after a,
-    plus ``reverse`` times the same with b before a."""
-    rows, cols, vals = [], [], []
-    for d in range(1, window + 1):
-        long = [s for s in seqs if len(s) > d]
-        if not long:
-            break
-        a = np.concatenate([s[:-d] for s in long])
-        b = np.concatenate([s[d:] for s in long])
-        w = decay ** (d - 1)
-        rows += [a, b] if reverse else [a]
-        cols += [b, a] if reverse else [b]
-        vals += [np.full(len(a), w), np.full(len(a), w * reverse)] if reverse else [np.full(len(a), w)]
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
