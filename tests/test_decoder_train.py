@@ -249,16 +249,21 @@ def test_the_later_items_terms_add_to_the_losses_and_refuse_bad_settings(indexed
     fast = {k: v for k, v in FAST.items() if k != "val_cases"}
     runs = {name: train_decoder(store, d / "data", TrainConfig(epochs=1, patience=0, item_loss=1.0, item_negatives=0, val_cases=0, **extra, **fast),
                                 data=data, progress=False, checkpoints=tmp_path / name)[1]["curve"][0]["loss"]
-            for name, extra in {"plain": {}, "items": {"item_later": 1.0}, "codes": {"sid_later": 1.0}}.items()}
-    # every later item is another ~log(300 items) nats at the start, every later first code ~log(28 codes)
+            for name, extra in {"plain": {}, "items": {"item_later": 1.0}, "codes": {"sid_later": 1.0},
+                                "teacher": {"rules_teacher": 1.0}}.items()}
+    # every later item is another ~log(300 items) nats at the start, every later first code (or
+    # the teacher's spread over first codes) ~log(28 codes)
     assert runs["items"] > runs["plain"] + 2.0
     assert runs["codes"] > runs["plain"] + 1.0
+    assert runs["teacher"] > runs["plain"] + 1.0
     with pytest.raises(DataError, match="needs --item-loss"):
         TrainConfig(item_loss=0.0, item_later=1.0)
     with pytest.raises(DataError, match="item_later must be >= 0"):
         TrainConfig(item_later=-0.5)
     with pytest.raises(DataError, match="sid_later must be >= 0"):
         TrainConfig(sid_later=float("inf"))
+    with pytest.raises(DataError, match="rules_teacher must be >= 0"):
+        TrainConfig(rules_teacher=-1.0)
 
 
 def test_reverse_rows_add_newest_first_copies_of_the_histories(indexed, tmp_path):
@@ -310,10 +315,10 @@ def test_train_options_reach_the_config():
     def cmd(train_opts):
         seen["cfg"] = train_config(train_opts, seed=3)
 
-    ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0"])
+    ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5"])
     assert ok.exit_code == 0, ok.output
     cfg = seen["cfg"]
-    assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed) == (0.1, 5, 0, 3)
+    assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
     assert cfg.lr == TrainConfig().lr
     bad = CliRunner().invoke(cmd, ["--weight-decay", "-1"])
     assert bad.exit_code == 2 and "--weight-decay" in bad.output

@@ -46,6 +46,10 @@ class TrainConfig:
         reverse_rows: share of the training sequences also trained newest-first each epoch (a
             seeded pick per epoch): items a user took *before* another are related to it too,
             which the count-based rules use (their ``reverse`` weight) and forward rows never show.
+        rules_teacher: weight of a distillation term beside the SID loss (0: off): at each history
+            position that predicts a target's first code, a soft cross-entropy against the count-based
+            rules' scores of every item given the row's items so far, summed per first code
+            (``indexer.training.teacher``). The rules' exact per-pair memory as a target; training only.
         query_repeats: times each training query is seen per epoch.
         views: teach every item through its text views each epoch (title, text, sentences, lead,
             spans), so text queries reach every item, tail and cold-start included.
@@ -83,6 +87,7 @@ class TrainConfig:
     item_later: float = 0.0
     sid_later: float = 0.0
     reverse_rows: float = 0.0
+    rules_teacher: float = 0.0
     bf16: bool = False
     query_repeats: int = 4
     views: bool = True
@@ -112,7 +117,8 @@ class TrainConfig:
             raise DataError(f"reverse_rows must be in [0, 1], got {self.reverse_rows}")
         if self.lr <= 0 or not 0 <= self.warmup < 1 or self.weight_decay < 0 or not 0 <= self.dropout < 1:
             raise DataError("lr must be positive, warmup and dropout in [0, 1), weight_decay >= 0")
-        for name, value in {"item_loss": self.item_loss, "item_later": self.item_later, "sid_later": self.sid_later}.items():
+        for name, value in {"item_loss": self.item_loss, "item_later": self.item_later, "sid_later": self.sid_later,
+                            "rules_teacher": self.rules_teacher}.items():
             if value < 0 or not value < float("inf"):
                 raise DataError(f"{name} must be >= 0, got {value}")
         if self.item_later and not self.item_loss:

@@ -46,6 +46,8 @@ def _options(epochs_flag: str) -> list:
                      help="Weight of a term that asks each next-item position for every later item of the row too (0: off)."),
         click.option("--sid-later", "train_sid_later", type=click.FloatRange(min=0), default=d.sid_later, show_default=True,
                      help="Weight of a term that asks each history target's first-code position for the first codes of the row's later items too (0: off)."),
+        click.option("--rules-teacher", "train_rules_teacher", type=click.FloatRange(min=0), default=d.rules_teacher, show_default=True,
+                     help="Weight of a term that distils the count-based rules' scores, summed per first code, into each history target's first-code position (0: off)."),
         click.option("--reverse-rows", "train_reverse_rows", type=click.FloatRange(0, 1), default=d.reverse_rows, show_default=True,
                      help="Share of the training histories also trained newest-first each epoch (0: none)."),
         click.option("--item-loss-queries/--no-item-loss-queries", "train_item_loss_queries", default=d.item_loss_queries, show_default=True,

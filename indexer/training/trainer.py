@@ -35,6 +35,7 @@ from indexer.training.checkpoints import Checkpoints
 from indexer.training.config import TrainConfig
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.rows import RowMaker, make_batches, window
+from indexer.training.teacher import RulesTeacher
 from indexer.training.validation import Validation, sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import Decoder, DecoderSpec, ItemTable, make_builder, save_decoder
@@ -157,6 +158,7 @@ class _Run:
         self.trie = Trie.from_artifact(art)
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
+        self.teacher: RulesTeacher | None = None  # the phase's, with ``rules_teacher``
         self.base_model = base_model
 
     # -- model --------------------------------------------------------------------------------
@@ -220,6 +222,13 @@ class _Run:
             raise DataError("no training rows: the data has no sequences of two or more items, no training queries and no views")
         return rows
 
+    def rules_teacher(self, refit: bool) -> RulesTeacher:
+        """The teacher over the sequences the phase trains on (so never a scored validation item)."""
+        row = self.items.row
+        sequences = [np.array([row[i] for i in s], dtype=np.int64) for s in self.examples(refit)[0]]
+        first = np.array([self.maker.codes[i][0] for i in self.items.ids], dtype=np.int64)
+        return RulesTeacher(sequences, first, self.spec.vocab.num_local)
+
     def batches(self, rng: np.random.Generator, refit: bool):
         return make_batches(self.rows(rng, refit), self.cfg.batch_tokens, self.cfg.max_batch_rows, self.tok.pad_token_id,
                             self.items.row, self.query_row, rng)
@@ -243,7 +252,21 @@ class _Run:
                 loss = loss + self.cfg.sid_later * later_loss(logits[first[at]], labels[first], first)
             if self.cfg.item_loss:
                 loss = loss + self.cfg.item_loss * self.item_loss(inputs, hidden, targets)
+            if self.teacher is not None:
+                loss = loss + self.cfg.rules_teacher * self.teacher_loss(logits, at, batch)
         return loss
+
+    def teacher_loss(self, logits: torch.Tensor, at: torch.Tensor, batch) -> torch.Tensor:
+        """Soft cross-entropy of the SID logits [A, num_local] at the labelled positions ``at``
+        [B, T] against the rules teacher, at the history targets' first-code positions that have
+        a teacher distribution (the mean over them; 0 when none has)."""
+        first = batch.targets >= 0
+        goal, has = self.teacher.targets(batch.content.numpy(), first.numpy())
+        if not has.any():
+            return logits.new_zeros(())
+        dev = logits.device
+        logp = logits[first.to(dev)[at]].float().log_softmax(-1)[has.to(dev)]
+        return -(goal[has].to(dev) * logp).sum(-1).mean()
 
     def item_loss(self, inputs, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The next-item term: hidden [B, T, H] at the positions whose targets [B, T] are >= 0,
@@ -276,6 +299,7 @@ class _Run:
         refit = phase == "refit"
         validate = not refit and bool(self.validation.cases)
         model, inputs = self.new_model()
+        self.teacher = self.rules_teacher(refit) if cfg.rules_teacher else None
         steps_per_epoch = len(self.batches(np.random.default_rng(cfg.seed + 1), refit))
         total = cfg.epochs * steps_per_epoch
         opt, sched = self.optimizer(model, inputs, total)

@@ -1,0 +1,92 @@
+"""A rules teacher: soft first-code targets from sequential co-occurrence counts.
+
+The count-based rules baseline beats the decoder on games through exact per-pair memory: for any
+of a user's newest items it knows which items followed (and preceded) it anywhere in the training
+sequences. The decoder sees each pair only in the rows that hold it. The teacher hands it the
+rules' whole answer as a target: at each history position that predicts a target's first code,
+the rules' scores of every item given the row's items so far (the user's own items left out, as
+the rules rank), summed per first code and normalised. A soft cross-entropy against the
+decoder's distribution there joins the SID loss. Training only: ranking stays the decoder's SID
+scores, and no count is served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from indexer.cooccurrence import normalise_rows, transitions
+
+
+@dataclass(frozen=True)
+class RulesTeacherConfig:
+    """The rule the teacher scores with; the defaults are the fit of the rules baseline on games'
+    validation users (``RulesConfig``'s search: window 50, decay 1, reverse 0.3, the newest 5
+    items voting with recency 0.6, rows normalised by their total to the power 0.5).
+
+    Args:
+        window: how far after an item another still counts as following it.
+        decay: weight per extra step between the two.
+        reverse: weight of the pairs the other way round.
+        last: newest items of the prefix that vote.
+        recency: weight per step back among them.
+        beta: normalisation of an item's row by its total count.
+    """
+
+    window: int = 50
+    decay: float = 1.0
+    reverse: float = 0.3
+    last: int = 5
+    recency: float = 0.6
+    beta: float = 0.5
+
+
+class RulesTeacher:
+    """Soft first-code targets for the target positions of a batch.
+
+    Args:
+        sequences: the training sequences, as rows of the decoder's item table.
+        first_code: long [N] local id of each item's first SID code.
+        num_local: width of the decoder's SID range (the targets' last dimension).
+        cfg: the rule.
+    """
+
+    def __init__(self, sequences: list[np.ndarray], first_code: np.ndarray, num_local: int, cfg: RulesTeacherConfig = RulesTeacherConfig()):
+        n = len(first_code)
+        self.cfg = cfg
+        self.counts = normalise_rows(transitions(sequences, n, cfg.window, cfg.decay, cfg.reverse), cfg.beta)
+        self.codes = sp.csr_matrix((np.ones(n), (np.arange(n), first_code)), shape=(n, num_local))
+        self.n = n
+
+    def targets(self, content: np.ndarray, first: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """For content [B, T] (item row each ``<item>`` marker carries, -1 elsewhere) and first
+        [B, T] (bool: the positions that predict a target's first code), the teacher's
+        distribution over the SID range at each of the P first positions, row-major (float32
+        [P, num_local]), and which of them has one (bool [P]: a prefix whose items never co-occur
+        with anything has none)."""
+        votes_r, votes_c, votes_w, own_r, own_c = [], [], [], [], []
+        p = 0
+        for b in range(content.shape[0]):
+            items = []
+            for t in range(content.shape[1]):
+                if content[b, t] >= 0:
+                    items.append(int(content[b, t]))
+                if first[b, t]:
+                    recent = items[-self.cfg.last :][::-1]
+                    votes_r += [p] * len(recent)
+                    votes_c += recent
+                    votes_w += (self.cfg.recency ** np.arange(len(recent))).tolist()
+                    own_r += [p] * len(items)
+                    own_c += items
+                    p += 1
+        votes = sp.csr_matrix((votes_w, (votes_r, votes_c)), shape=(p, self.n))
+        own = sp.csr_matrix((np.ones(len(own_r)), (own_r, own_c)), shape=(p, self.n))
+        scores = votes @ self.counts
+        scores = scores - scores.multiply(own.astype(bool))
+        per_code = np.asarray((scores @ self.codes).todense(), dtype=np.float32)
+        total = per_code.sum(1, keepdims=True)
+        has = total[:, 0] > 0
+        return torch.from_numpy(per_code / np.maximum(total, 1e-12)), torch.from_numpy(has)
