@@ -7,6 +7,8 @@ matrix, so both read the same pairs.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -37,3 +39,10 @@ def normalise_rows(C: sp.csr_matrix, beta: float) -> sp.csr_matrix:
         return C
     totals = np.asarray(C.sum(1)).ravel()
     return (sp.diags(1.0 / np.maximum(totals, 1e-9) ** beta) @ C).tocsr()
+
+
+def recent_votes(history: Sequence[int], last: int, recency: float) -> tuple[list[int], np.ndarray]:
+    """The items of a history that vote on what comes next: its newest ``last``, newest first, and
+    their weights recency^(steps back)."""
+    recent = list(history[-last:])[::-1]
+    return recent, recency ** np.arange(len(recent))

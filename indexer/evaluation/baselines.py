@@ -28,7 +28,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from indexer.cooccurrence import normalise_rows, transitions
+from indexer.cooccurrence import normalise_rows, recent_votes, transitions
 from indexer.evaluation.cases import EvalData
 from indexer.training.validation import sample_cases
 from sidcore.errors import DataError
@@ -420,8 +420,7 @@ class Rules(Baseline):
         pop = 1e-9 * pop / max(pop.max(), 1e-12)  # ties (and users with no known transitions) fall back to popularity
         out = []
         for h in histories:
-            recent = h[-last:][::-1]
-            w = recency ** np.arange(len(recent))
+            recent, w = recent_votes(h, last, recency)
             scores = np.asarray(C[recent].T @ w).ravel() if recent else np.zeros(C.shape[0])
             out.append(self._top(scores + pop, h, k) if h else np.array([], dtype=np.int64))
         return out

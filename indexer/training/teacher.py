@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from indexer.cooccurrence import normalise_rows, transitions
+from indexer.cooccurrence import normalise_rows, recent_votes, transitions
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,6 @@ class RulesTeacher:
         self.cfg = cfg
         self.counts = normalise_rows(transitions(sequences, n, cfg.window, cfg.decay, cfg.reverse), cfg.beta)
         self.codes = sp.csr_matrix((np.ones(n), (np.arange(n), first_code)), shape=(n, num_local))
-        self.n = n
 
     def targets(self, content: np.ndarray, first: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """For content [B, T] (item row each ``<item>`` marker carries, -1 elsewhere) and first
@@ -75,15 +74,15 @@ class RulesTeacher:
                 if content[b, t] >= 0:
                     items.append(int(content[b, t]))
                 if first[b, t]:
-                    recent = items[-self.cfg.last :][::-1]
+                    recent, w = recent_votes(items, self.cfg.last, self.cfg.recency)
                     votes_r += [p] * len(recent)
                     votes_c += recent
-                    votes_w += (self.cfg.recency ** np.arange(len(recent))).tolist()
+                    votes_w += w.tolist()
                     own_r += [p] * len(items)
                     own_c += items
                     p += 1
-        votes = sp.csr_matrix((votes_w, (votes_r, votes_c)), shape=(p, self.n))
-        own = sp.csr_matrix((np.ones(len(own_r)), (own_r, own_c)), shape=(p, self.n))
+        votes = sp.csr_matrix((votes_w, (votes_r, votes_c)), shape=(p, self.counts.shape[0]))
+        own = sp.csr_matrix((np.ones(len(own_r)), (own_r, own_c)), shape=(p, self.counts.shape[0]))
         scores = votes @ self.counts
         scores = scores - scores.multiply(own.astype(bool))
         per_code = np.asarray((scores @ self.codes).todense(), dtype=np.float32)
