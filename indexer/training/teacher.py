@@ -81,8 +81,9 @@ class RulesTeacher:
                     own_r += [p] * len(items)
                     own_c += items
                     p += 1
-        votes = sp.csr_matrix((votes_w, (votes_r, votes_c)), shape=(p, self.counts.shape[0]))
-        own = sp.csr_matrix((np.ones(len(own_r)), (own_r, own_c)), shape=(p, self.counts.shape[0]))
+        n = self.counts.shape[0]
+        votes = sp.csr_matrix((votes_w, (votes_r, votes_c)), shape=(p, n))
+        own = sp.csr_matrix((np.ones(len(own_r)), (own_r, own_c)), shape=(p, n))
         scores = votes @ self.counts
         scores = scores - scores.multiply(own.astype(bool))
         per_code = np.asarray((scores @ self.codes).todense(), dtype=np.float32)
