@@ -316,13 +316,15 @@ def test_train_options_reach_the_config():
         seen["cfg"] = train_config(train_opts, seed=3)
 
     ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5",
-                                  "--dropout", "0.2", "--attention-dropout", "0.25"])
+                                  "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1"])
     assert ok.exit_code == 0, ok.output
     cfg = seen["cfg"]
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
-    assert (cfg.dropout, cfg.tiny.attention_dropout) == (0.2, 0.25)
+    assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing) == (0.2, 0.25, 0.1)
     assert cfg.lr == TrainConfig().lr
     bad = CliRunner().invoke(cmd, ["--weight-decay", "-1"])
     assert bad.exit_code == 2 and "--weight-decay" in bad.output
     bad = CliRunner().invoke(cmd, ["--dropout", "1"])
     assert bad.exit_code == 2 and "--dropout" in bad.output
+    bad = CliRunner().invoke(cmd, ["--label-smoothing", "1"])
+    assert bad.exit_code == 2 and "--label-smoothing" in bad.output

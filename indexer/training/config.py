@@ -24,6 +24,10 @@ class TrainConfig:
         warmup: share of the steps spent warming up.
         weight_decay: AdamW weight decay (not on norms, biases and embeddings of one dimension).
         dropout: dropout on the input embeddings (attention dropout is ``tiny.attention_dropout``).
+        label_smoothing: share of each SID target's probability spread evenly over the SID range in
+            the SID loss (0: off). The training loss keeps falling after validation has levelled
+            off; smoothing caps how sure the decoder gets of each code, and beam scores add those
+            log-probabilities up.
         bf16: run the forward pass under bfloat16 autocast (on GPUs and CPUs with AMX; on CPUs
             without bf16 units it is several times slower, see docs/benchmarks.md).
         item_loss: weight of an auxiliary next-item loss (0: off): in history rows, at each
@@ -81,6 +85,7 @@ class TrainConfig:
     warmup: float = 0.03
     weight_decay: float = 0.01
     dropout: float = 0.1
+    label_smoothing: float = 0.0
     item_loss: float = 1.0
     item_negatives: int = 2048
     item_loss_queries: bool = False
@@ -117,6 +122,8 @@ class TrainConfig:
             raise DataError(f"reverse_rows must be in [0, 1], got {self.reverse_rows}")
         if self.lr <= 0 or not 0 <= self.warmup < 1 or self.weight_decay < 0 or not 0 <= self.dropout < 1:
             raise DataError("lr must be positive, warmup and dropout in [0, 1), weight_decay >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise DataError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name, value in {"item_loss": self.item_loss, "item_later": self.item_later, "sid_later": self.sid_later,
                             "rules_teacher": self.rules_teacher}.items():
             if value < 0 or not value < float("inf"):

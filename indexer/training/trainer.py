@@ -246,7 +246,7 @@ class _Run:
             hidden = model.model(inputs_embeds=x, attention_mask=batch.attention.to(dev)).last_hidden_state
             at = labels >= 0
             logits = sid_logits(model, hidden[at], self.spec.base, self.spec.vocab.num_local)
-            loss = F.cross_entropy(logits.float(), labels[at])
+            loss = F.cross_entropy(logits.float(), labels[at], label_smoothing=self.cfg.label_smoothing)
             if self.cfg.sid_later:
                 first = targets >= 0  # within ``at``: each such position predicts its target's first code
                 loss = loss + self.cfg.sid_later * later_loss(logits[first[at]], labels[first], first)
