@@ -13,10 +13,8 @@ Validation cases only (history ``item_ids[:-2]`` -> ``item_ids[-2]``, the traine
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import torch
+from probe_args import probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
@@ -29,12 +27,8 @@ from sidcore.retriever import Query, Retriever
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--cases", type=int, default=2000)
+    ap = probe_parser(__doc__)
     ap.add_argument("--beam", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0, help="The decoder's training seed: its validation sample.")
     args = ap.parse_args()
 
     store = Store(args.store)

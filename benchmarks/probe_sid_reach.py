@@ -14,10 +14,8 @@ decodes k = 100 items with the shipped scoring, then prints per head / tail targ
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
+from probe_args import probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
@@ -30,11 +28,7 @@ from sidcore.retriever import Query, Retriever
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--cases", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0, help="The validation sample's seed (the decoder's --seed).")
+    ap = probe_parser(__doc__)
     args = ap.parse_args()
 
     store = Store(args.store)

@@ -15,11 +15,10 @@ it prints:
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
+from probe_args import probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
@@ -28,11 +27,7 @@ from sidcore.index.artifact import load_index
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--cases", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0, help="The validation sample's seed (the decoder's --seed).")
+    ap = probe_parser(__doc__)
     args = ap.parse_args()
 
     art = load_index(Store(args.store))
