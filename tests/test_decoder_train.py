@@ -18,7 +18,7 @@ from indexer.training.config import TrainConfig
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.options import train_config, train_options
 from indexer.training.rows import RowMaker
-from indexer.training.trainer import _Run, codebook_init, item_views, later_pairs, train_decoder
+from indexer.training.trainer import _Run, codebook_init, collab_init, item_views, later_pairs, train_decoder
 from indexer.training.validation import Validation
 from model_store import Store
 from sidcore.decoder.bundle import DecoderSpec, load_decoder, make_builder
@@ -316,11 +316,11 @@ def test_train_options_reach_the_config():
         seen["cfg"] = train_config(train_opts, seed=3)
 
     ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5",
-                                  "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1"])
+                                  "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab"])
     assert ok.exit_code == 0, ok.output
     cfg = seen["cfg"]
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
-    assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing) == (0.2, 0.25, 0.1)
+    assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
     assert cfg.lr == TrainConfig().lr
     bad = CliRunner().invoke(cmd, ["--weight-decay", "-1"])
     assert bad.exit_code == 2 and "--weight-decay" in bad.output
@@ -328,3 +328,25 @@ def test_train_options_reach_the_config():
     assert bad.exit_code == 2 and "--dropout" in bad.output
     bad = CliRunner().invoke(cmd, ["--label-smoothing", "1"])
     assert bad.exit_code == 2 and "--label-smoothing" in bad.output
+    bad = CliRunner().invoke(cmd, ["--item-init", "text"])
+    assert bad.exit_code == 2 and "--item-init" in bad.output
+
+
+def test_collab_init_starts_co_occurring_items_close():
+    """Items bought together start with near embeddings, unrelated ones apart; an item in no
+    training sequence keeps its random row."""
+    torch = pytest.importorskip("torch")
+    from sidcore.decoder.model import PromptInputs
+
+    items = [f"i{k}" for k in range(80)]
+    rng = np.random.default_rng(0)
+    # two communities: items 0-39 co-occur among themselves, 40-78 among themselves; 79 never appears
+    sequences = [tuple(items[j] for j in rng.choice(np.arange(lo, hi), 5, replace=False)) for lo, hi in ((0, 40), (40, 79)) for _ in range(300)]
+    inputs = PromptInputs(hidden=96, embed_dim=8, soft_vectors=0, item_content="id", num_items=len(items))
+    before = inputs.item.weight[79].detach().clone()
+    assert collab_init(inputs, items, sequences, seed=0) == 79
+    w = torch.nn.functional.normalize(inputs.item.weight.detach(), dim=1)
+    same, other = (w[:40] @ w[:40].T).mean().item(), (w[:40] @ w[40:79].T).mean().item()
+    assert same > 0.15 and abs(other) < 0.05, (same, other)
+    assert torch.equal(inputs.item.weight[79], before)
+    assert abs(inputs.item.weight[:79, :64].std().item() - 0.02) < 0.005 and inputs.item.weight[:79, 64:].abs().max() == 0

@@ -60,6 +60,11 @@ class TrainConfig:
         view_spans: random word spans per item among its views.
         sid_init: ``codebook``: SID-token embeddings (input and output) start from the quantizer's
             codewords, projected to the hidden size by PCA; ``random``: normal(0, 0.02).
+        item_init: the learned item embeddings (``id`` item content): ``collab`` starts each from its
+            collaborative vector over the phase's training sequences (PPMI of co-occurrence, SVD;
+            ``indexer.collab``), padded to the hidden size and scaled as ``random``'s, so items
+            bought together start close, which the count-based rules live on; ``random``:
+            normal(0, 0.02). Items in no training sequence keep a random start.
         val_cases: validation examples scored after each epoch (a seeded sample; 0: no selection).
             2,000, as the baselines use: on games 500 cases have a standard error of ~0.012,
             larger than most epoch-to-epoch changes, and stopped training at a worse epoch.
@@ -98,6 +103,7 @@ class TrainConfig:
     views: bool = True
     view_spans: int = 2
     sid_init: Literal["codebook", "random"] = "codebook"
+    item_init: Literal["collab", "random"] = "random"
     val_cases: int = 2000
     val_beam: int = 20
     refit: bool = False
@@ -134,3 +140,5 @@ class TrainConfig:
             raise DataError("item_loss needs item content to score items against: use --item-content minilm, id or minilm+id, or --item-loss 0")
         if self.sid_init not in ("codebook", "random"):
             raise DataError(f"sid_init must be codebook or random, got {self.sid_init!r}")
+        if self.item_init not in ("collab", "random"):
+            raise DataError(f"item_init must be collab or random, got {self.item_init!r}")

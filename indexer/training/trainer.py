@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
+from indexer.collab import collaborative_vectors
 from indexer.quantizers import load_quantizer
 from indexer.training.checkpoints import Checkpoints
 from indexer.training.config import TrainConfig
@@ -88,6 +89,21 @@ def codebook_init(model, art: IndexArtifact, base: int) -> None:
     with torch.no_grad():
         for w in (model.get_input_embeddings().weight, model.lm_head.weight):
             w[base : base + len(v)] = v.to(w.device)
+
+
+def collab_init(inputs, item_ids: list[str], sequences: list[tuple[str, ...]], seed: int) -> int:
+    """Learned item-embedding rows of ``inputs`` from the items' collaborative vectors over
+    ``sequences`` (``indexer.collab``), zero-padded to the hidden size and scaled to the
+    initialiser's std (0.02); rows of items in no sequence keep their random start. Returns how
+    many rows were set."""
+    weight = inputs.item.weight
+    vectors, _ = collaborative_vectors(item_ids, sequences, min(64, weight.shape[1]), seed)
+    has = np.abs(vectors).sum(1) > 0
+    rows = torch.from_numpy(has).to(weight.device)
+    v = torch.from_numpy(vectors[has] / vectors[has].std() * 0.02).to(weight.device)
+    with torch.no_grad():
+        weight[rows] = torch.nn.functional.pad(v, (0, weight.shape[1] - v.shape[1]))
+    return int(has.sum())
 
 
 def _state(module) -> dict:
@@ -162,7 +178,7 @@ class _Run:
         self.base_model = base_model
 
     # -- model --------------------------------------------------------------------------------
-    def new_model(self):
+    def new_model(self, refit: bool):
         cfg = self.cfg
         if self.base_model is not None:
             model = load_base_model(self.base_model, len(self.tok))
@@ -172,6 +188,11 @@ class _Run:
             codebook_init(model, self.art, self.spec.base)
         inputs = PromptInputs(model.config.hidden_size, self.spec.embed_dim, self.spec.prompt.soft_vectors, self.spec.prompt.item_content,
                               len(self.items.ids))
+        if cfg.item_init == "collab" and inputs.item is not None:
+            sequences = self.examples(refit)[0]
+            if sequences:
+                n = collab_init(inputs, self.items.ids, sequences, cfg.seed)
+                self.log(f"item embeddings: {n} of {len(self.items.ids)} start from their collaborative vectors")
         return model.to(self.device), inputs.to(self.device)
 
     def optimizer(self, model, inputs, total_steps: int):
@@ -298,7 +319,7 @@ class _Run:
         cfg = self.cfg
         refit = phase == "refit"
         validate = not refit and bool(self.validation.cases)
-        model, inputs = self.new_model()
+        model, inputs = self.new_model(refit)
         self.teacher = self.rules_teacher(refit) if cfg.rules_teacher else None
         steps_per_epoch = len(self.batches(np.random.default_rng(cfg.seed + 1), refit))
         total = cfg.epochs * steps_per_epoch
