@@ -16,8 +16,10 @@ class TrainConfig:
 
     Args:
         epochs: most passes over the training rows.
-        patience: stop after this many epochs without a better validation Recall@10 (0: never
-            stop early); the best epoch's weights are kept either way.
+        patience: stop after this many epochs without a better validation Recall@10 (0, the
+            default: run every epoch of the schedule); the best epoch's weights are kept either
+            way. On games' validation users two flat epochs are noise as often as a plateau, and
+            stopping there, mid-way down the cosine, kept an early epoch (docs/evaluation.md).
         batch_tokens: padded tokens per batch (rows of similar length are batched together).
         max_batch_rows: rows per batch at most (short query rows would otherwise make huge batches).
         lr: peak AdamW learning rate (warm-up then cosine decay to 0); ~2e-5 suits a pretrained base.
@@ -83,7 +85,7 @@ class TrainConfig:
     """
 
     epochs: int = 8
-    patience: int = 2
+    patience: int = 0
     batch_tokens: int = 4096
     max_batch_rows: int = 128
     lr: float = 2e-3
