@@ -330,6 +330,8 @@ def test_train_options_reach_the_config():
     assert bad.exit_code == 2 and "--label-smoothing" in bad.output
     bad = CliRunner().invoke(cmd, ["--item-init", "text"])
     assert bad.exit_code == 2 and "--item-init" in bad.output
+    with pytest.raises(DataError, match="item_init collab"):
+        TrainConfig(item_init="collab", prompt=PromptConfig(item_content="minilm"))
 
 
 def test_collab_init_starts_co_occurring_items_close():

@@ -144,3 +144,5 @@ class TrainConfig:
             raise DataError(f"sid_init must be codebook or random, got {self.sid_init!r}")
         if self.item_init not in ("collab", "random"):
             raise DataError(f"item_init must be collab or random, got {self.item_init!r}")
+        if self.item_init == "collab" and "id" not in self.prompt.item_content.split("+"):
+            raise DataError("item_init collab starts the learned item embeddings: it needs --item-content id or minilm+id")
