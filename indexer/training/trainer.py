@@ -102,7 +102,7 @@ def collab_init(inputs, item_ids: list[str], sequences: list[tuple[str, ...]], s
     rows = torch.from_numpy(has).to(weight.device)
     v = torch.from_numpy(vectors[has] / vectors[has].std() * 0.02).to(weight.device)
     with torch.no_grad():
-        weight[rows] = torch.nn.functional.pad(v, (0, weight.shape[1] - v.shape[1]))
+        weight[rows] = F.pad(v, (0, weight.shape[1] - v.shape[1]))
     return int(has.sum())
 
 
