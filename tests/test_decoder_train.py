@@ -316,9 +316,11 @@ def test_train_options_reach_the_config():
         seen["cfg"] = train_config(train_opts, seed=3)
 
     ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5",
-                                  "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab"])
+                                  "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
+                                  "--hidden-size", "256", "--layers", "4", "--heads", "8", "--intermediate-size", "768"])
     assert ok.exit_code == 0, ok.output
     cfg = seen["cfg"]
+    assert (cfg.tiny.hidden_size, cfg.tiny.layers, cfg.tiny.heads, cfg.tiny.intermediate_size) == (256, 4, 8, 768)
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
     assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
     assert cfg.lr == TrainConfig().lr
@@ -332,6 +334,8 @@ def test_train_options_reach_the_config():
     assert bad.exit_code == 2 and "--item-init" in bad.output
     with pytest.raises(DataError, match="item_init collab"):
         TrainConfig(item_init="collab", prompt=PromptConfig(item_content="minilm"))
+    with pytest.raises(DataError, match=r"heads \(3\) must be a multiple of kv_heads \(2\)"):
+        CliRunner().invoke(cmd, ["--heads", "3"], catch_exceptions=False)
 
 
 def test_collab_init_starts_co_occurring_items_close():

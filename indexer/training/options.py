@@ -76,6 +76,10 @@ def _options(epochs_flag: str) -> list:
                      help="Width of the tiny decoder."),
         click.option("--layers", "tiny_layers", type=click.IntRange(min=1), default=t.layers, show_default=True,
                      help="Transformer blocks of the tiny decoder."),
+        click.option("--heads", "tiny_heads", type=click.IntRange(min=1), default=t.heads, show_default=True,
+                     help=f"Attention heads of the tiny decoder ({t.head_dim} wide each; a multiple of its {t.kv_heads} key/value heads)."),
+        click.option("--intermediate-size", "tiny_intermediate_size", type=click.IntRange(min=1), default=t.intermediate_size,
+                     show_default=True, help="MLP width of the tiny decoder."),
     ]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sidcore.errors import DataError
+
 
 @dataclass(frozen=True)
 class TinyConfig:
@@ -28,3 +30,7 @@ class TinyConfig:
     intermediate_size: int = 384
     max_positions: int = 512
     attention_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.heads % self.kv_heads:
+            raise DataError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads}): each key/value head serves a group of heads")
