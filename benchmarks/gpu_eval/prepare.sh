@@ -16,16 +16,11 @@ for p in faiss-cpu pydantic pydantic_core pydantic-settings python-dotenv annota
     -d .whl "$p==$(pip show "$p" | sed -n 's/^Version: //p')"
 done
 tar czf .devdata/data.tgz -C "$data" .
-# One short eval run embeds every text a run embeds (catalog, queries, test cases) into a fresh cache.
+# One short eval run embeds every text a run embeds (catalog, queries, up to 1,000 test cases, as
+# runs.txt decodes) into a fresh cache.
 cache=$(mktemp -d)
-SA2CRQ_CACHE_DIR=$cache sa2crq eval --data "$data" --methods sa2crq --baselines '' --max-steps 2 --val-cases 0 \
+SA2CRQ_CACHE_DIR=$cache sa2crq eval --data "$data" --methods sa2crq --baselines '' --max-steps 2 --val-cases 0 --max-cases 1000 \
   --decoder-epochs 1 --out "$cache/eval" > "$cache/log" 2>&1 || { cat "$cache/log"; exit 1; }
-python - "$cache/embeddings.sqlite" <<'PY'
-import sqlite3, sys
-import numpy as np
-rows = sqlite3.connect(sys.argv[1]).execute("SELECT key, vec FROM emb").fetchall()
-keys = np.frombuffer(b"".join(bytes.fromhex(k) for k, _ in rows), dtype=np.uint8).reshape(-1, 32)
-np.savez(".devdata/emb.npz", keys=keys, vecs=np.stack([np.frombuffer(v, dtype=np.float32) for _, v in rows]))
-print(f"{len(rows)} embeddings packed")
-PY
+# The cache file itself travels (gzip: ~25 MB for games), so its format stays sidcore.embed's alone.
+gzip -c "$cache/embeddings.sqlite" > .devdata/embeddings.sqlite.gz
 du -sh .whl .devdata

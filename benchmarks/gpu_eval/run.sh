@@ -15,17 +15,8 @@ python3 -c "import faiss, bm25s, pydantic_settings, redis, fastapi" 2>/dev/null 
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SA2CRQ_CACHE_DIR=/tmp/cache
 export OMP_NUM_THREADS=${THREADS:-2}
 tar xzf .devdata/data.tgz -C /tmp/data
-python3 - <<'PY' || exit 1
-from pathlib import Path
-import numpy as np
-import torch
-from sidcore.embed import EmbeddingCache
-d = np.load(".devdata/emb.npz")
-cache = EmbeddingCache(Path("/tmp/cache/embeddings.sqlite"))
-cache.put_many([(bytes(k).hex(), v) for k, v in zip(d["keys"], d["vecs"])])
-cache.close()
-print("torch", torch.__version__, "cuda", torch.cuda.is_available(), flush=True)
-PY
+mkdir -p /tmp/cache && gunzip -c .devdata/embeddings.sqlite.gz > /tmp/cache/embeddings.sqlite
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 LEFT=$(( BUDGET - ($(date +%s) - T0) ))
 while read -r name args; do
   [ -z "$name" ] && continue
