@@ -139,8 +139,8 @@ def test_save_load_encodes_identically(tmp_path, data, name):
 
 
 def test_default_codebook_sizes_fit_what_the_codebooks_see():
-    assert default_codebook_sizes(16_859, 6_404, head_only=True) == (256, 512, 1024)  # games, ACRQ
-    assert default_codebook_sizes(16_859, 6_404, head_only=False) == (256, 512, 1024)  # games, the others
+    assert default_codebook_sizes(16_859, 6_404, head_only=True) == (512, 1024, 2048)  # games, ACRQ: the cap
+    assert default_codebook_sizes(16_859, 6_404, head_only=False) == (512, 1024, 2048)  # games, the others
     assert default_codebook_sizes(5_183, 340, head_only=True) == (64, 128, 256)  # scifact, ACRQ: 512 would exceed its head
     assert default_codebook_sizes(5_183, 340, head_only=False) == (256, 512, 1024)  # about five documents per last-layer codeword
     assert default_codebook_sizes(2_000, 400, head_only=False) == (64, 128, 256)
