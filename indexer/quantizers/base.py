@@ -95,12 +95,11 @@ def default_codebook_sizes(num_items: int, num_head: int, head_only: bool, layer
     Games (16,859 items, ~6,400 head): 512, 1024, 2048 for every method (the cap: at 256, 512,
     1024 SA²CRQ's collision rate was 0.12 against 0.05, and the decoder's Recall@10 behind in four
     of four same-machine pairs; a full games run with them takes 21 of its 25 minutes, so larger
-    first layers are untried). SciFact (5,183
-    documents, ~340 head): 256, 512, 1024 for RQ-Kmeans, RQ-VAE and SARQ (one codeword per ten
-    documents, 128, 256, 512, gave RQ-Kmeans Recall@10 0.72 against 0.77 on held-out claims); for
-    ACRQ and SA²CRQ ``num_head`` is their anchor count (``QuantizerConfig.resolved``), 1,037 with
-    the default anchor share, so 256, 512, 1024 too (64, 128, 256 on those anchors gave 0.55
-    against 0.64).
+    first layers are untried). SciFact (5,183 documents, ~340 head): 256, 512, 1024 for RQ-Kmeans,
+    RQ-VAE and SARQ (one codeword per ten documents, 128, 256, 512, gave RQ-Kmeans Recall@10 0.72
+    against 0.77 on held-out claims); for ACRQ and SA²CRQ ``num_head`` is their anchor count
+    (``QuantizerConfig.resolved``), 1,037 with the default anchor share, so 256, 512, 1024 too
+    (64, 128, 256 on those anchors gave 0.55 against 0.64).
     """
     fit = max(min(num_head, num_items) if head_only else num_items, 32)
     last = fit if head_only else fit / 5
