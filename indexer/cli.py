@@ -113,7 +113,7 @@ def index() -> None:
 @click.option("--holdout-last", type=click.IntRange(min=0), default=0, show_default=True, help="Ignore the last N items of each sequence when counting popularity.")
 @click.option("--method", type=click.Choice(["rq-kmeans", "rq-vae", "acrq", "sarq", "sa2crq", "acrq-kmeans", "sa2crq-kmeans"]), default="sa2crq", show_default=True)
 @click.option("--codebook-sizes", callback=_sizes, help="Per-layer codebook sizes, e.g. 256,512,1024. Default: from the catalog "
-              "(M, 2M, 4M fit to the items the codebooks see: the head for acrq/sa2crq; 512,1024,2048 on games).")
+              "(M, 2M, 4M fit to the items the codebooks see, 2.5 a last-layer codeword; ACRQ's anchors for acrq/sa2crq; 512,1024,2048 on games).")
 @click.option("--budget", callback=_budget, help="SARQ budget in nats (one, or one per checked layer); default: the median head-path information at each checked layer.")
 @click.option("--min-length", type=click.IntRange(min=1), default=2, show_default=True, help="Shortest SARQ SID.")
 @click.option("--direction", type=click.Choice(["dense-longer", "dense-shorter"]), default="dense-longer", show_default=True)

@@ -100,7 +100,7 @@ def test_anchor_items_top_a_small_head_up_with_a_seeded_tail_sample(data):
     cfg = QuantizerConfig(anchor_share=0.2)
     assert cfg.resolved(5183, 340, head_only=True).sizes == (256, 512, 1024)
     assert QuantizerConfig(anchor_share=0.0).resolved(5183, 340, head_only=True).sizes == (64, 128, 256)
-    assert cfg.resolved(5183, 340, head_only=False).sizes == (256, 512, 1024)
+    assert cfg.resolved(5183, 340, head_only=False).sizes == (512, 1024, 2048)  # every document, 2.5 per codeword
 
 
 def test_acrq_needs_increasing_sizes(data):
@@ -142,8 +142,10 @@ def test_default_codebook_sizes_fit_what_the_codebooks_see():
     assert default_codebook_sizes(16_859, 6_404, head_only=True) == (512, 1024, 2048)  # games, ACRQ: the cap
     assert default_codebook_sizes(16_859, 6_404, head_only=False) == (512, 1024, 2048)  # games, the others
     assert default_codebook_sizes(5_183, 340, head_only=True) == (64, 128, 256)  # scifact, ACRQ: 512 would exceed its head
-    assert default_codebook_sizes(5_183, 340, head_only=False) == (256, 512, 1024)  # about five documents per last-layer codeword
-    assert default_codebook_sizes(2_000, 400, head_only=False) == (64, 128, 256)
+    assert default_codebook_sizes(5_183, 340, head_only=False) == (512, 1024, 2048)  # 2.5 documents per last-layer codeword
+    assert default_codebook_sizes(5_183, 1_037, head_only=True) == (256, 512, 1024)  # scifact, ACRQ on its default anchors
+    assert default_codebook_sizes(2_000, 400, head_only=False) == (128, 256, 512)
+    assert default_codebook_sizes(2_000, 400, head_only=False, items_per_codeword=5) == (64, 128, 256)
     for n_head in (40, 382, 1_000, 70_000):
         sizes = default_codebook_sizes(1_000_000, n_head, head_only=True)
         assert sizes[-1] <= max(n_head, 32) and sizes[1] == 2 * sizes[0] and sizes[2] == 4 * sizes[0]

@@ -85,24 +85,27 @@ class QuantizerConfig:
         return dataclasses.replace(self, sizes=default_codebook_sizes(num_items, fit, head_only))
 
 
-def default_codebook_sizes(num_items: int, num_head: int, head_only: bool, layers: int = 3, largest_first: int = 512) -> tuple[int, ...]:
+def default_codebook_sizes(
+    num_items: int, num_head: int, head_only: bool, layers: int = 3, largest_first: int = 512, items_per_codeword: float = 2.5
+) -> tuple[int, ...]:
     """Codebook sizes M, 2M, 4M, ... that fit a catalog, M a power of two, at least 8 and at most
-    ``largest_first``. The last layer gets about one codeword per five items the codebooks are fit
-    on, and never more codewords than those items: head items alone for ACRQ (``head_only``: its
-    anchor codebooks see nothing else, and k-means cannot place more centroids than points), all
-    items otherwise. Growing sizes are what ACRQ needs (M1 < ... < ML).
+    ``largest_first``. The last layer is the largest that leaves each codeword at least
+    ``items_per_codeword`` of the items the codebooks are fit on, and never more codewords than
+    those items: head items alone for ACRQ (``head_only``: its anchor codebooks see nothing else,
+    and k-means cannot place more centroids than points), all items otherwise. Growing sizes are
+    what ACRQ needs (M1 < ... < ML).
 
     Games (16,859 items, ~6,400 head): 512, 1024, 2048 for every method (the cap: at 256, 512,
     1024 SA²CRQ's collision rate was 0.12 against 0.05, and the decoder's Recall@10 behind in four
     of four same-machine pairs; a full games run with them takes 21 of its 25 minutes, so larger
-    first layers are untried). SciFact (5,183 documents, ~340 head): 256, 512, 1024 for RQ-Kmeans,
-    RQ-VAE and SARQ (one codeword per ten documents, 128, 256, 512, gave RQ-Kmeans Recall@10 0.72
-    against 0.77 on held-out claims); for ACRQ and SA²CRQ ``num_head`` is their anchor count
-    (``QuantizerConfig.resolved``), 1,037 with the default anchor share, so 256, 512, 1024 too
-    (64, 128, 256 on those anchors gave 0.55 against 0.64).
+    first layers are untried). SciFact (5,183 documents, ~340 head): 512, 1024, 2048 for RQ-Kmeans,
+    RQ-VAE and SARQ (RQ-Kmeans' decoder ahead of 256, 512, 1024 on its validation claims at both
+    seeds run, which took 128, 256, 512 to 256, 512, 1024 before); for ACRQ and SA²CRQ ``num_head``
+    is their anchor count (``QuantizerConfig.resolved``), 1,037 with the default anchor share, so
+    256, 512, 1024 (64, 128, 256 on those anchors gave 0.55 against 0.64).
     """
     fit = max(min(num_head, num_items) if head_only else num_items, 32)
-    last = fit if head_only else fit / 5
+    last = fit if head_only else fit / items_per_codeword
     m = int(min(max(2 ** int(math.log2(last / 2 ** (layers - 1))), 8), largest_first))
     return tuple(m * 2**layer for layer in range(layers))
 
