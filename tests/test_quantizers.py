@@ -164,7 +164,7 @@ def test_a_build_without_sizes_takes_them_from_its_catalog(tmp_path, method):
     version, _ = build_index(catalog, BuildConfig(method=method, quantizer=QuantizerConfig(epochs=2)), store, progress=False)
     art = load_index(store, version)
     n_head = int(art.head.sum())
-    expected = default_codebook_sizes(len(catalog), n_head, head_only=True)
+    expected = QuantizerConfig().resolved(len(catalog), n_head, head_only=True).sizes  # sized on the anchors
     assert art.config["quantizer"]["sizes"] == list(expected)  # the manifest records what was used
     assert art.sizes[0] >= expected[0] and len(art.sizes) == 3  # (+ ACRQ's extension codewords)
 
