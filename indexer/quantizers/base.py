@@ -99,8 +99,8 @@ def default_codebook_sizes(
     1024 SA²CRQ's collision rate was 0.12 against 0.05, and the decoder's Recall@10 behind in four
     of four same-machine pairs; a full games run with them takes 21 of its 25 minutes, so larger
     first layers are untried). SciFact (5,183 documents, ~340 head): 512, 1024, 2048 for RQ-Kmeans,
-    RQ-VAE and SARQ (RQ-Kmeans' decoder ahead of 256, 512, 1024 on its validation claims at both
-    seeds run, which took 128, 256, 512 to 256, 512, 1024 before); for ACRQ and SA²CRQ ``num_head``
+    RQ-VAE and SARQ (RQ-Kmeans' decoder was ahead of 256, 512, 1024 on its validation claims at both
+    seeds run, as 256, 512, 1024 had been ahead of 128, 256, 512); for ACRQ and SA²CRQ ``num_head``
     is their anchor count (``QuantizerConfig.resolved``), 1,037 with the default anchor share, so
     256, 512, 1024 (64, 128, 256 on those anchors gave 0.55 against 0.64).
     """
