@@ -108,7 +108,7 @@ def build_index(
         vectors = np.concatenate([vectors, cfg.collab_weight * extra], 1).astype(np.float32)
     head = head_mask(catalog.popularity, cfg.split)
     qname, adaptive = METHODS[cfg.method]
-    cfg = dataclasses.replace(cfg, quantizer=cfg.quantizer.resolved(len(catalog), int(head.sum()), head_only=REGISTRY[qname].anchored))
+    cfg = dataclasses.replace(cfg, quantizer=cfg.quantizer.resolved(len(catalog)))
     quantizer = REGISTRY[qname](cfg.quantizer, cfg.sarq if adaptive else None)
     quantizer.fit(vectors, head, progress=progress)
     t_fit = time.perf_counter()

@@ -113,7 +113,7 @@ def index() -> None:
 @click.option("--holdout-last", type=click.IntRange(min=0), default=0, show_default=True, help="Ignore the last N items of each sequence when counting popularity.")
 @click.option("--method", type=click.Choice(["rq-kmeans", "rq-vae", "acrq", "sarq", "sa2crq", "acrq-kmeans", "sa2crq-kmeans"]), default="sa2crq", show_default=True)
 @click.option("--codebook-sizes", callback=_sizes, help="Per-layer codebook sizes, e.g. 256,512,1024. Default: from the catalog "
-              "(M, 2M, 4M fit to the items the codebooks see, 2.5 a last-layer codeword; ACRQ's anchors for acrq/sa2crq; 512,1024,2048 on games).")
+              "(M, 2M, 4M with 2.5 items a last-layer codeword, at most 512,1024,2048, as on games and scifact).")
 @click.option("--budget", callback=_budget, help="SARQ budget in nats (one, or one per checked layer); default: the median head-path information at each checked layer.")
 @click.option("--min-length", type=click.IntRange(min=1), default=2, show_default=True, help="Shortest SARQ SID.")
 @click.option("--direction", type=click.Choice(["dense-longer", "dense-shorter"]), default="dense-longer", show_default=True)
@@ -123,8 +123,8 @@ def index() -> None:
 @click.option("--extension", type=click.FloatRange(0, 4), default=None,
               help="ACRQ new codewords per layer, share of head size. Default: 0.25, more where the head is under a fifth of the catalog (docs/indexing.md).")
 @click.option("--anchor-share", type=click.FloatRange(0, 1), default=0.2, show_default=True,
-              help="ACRQ's first stage fits on at least this share of the catalog: the head, topped up with a seeded tail sample "
-                   "(0: the head alone, as in the paper; docs/indexing.md).")
+              help="ACRQ's first stage fits on at least this share of the catalog, and on at least the last codebook's size: the head, "
+                   "topped up with a seeded tail sample (0: the head alone where it is that large, as in the paper; docs/indexing.md).")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="RQ-VAE epochs (per ACRQ stage).")
 @click.option("--dedup", is_flag=True, help="TIGER-style collision suffix (fixed-length methods).")
 @click.option("--collab-weight", type=click.FloatRange(min=0),

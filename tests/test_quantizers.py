@@ -6,7 +6,7 @@ import torch
 
 from indexer.data.synthetic import SyntheticConfig, generate
 from indexer.quantizers import ACRQ, REGISTRY, QuantizerConfig, load_quantizer
-from indexer.quantizers.base import anchor_items, default_codebook_sizes, default_extension
+from indexer.quantizers.base import anchor_count, anchor_items, default_codebook_sizes, default_extension
 from indexer.sarq import SARQConfig
 from indexer.split import head_mask
 from sidcore.errors import DataError
@@ -96,11 +96,14 @@ def test_anchor_items_top_a_small_head_up_with_a_seeded_tail_sample(data):
     assert not np.array_equal(anchors, anchor_items(small_head, 0.2, seed=1))
     np.testing.assert_array_equal(anchor_items(small_head, 0.0, seed=0), small_head)
     np.testing.assert_array_equal(anchor_items(head, 0.01, seed=0), head)  # a head above the share is left alone
-    # sizes from the catalog follow the anchors: ~one last-layer codeword per anchor item
-    cfg = QuantizerConfig(anchor_share=0.2)
-    assert cfg.resolved(5183, 340, head_only=True).sizes == (256, 512, 1024)
-    assert QuantizerConfig(anchor_share=0.0).resolved(5183, 340, head_only=True).sizes == (64, 128, 256)
-    assert cfg.resolved(5183, 340, head_only=False).sizes == (512, 1024, 2048)  # every document, 2.5 per codeword
+    # the anchors grow to the last codebook's size, so k-means can place every codeword
+    assert anchor_items(small_head, 0.2, seed=0, last_layer=640).sum() == 640
+    assert anchor_items(small_head, 0.0, seed=0, last_layer=640)[small_head].all()
+    assert anchor_items(small_head, 0.0, seed=0, last_layer=10**6).all()  # never more than the catalog
+    np.testing.assert_array_equal(anchor_items(head, 0.2, seed=0, last_layer=int(head.sum())), head)
+    assert anchor_count(16_859, 6_404, 0.2, 2048) == 6_404  # games: the head, 38%, is above both
+    assert anchor_count(5_183, 340, 0.2, 2048) == 2048  # scifact: the last layer, above a fifth (1,037)
+    assert anchor_count(5_183, 340, 0.2, 1024) == 1_037
 
 
 def test_acrq_needs_increasing_sizes(data):
@@ -138,19 +141,17 @@ def test_save_load_encodes_identically(tmp_path, data, name):
     np.testing.assert_allclose(again.reconstruct(codes, q.lengths(codes)), q.reconstruct(codes, q.lengths(codes)))
 
 
-def test_default_codebook_sizes_fit_what_the_codebooks_see():
-    assert default_codebook_sizes(16_859, 6_404, head_only=True) == (512, 1024, 2048)  # games, ACRQ: the cap
-    assert default_codebook_sizes(16_859, 6_404, head_only=False) == (512, 1024, 2048)  # games, the others
-    assert default_codebook_sizes(5_183, 340, head_only=True) == (64, 128, 256)  # scifact, ACRQ: 512 would exceed its head
-    assert default_codebook_sizes(5_183, 340, head_only=False) == (512, 1024, 2048)  # 2.5 documents per last-layer codeword
-    assert default_codebook_sizes(5_183, 1_037, head_only=True) == (256, 512, 1024)  # scifact, ACRQ on its default anchors
-    assert default_codebook_sizes(2_000, 400, head_only=False) == (128, 256, 512)
-    assert default_codebook_sizes(2_000, 400, head_only=False, items_per_codeword=5) == (64, 128, 256)
-    for n_head in (40, 382, 1_000, 70_000):
-        sizes = default_codebook_sizes(1_000_000, n_head, head_only=True)
-        assert sizes[-1] <= max(n_head, 32) and sizes[1] == 2 * sizes[0] and sizes[2] == 4 * sizes[0]
-    for n in (100, 2_000, 50_000):
-        assert default_codebook_sizes(n, 10, head_only=False)[-1] <= max(n, 32)
+def test_default_codebook_sizes_fit_the_catalog():
+    assert default_codebook_sizes(16_859) == (512, 1024, 2048)  # games: the cap
+    assert default_codebook_sizes(5_183) == (512, 1024, 2048)  # scifact: 2.5 documents per last-layer codeword
+    assert default_codebook_sizes(2_000) == (128, 256, 512)
+    assert default_codebook_sizes(2_000, items_per_codeword=5) == (64, 128, 256)
+    assert default_codebook_sizes(10**6) == (512, 1024, 2048)
+    assert QuantizerConfig().resolved(5_183).sizes == (512, 1024, 2048)
+    assert QuantizerConfig(sizes=(4, 8)).resolved(5_183).sizes == (4, 8)
+    for n in (10, 100, 2_000, 50_000):
+        sizes = default_codebook_sizes(n)
+        assert sizes[-1] <= max(n, 32) and sizes[1] == 2 * sizes[0] and sizes[2] == 4 * sizes[0]
 
 
 @pytest.mark.parametrize("method", ["sa2crq", "sa2crq-kmeans"])
@@ -163,8 +164,7 @@ def test_a_build_without_sizes_takes_them_from_its_catalog(tmp_path, method):
     store = Store(tmp_path)
     version, _ = build_index(catalog, BuildConfig(method=method, quantizer=QuantizerConfig(epochs=2)), store, progress=False)
     art = load_index(store, version)
-    n_head = int(art.head.sum())
-    expected = QuantizerConfig().resolved(len(catalog), n_head, head_only=True).sizes  # sized on the anchors
+    expected = QuantizerConfig().resolved(len(catalog)).sizes
     assert art.config["quantizer"]["sizes"] == list(expected)  # the manifest records what was used
     assert art.sizes[0] >= expected[0] and len(art.sizes) == 3  # (+ ACRQ's extension codewords)
 

@@ -36,10 +36,10 @@ def _csv(kind):
 @click.option("--k", "ks", callback=_csv(int), default="1,5,10,20,100", show_default=True, help="Cut-offs K.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder; a re-run reuses the runs finished there.")
 @click.option("--vectors", type=click.Path(path_type=Path), help="Item vectors (.npy, rows in items order) instead of MiniLM.")
-@click.option("--codebook-sizes", callback=_csv(int), help="Per-layer codebook sizes for every method. Default: from the catalog, per method (docs/indexing.md).")
+@click.option("--codebook-sizes", callback=_csv(int), help="Per-layer codebook sizes for every method. Default: from the catalog (docs/indexing.md).")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="Quantizer epochs (per ACRQ stage).")
 @click.option("--anchor-share", type=click.FloatRange(0, 1), default=0.2, show_default=True,
-              help="ACRQ's first stage fits on at least this share of the catalog: the head, topped up with a tail sample (0: the head alone).")
+              help="ACRQ's first stage fits on at least this share of the catalog and the last codebook's size: the head, topped up with a tail sample.")
 @click.option("--collab-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Weight of the collaborative part of item vectors in every index (data with histories; 0: text alone).")
 @base_model_option

@@ -42,9 +42,10 @@ class QuantizerConfig:
         dead_code_reset: re-seed codewords unused during an epoch from current residuals.
         extension: ACRQ new codewords per layer, as a share of that layer's head size; None: from
             the head/tail balance (``default_extension``).
-        anchor_share: ACRQ's first stage fits on at least this share of the catalog: the head,
-            topped up with a seeded sample of tail items when it is smaller (``anchor_items``);
-            0: the head alone, as in the paper.
+        anchor_share: ACRQ's first stage fits on at least this share of the catalog, and on at
+            least as many items as its last layer has codewords: the head, topped up with a seeded
+            sample of tail items when it is smaller (``anchor_items``); 0: the head alone where it
+            is large enough, as in the paper.
         train_sample: fit on at most this many items (seeded sample); all items are encoded.
     """
 
@@ -76,58 +77,55 @@ class QuantizerConfig:
     def num_layers(self) -> int:
         return len(self.sizes)
 
-    def resolved(self, num_items: int, num_head: int, head_only: bool) -> "QuantizerConfig":
-        """This config with its codebook sizes, from the catalog when none were given
-        (``head_only``: the quantizer fits its codebooks on head items alone, as ACRQ does)."""
+    def resolved(self, num_items: int) -> "QuantizerConfig":
+        """This config with its codebook sizes, from the catalog when none were given."""
         if self.sizes is not None:
             return self
-        fit = anchor_count(num_items, num_head, self.anchor_share) if head_only else num_head
-        return dataclasses.replace(self, sizes=default_codebook_sizes(num_items, fit, head_only))
+        return dataclasses.replace(self, sizes=default_codebook_sizes(num_items))
 
 
-def default_codebook_sizes(
-    num_items: int, num_head: int, head_only: bool, layers: int = 3, largest_first: int = 512, items_per_codeword: float = 2.5
-) -> tuple[int, ...]:
+def default_codebook_sizes(num_items: int, layers: int = 3, largest_first: int = 512, items_per_codeword: float = 2.5) -> tuple[int, ...]:
     """Codebook sizes M, 2M, 4M, ... that fit a catalog, M a power of two, at least 8 and at most
     ``largest_first``. The last layer is the largest that leaves each codeword at least
-    ``items_per_codeword`` of the items the codebooks are fit on, and never more codewords than
-    those items: head items alone for ACRQ (``head_only``: its anchor codebooks see nothing else,
-    and k-means cannot place more centroids than points), all items otherwise. Growing sizes are
-    what ACRQ needs (M1 < ... < ML).
+    ``items_per_codeword`` of the catalog's items. Growing sizes are what ACRQ needs (M1 < ... < ML);
+    its anchors grow to the last layer's size to fit them (``anchor_count``).
 
-    Games (16,859 items, ~6,400 head): 512, 1024, 2048 for every method (the cap: at 256, 512,
-    1024 SA²CRQ's collision rate was 0.12 against 0.05, and the decoder's Recall@10 behind in four
-    of four same-machine pairs; a full games run with them takes 21 of its 25 minutes, so larger
-    first layers are untried). SciFact (5,183 documents, ~340 head): 512, 1024, 2048 for RQ-Kmeans,
-    RQ-VAE and SARQ (RQ-Kmeans' decoder was ahead of 256, 512, 1024 on its validation claims at both
-    seeds run, as 256, 512, 1024 had been ahead of 128, 256, 512); for ACRQ and SA²CRQ ``num_head``
-    is their anchor count (``QuantizerConfig.resolved``), 1,037 with the default anchor share, so
-    256, 512, 1024 (64, 128, 256 on those anchors gave 0.55 against 0.64).
+    Games (16,859 items): 512, 1024, 2048, the cap (at 256, 512, 1024 SA²CRQ's collision rate was
+    0.12 against 0.05, and the decoder's Recall@10 behind in four of four same-machine pairs; a full
+    games run with them takes 21 of its 25 minutes, so larger first layers are untried). SciFact
+    (5,183 documents): 512, 1024, 2048 (RQ-Kmeans' decoder was ahead of 256, 512, 1024 on its
+    validation claims at both seeds run, as 256, 512, 1024 had been ahead of 128, 256, 512).
     """
-    fit = max(min(num_head, num_items) if head_only else num_items, 32)
-    last = fit if head_only else fit / items_per_codeword
+    last = max(num_items, 32) / items_per_codeword
     m = int(min(max(2 ** int(math.log2(last / 2 ** (layers - 1))), 8), largest_first))
     return tuple(m * 2**layer for layer in range(layers))
 
 
-def anchor_count(num_items: int, num_head: int, share: float) -> int:
-    """How many items ACRQ's first stage fits on: the head, or ``share`` of the catalog if more."""
-    return max(num_head, math.ceil(share * num_items))
+def anchor_count(num_items: int, num_head: int, share: float, last_layer: int) -> int:
+    """How many items ACRQ's first stage fits on: the head, or ``share`` of the catalog, or the
+    last layer's codeword count (k-means places no more centroids than it has points), whichever
+    is most, and never more than the catalog."""
+    return min(max(num_head, math.ceil(share * num_items), last_layer), num_items)
 
 
-def anchor_items(head: np.ndarray, share: float, seed: int) -> np.ndarray:
+def anchor_items(head: np.ndarray, share: float, seed: int, last_layer: int = 0) -> np.ndarray:
     """Boolean mask [N] of ACRQ's first-stage items: ``head`` (bool [N]), topped up with a seeded
-    sample of tail items to ``ceil(share * N)`` items when the head holds fewer.
+    sample of tail items to ``anchor_count`` items (``ceil(share * N)``, or ``last_layer``, the
+    last codebook's size) when the head holds fewer.
 
     The paper fits the anchor codebooks on the head because its popular items cover the
     embedding space. A head that is a small share of the catalog need not: scifact's is the 340
     documents (6.6%) that training claims happen to cite, and an encoder fit on them mapped the
     other 4,843 with twice RQ-Kmeans' reconstruction error. A random sample of the tail brings
     the anchors back to the catalog's own density; the head itself is unchanged everywhere else
-    (SARQ's priors, head/tail figures).
+    (SARQ's priors, head/tail figures). Growing the anchors to the last layer's size lets ACRQ
+    take the catalog's codebook sizes: scifact's SA²CRQ, 2,048 anchors and 512,1024,2048 against
+    1,037 and 256,512,1024, reached validation Recall@10 0.803 and 0.848 against 0.682 and 0.667
+    (two seeds). Games' head (6,404 of 16,859) is above both bounds, so nothing changes there; a
+    share of 0.4 that adds 340 tail items to it was behind on its validation at four of four seeds.
     """
     head = np.asarray(head, dtype=bool)
-    need = anchor_count(len(head), int(head.sum()), share) - int(head.sum())
+    need = anchor_count(len(head), int(head.sum()), share, last_layer) - int(head.sum())
     if need <= 0:
         return head
     tail = np.flatnonzero(~head)
@@ -143,7 +141,7 @@ def anchor_plan(cfg: QuantizerConfig, head: np.ndarray) -> tuple[np.ndarray, flo
     ``default_extension``), after checking M1 < ... < ML."""
     if list(cfg.sizes) != sorted(set(cfg.sizes)):
         raise DataError(f"ACRQ needs strictly increasing codebook sizes M1 < ... < ML, got {cfg.sizes}")
-    anchors = anchor_items(head, cfg.anchor_share, cfg.seed)
+    anchors = anchor_items(head, cfg.anchor_share, cfg.seed, cfg.sizes[-1])
     num_anchors = int(anchors.sum())
     share = cfg.extension if cfg.extension is not None else default_extension(num_anchors, len(anchors) - num_anchors)
     return anchors, share
