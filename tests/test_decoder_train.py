@@ -2,12 +2,14 @@
 checkpoints that resume (and refuse a changed run), a local base checkpoint, and a MiniLM-prompted
 decoder that serves what it validated."""
 
+import dataclasses
 import json
 from collections import Counter
 
 import click
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from indexer.build import BuildConfig, build_index
@@ -22,7 +24,7 @@ from indexer.training.trainer import _Run, codebook_init, collab_init, item_view
 from indexer.training.validation import Validation
 from model_store import Store
 from sidcore.decoder.bundle import DecoderSpec, load_decoder, make_builder
-from sidcore.decoder.model import TinyConfig, new_tiny_model
+from sidcore.decoder.model import TinyConfig, embed_inputs, new_tiny_model
 from sidcore.decoder.prompt import PromptConfig
 from sidcore.decoder.tokenizer import extend_with_sid_tokens, train_text_tokenizer
 from sidcore.engines.torch_engine import TorchEngine
@@ -199,6 +201,32 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
     assert Validation(cases).recall(decoder, trie) == pytest.approx(summary["val_recall@10"], abs=1 / 40 + 1e-9)
     (hits,), _ = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)).decode([decoder.prompt_ids("kettle", [])], 4, 4)
     assert len(hits) == 4
+
+    # the dense teacher scores the query rows of a batch, and only them
+    run = _Run(load_index(store, version), data, dataclasses.replace(cfg, dense_teacher=1.0), None, False, print, tmp_path / "cache")
+    model, inputs = run.new_model(refit=False)
+    batch = next(b for b in run.batches(np.random.default_rng(0), refit=False) if (b.queries >= 0).any())
+    qv = run.query_vectors[batch.queries.clamp(min=0)]
+    hidden = model.model(inputs_embeds=embed_inputs(model, inputs, batch.ids, run.soft_id, qv, batch.content, run.item_vectors),
+                         attention_mask=batch.attention).last_hidden_state
+    term = run.dense_loss(model, hidden, batch.labels, batch.queries, qv)
+    assert 0 < term.item() < float("inf")
+    assert run.dense_loss(model, hidden, batch.labels, torch.full_like(batch.queries, -1), qv).item() == 0
+
+
+def test_the_dense_teacher_sums_item_shares_per_first_code():
+    """Each query's targets are a distribution over first codes; a cold teacher puts nearly all of
+    it on the nearest item's code, a hot one spreads it by how many items a code holds."""
+    from indexer.training.teacher import DenseTeacher
+
+    vectors = torch.nn.functional.normalize(torch.randn(30, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    first = torch.arange(30) % 3 + 2  # local ids 2, 3, 4; 10 items each
+    queries = vectors[[0, 7]]  # items 0 (code 2) and 7 (code 3)
+    cold = DenseTeacher(vectors, first, num_local=6, temperature=0.01).targets(queries)
+    assert cold.shape == (2, 6) and torch.allclose(cold.sum(1), torch.ones(2))
+    assert cold[0, 2] > 0.99 and cold[1, 3] > 0.99 and cold[:, [0, 1, 5]].abs().max() == 0
+    hot = DenseTeacher(vectors, first, num_local=6, temperature=1e4).targets(queries)
+    assert torch.allclose(hot[:, 2:5], torch.full((2, 3), 1 / 3), atol=1e-3)
 
 
 def test_views_of_a_catalog_item(indexed):

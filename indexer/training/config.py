@@ -56,6 +56,12 @@ class TrainConfig:
             position that predicts a target's first code, a soft cross-entropy against the count-based
             rules' scores of every item given the row's items so far, summed per first code
             (``indexer.training.teacher``). The rules' exact per-pair memory as a target; training only.
+        dense_teacher: weight of a distillation term beside the SID loss (0: off): at each query or
+            view row's first-code position, a soft cross-entropy against MiniLM's own ranking of
+            the catalog for that text (softmax of cosine / ``dense_temperature``, summed per first
+            code), so the decoder learns the neighbourhoods that let dense retrieval reach
+            documents no training query cites. Training only: ranking stays the SID scores.
+        dense_temperature: the teacher's softmax temperature over cosine similarities.
         query_repeats: times each training query is seen per epoch.
         views: teach every item through its text views each epoch (title, text, sentences, lead,
             spans), so text queries reach every item, tail and cold-start included.
@@ -104,6 +110,8 @@ class TrainConfig:
     sid_later: float = 0.0
     reverse_rows: float = 0.0
     rules_teacher: float = 0.0
+    dense_teacher: float = 0.0
+    dense_temperature: float = 0.05
     bf16: bool = False
     query_repeats: int = 4
     views: bool = True
@@ -138,9 +146,11 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise DataError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name, value in {"item_loss": self.item_loss, "item_later": self.item_later, "sid_later": self.sid_later,
-                            "rules_teacher": self.rules_teacher}.items():
+                            "rules_teacher": self.rules_teacher, "dense_teacher": self.dense_teacher}.items():
             if value < 0 or not value < float("inf"):
                 raise DataError(f"{name} must be >= 0, got {value}")
+        if not self.dense_temperature > 0:
+            raise DataError(f"dense_temperature must be > 0, got {self.dense_temperature}")
         if self.item_later and not self.item_loss:
             raise DataError("item_later scores later items with the next-item softmax: it needs --item-loss > 0")
         if self.item_loss and self.prompt.item_content == "none":

@@ -1,4 +1,6 @@
-"""A rules teacher: soft first-code targets from sequential co-occurrence counts.
+"""Teachers: soft first-code targets that other retrievers hand the decoder in training.
+
+**The rules teacher**: soft first-code targets from sequential co-occurrence counts.
 
 The count-based rules baseline beats the decoder on games through exact per-pair memory: for any
 of a user's newest items it knows which items followed (and preceded) it anywhere in the training
@@ -8,6 +10,11 @@ the rules' scores of every item given the row's items so far (the user's own ite
 the rules rank), summed per first code and normalised. A soft cross-entropy against the
 decoder's distribution there joins the SID loss. Training only: ranking stays the decoder's SID
 scores, and no count is served.
+
+**The dense teacher**: MiniLM's ranking of the catalog for a query or view text. On a text corpus
+most documents are cited by no training query and reach the decoder only through their own views;
+dense retrieval reaches them through the embedding space's neighbourhoods. The teacher hands the
+decoder those neighbourhoods at each query row's first-code position. Training only, likewise.
 """
 
 from __future__ import annotations
@@ -90,3 +97,23 @@ class RulesTeacher:
         total = per_code.sum(1, keepdims=True)
         has = total[:, 0] > 0
         return torch.from_numpy(per_code / np.maximum(total, 1e-12)), torch.from_numpy(has)
+
+
+class DenseTeacher:
+    """Soft first-code targets from cosine similarity in the embedding space queries come from.
+
+    Args:
+        vectors: float [N, D] L2-normalised item embeddings (the decoder's item table).
+        first_code: long [N] local id of each item's first SID code.
+        num_local: width of the decoder's SID range (the targets' last dimension).
+        temperature: softmax temperature over the cosines.
+    """
+
+    def __init__(self, vectors: torch.Tensor, first_code: torch.Tensor, num_local: int, temperature: float):
+        self.vectors, self.first_code, self.num_local, self.temperature = vectors, first_code, num_local, temperature
+
+    def targets(self, queries: torch.Tensor) -> torch.Tensor:
+        """For queries [B, D] (L2-normalised), the teacher's distribution over the SID range
+        (float32 [B, num_local]): each item's softmax share, summed per first code."""
+        share = (queries.float() @ self.vectors.T / self.temperature).softmax(-1)  # [B, N]
+        return share.new_zeros(len(share), self.num_local).index_add_(1, self.first_code, share)

@@ -36,7 +36,7 @@ from indexer.training.checkpoints import Checkpoints
 from indexer.training.config import TrainConfig
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.rows import RowMaker, make_batches, window
-from indexer.training.teacher import RulesTeacher
+from indexer.training.teacher import DenseTeacher, RulesTeacher
 from indexer.training.validation import Validation, sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import Decoder, DecoderSpec, ItemTable, make_builder, save_decoder
@@ -200,6 +200,12 @@ class _Run:
             self.query_row = {t: r for r, t in enumerate(qtexts)}
             self.query_vectors = torch.from_numpy(embed_texts(qtexts, cache_dir, progress=progress)).to(self.device)
         self.item_vectors = torch.from_numpy(vectors).to(self.device) if "minilm" in prompt.item_content else None
+        self.dense: DenseTeacher | None = None
+        if cfg.dense_teacher and self.query_vectors is not None:
+            first = torch.tensor([codes[i][0] for i in items], device=self.device)
+            self.dense = DenseTeacher(torch.from_numpy(vectors).to(self.device), first, self.spec.vocab.num_local, cfg.dense_temperature)
+        elif cfg.dense_teacher:
+            log("dense teacher off: no query enters as a MiniLM embedding here (no text queries or views, or the catalog's own vectors)")
         self.trie = Trie.from_artifact(art)
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
@@ -308,7 +314,21 @@ class _Run:
                 loss = loss + self.cfg.item_loss * self.item_loss(inputs, hidden, targets)
             if self.teacher is not None:
                 loss = loss + self.cfg.rules_teacher * self.teacher_loss(logits, at, batch)
+            if self.dense is not None:
+                loss = loss + self.cfg.dense_teacher * self.dense_loss(model, hidden, labels, q, qv)
         return loss
+
+    def dense_loss(self, model, hidden: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor, qv: torch.Tensor) -> torch.Tensor:
+        """Soft cross-entropy of the SID logits at each query row's first labelled position (the
+        one predicting its target's first code; hidden [B, T, H], labels [B, T]) against the dense
+        teacher's distribution for its query vector (qv [B, D]; queries [B] >= 0 marks a query
+        row); 0 when the batch has none."""
+        rows = (queries >= 0) & (labels >= 0).any(1)
+        if not rows.any():
+            return hidden.new_zeros((), dtype=torch.float32)
+        first = (labels[rows] >= 0).int().argmax(1)
+        logits = sid_logits(model, hidden[rows][torch.arange(len(first), device=first.device), first], self.spec.base, self.spec.vocab.num_local)
+        return -(self.dense.targets(qv[rows]) * logits.float().log_softmax(-1)).sum(-1).mean()
 
     def teacher_loss(self, logits: torch.Tensor, at: torch.Tensor, batch) -> torch.Tensor:
         """Soft cross-entropy of the SID logits [A, num_local] at the labelled positions ``at``
