@@ -20,7 +20,7 @@ from indexer.training.config import TrainConfig
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.options import train_config, train_options
 from indexer.training.rows import RowMaker
-from indexer.training.trainer import _Run, codebook_init, collab_init, item_views, later_pairs, soft_probe_init, train_decoder
+from indexer.training.trainer import _Run, codebook_init, collab_init, item_views, later_pairs, train_decoder
 from indexer.training.validation import Validation
 from model_store import Store
 from sidcore.decoder.bundle import DecoderSpec, load_decoder, make_builder
@@ -176,9 +176,8 @@ def test_base_model_checkpoint_is_extended_and_served(indexed, tmp_path):
 
 
 def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
-    """Text items embedded by MiniLM: soft query vectors (started as linear probes) and history
-    content. The stored decoder, loaded back, scores the validation cases exactly as the run did
-    while selecting it."""
+    """Text items embedded by MiniLM: soft query vectors and history content. The stored decoder,
+    loaded back, scores the validation cases exactly as the run did while selecting it."""
     synth = generate(SyntheticConfig(num_items=120, seed=5))
     paths = write(synth, tmp_path / "data", num_users=80, seed=5)
     cat = load_items(paths["items"])
@@ -188,10 +187,8 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
                              cache_dir=tmp_path / "cache", progress=False)
     data = load_training_data(tmp_path / "data")
     data = TrainingData(cat, data.sequences, data.queries, data.valid, data.test)
-    cfg = TrainConfig(epochs=2, batch_tokens=1024, tiny=TINY, text_vocab=300, val_cases=40, soft_init="probe")
-    logs: list[str] = []
-    dv, summary = train_decoder(store, tmp_path / "data", cfg, data=data, progress=False, cache_dir=tmp_path / "cache", log=logs.append)
-    assert "soft vectors: 3 start as linear probes from MiniLM to the SID codes' embeddings" in logs
+    cfg = TrainConfig(epochs=2, batch_tokens=1024, tiny=TINY, text_vocab=300, val_cases=40)
+    dv, summary = train_decoder(store, tmp_path / "data", cfg, data=data, progress=False, cache_dir=tmp_path / "cache")
     decoder = load_decoder(store, dv)
     assert decoder.spec.embedder == "all-MiniLM-L6-v2" and decoder.spec.prompt.soft_vectors == 4
     assert decoder.items.vectors.shape == (120, 384) and not decoder.inputs.empty
@@ -387,28 +384,3 @@ def test_collab_init_starts_co_occurring_items_close():
     assert same > 0.15 and abs(other) < 0.05, (same, other)
     assert torch.equal(inputs.item.weight[79], before)
     assert abs(inputs.item.weight[:79, :64].std().item() - 0.02) < 0.005 and inputs.item.weight[:79, 64:].abs().max() == 0
-
-
-def test_soft_probe_init_points_each_soft_vector_at_its_layers_code():
-    """Items whose vectors determine their codes: soft vector l, read off an item's vector, scores
-    that item's layer-l code highest among the layer's codes; a layer the SID does not reach is
-    fitted on the items that do, and a soft vector past the last layer keeps its random start."""
-    torch = pytest.importorskip("torch")
-    from sidcore.decoder.model import PromptInputs
-
-    rng = np.random.default_rng(0)
-    sizes, hidden, dim, n = (4, 6), 32, 16, 400
-    vectors = rng.normal(size=(n, dim)).astype(np.float32)
-    codes = np.stack([vectors[:, :4].argmax(1), vectors[:, 4:10].argmax(1)], 1)
-    lengths = np.where(np.arange(n) % 3 == 0, 1, 2)  # a third of the SIDs stop after one code
-    offsets = (0, sizes[0])
-    sid_rows = torch.from_numpy(rng.normal(scale=0.02, size=(sum(sizes) + 1, hidden))).float()
-    inputs = PromptInputs(hidden=hidden, embed_dim=dim, soft_vectors=3, item_content="none", num_items=0)
-    spare = inputs.soft.weight[2 * hidden :].detach().clone()
-    assert soft_probe_init(inputs, vectors, codes, lengths, sid_rows, offsets) == 2
-    soft = inputs.soft(torch.from_numpy(vectors)).detach().view(n, 3, hidden)
-    for layer, m in enumerate(sizes):
-        scores = soft[:, layer] @ sid_rows[offsets[layer] : offsets[layer] + m].T
-        hit = (scores.argmax(1).numpy() == codes[:, layer])[lengths > layer].mean()
-        assert hit > 0.6, (layer, hit)  # chance is 1/4 and 1/6
-    assert torch.equal(inputs.soft.weight[2 * hidden :], spare)

@@ -68,10 +68,6 @@ class TrainConfig:
         view_spans: random word spans per item among its views.
         sid_init: ``codebook``: SID-token embeddings (input and output) start from the quantizer's
             codewords, projected to the hidden size by PCA; ``random``: normal(0, 0.02).
-        soft_init: the query's soft vectors: ``probe`` starts soft vector ``l`` (for the first
-            ``min(soft_vectors, layers)``) as the least-squares map from an item's MiniLM vector to
-            the output embedding of its code at layer ``l``, so that before training a query already
-            points at the codes of the items it reads like; ``random``: normal(0, 0.02).
         item_init: the learned item embeddings (``id`` item content): ``collab`` starts each from its
             collaborative vector over the phase's training sequences (PPMI of co-occurrence, SVD;
             ``indexer.collab``), padded to the hidden size and scaled as ``random``'s, so items
@@ -117,7 +113,6 @@ class TrainConfig:
     views: bool = True
     view_spans: int = 2
     sid_init: Literal["codebook", "random"] = "codebook"
-    soft_init: Literal["random", "probe"] = "random"
     item_init: Literal["collab", "random"] = "random"
     val_cases: int = 2000
     val_beam: int = 20
@@ -157,8 +152,6 @@ class TrainConfig:
             raise DataError("item_loss needs item content to score items against: use --item-content minilm, id or minilm+id, or --item-loss 0")
         if self.sid_init not in ("codebook", "random"):
             raise DataError(f"sid_init must be codebook or random, got {self.sid_init!r}")
-        if self.soft_init not in ("random", "probe"):
-            raise DataError(f"soft_init must be random or probe, got {self.soft_init!r}")
         if self.item_init not in ("collab", "random"):
             raise DataError(f"item_init must be collab or random, got {self.item_init!r}")
         if self.item_init == "collab" and "id" not in self.prompt.item_content.split("+"):

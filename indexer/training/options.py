@@ -66,8 +66,6 @@ def _options(epochs_flag: str) -> list:
                      help="Validation cases scored after each decoder epoch (0: no model selection)."),
         click.option("--sid-init", "train_sid_init", type=click.Choice(["codebook", "random"]), default=d.sid_init, show_default=True,
                      help="SID-token embeddings from the quantizer's codewords, or random."),
-        click.option("--soft-init", "train_soft_init", type=click.Choice(["random", "probe"]), default=d.soft_init, show_default=True,
-                     help="Soft vector l starts as a linear probe from an item's MiniLM vector to its layer-l code's output embedding, or random."),
         click.option("--item-init", "train_item_init", type=click.Choice(["collab", "random"]), default=d.item_init, show_default=True,
                      help="Learned item embeddings from the training sequences' collaborative vectors (co-occurrence), or random."),
         click.option("--history-items", "prompt_history_items", type=click.IntRange(min=1), default=p.history_items, show_default=True,

@@ -91,35 +91,6 @@ def codebook_init(model, art: IndexArtifact, base: int) -> None:
             w[base : base + len(v)] = v.to(w.device)
 
 
-def soft_probe_init(inputs: PromptInputs, vectors: np.ndarray, codes: np.ndarray, lengths: np.ndarray, sid_rows: torch.Tensor,
-                    offsets: tuple[int, ...], ridge: float = 1e-3) -> int:
-    """Soft vector ``l`` of ``inputs`` (for ``l < min(soft_vectors, layers)``) from a ridge least-squares
-    map of the items' vectors to the output embedding of their layer-``l`` code, so a query's
-    ``l``-th soft vector starts where the codes of the items it reads like point.
-
-    Args:
-        vectors: float32 [N, D], the items' MiniLM vectors (the space queries are embedded in).
-        codes: int [N, L], the items' SID codes; lengths: int [N], how many of them each SID uses.
-        sid_rows: float [num_local, H], the decoder's output embeddings of the SID tokens.
-        offsets: local id of each layer's first code (``SIDVocab.offsets``).
-    Returns how many soft vectors were set.
-    """
-    hidden = sid_rows.shape[1]
-    weight, bias = inputs.soft.weight, inputs.soft.bias  # [S*H, D], [S*H]
-    done = 0
-    for layer in range(min(inputs.soft_vectors, codes.shape[1])):
-        has = lengths > layer
-        x = np.concatenate([vectors[has], np.ones((int(has.sum()), 1), np.float32)], 1).astype(np.float64)
-        y = sid_rows[offsets[layer] + codes[has, layer]].detach().cpu().double().numpy()
-        w = np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ y)  # [D+1, H]
-        w = torch.from_numpy(w.T).to(weight)
-        with torch.no_grad():
-            weight[layer * hidden : (layer + 1) * hidden] = w[:, :-1]
-            bias[layer * hidden : (layer + 1) * hidden] = w[:, -1]
-        done += 1
-    return done
-
-
 def collab_init(inputs, item_ids: list[str], sequences: list[tuple[str, ...]], seed: int) -> int:
     """Learned item-embedding rows of ``inputs`` from the items' collaborative vectors over
     ``sequences`` (``indexer.collab``), zero-padded to the hidden size and scaled to the
@@ -223,10 +194,6 @@ class _Run:
             codebook_init(model, self.art, self.spec.base)
         inputs = PromptInputs(model.config.hidden_size, self.spec.embed_dim, self.spec.prompt.soft_vectors, self.spec.prompt.item_content,
                               len(self.items.ids))
-        if cfg.soft_init == "probe" and inputs.soft is not None and self.items.vectors is not None:
-            sid_rows = model.lm_head.weight[self.spec.base : self.spec.base + self.spec.vocab.num_local]
-            n = soft_probe_init(inputs, self.items.vectors, self.art.codes, self.art.lengths, sid_rows, self.spec.vocab.offsets)
-            self.log(f"soft vectors: {n} start as linear probes from MiniLM to the SID codes' embeddings")
         if cfg.item_init == "collab" and inputs.item is not None:
             sequences = self.examples(refit)[0]
             if sequences:
