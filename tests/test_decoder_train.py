@@ -199,8 +199,11 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
     (hits,), _ = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)).decode([decoder.prompt_ids("kettle", [])], 4, 4)
     assert len(hits) == 4
 
-    # the dense teacher scores the query rows of a batch, and only them
-    run = _Run(load_index(store, version), data, dataclasses.replace(cfg, dense_teacher=1.0), None, False, print, tmp_path / "cache")
+    # the dense teacher scores the query rows of a batch, and only them; by default it is off for
+    # RQ-Kmeans codes (centroids of the MiniLM vectors themselves)
+    art = load_index(store, version)
+    assert _Run(art, data, cfg, None, False, print, tmp_path / "cache").dense is None
+    run = _Run(art, data, dataclasses.replace(cfg, dense_teacher=1.0), None, False, print, tmp_path / "cache")
     model, inputs = run.new_model(refit=False)
     batch = next(b for b in run.batches(np.random.default_rng(0), refit=False) if (b.queries >= 0).any())
     qv = run.query_vectors[batch.queries.clamp(min=0)]
@@ -209,6 +212,16 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
     term = run.dense_loss(model, hidden, batch.labels, batch.queries, qv)
     assert 0 < term.item() < float("inf")
     assert run.dense_loss(model, hidden, batch.labels, torch.full_like(batch.queries, -1), qv).item() == 0
+
+
+def test_the_dense_teacher_is_on_by_default_for_codes_of_a_learned_latent_only():
+    from indexer.quantizers import ACRQ, RQVAE, ACRQKMeans, RQKMeans
+    from indexer.training.config import dense_teacher_weight
+
+    assert [dense_teacher_weight(None, q.in_embedding_space) for q in (ACRQ, RQVAE, ACRQKMeans, RQKMeans)] == [1.0, 1.0, 0.0, 0.0]
+    assert dense_teacher_weight(0.0, False) == 0.0 and dense_teacher_weight(2.0, True) == 2.0
+    with pytest.raises(DataError, match="dense_teacher must be >= 0"):
+        TrainConfig(dense_teacher=-1.0)
 
 
 def test_the_dense_teacher_sums_item_shares_per_first_code():
@@ -318,6 +331,7 @@ def test_train_valid_learns_every_validation_item_but_the_scored_ones(indexed):
     fast = {**FAST, "val_cases": 30}
     plain = _Run(art, data, TrainConfig(**fast, train_valid=False), None, False, print, None)
     run = _Run(art, data, TrainConfig(**fast), None, False, print, None)  # on by default
+    assert run.dense is None  # histories alone: the dense teacher has no query to teach from
     scored = set(run.validation.cases)
     assert len(scored) == 30 and scored == set(plain.validation.cases)  # the same users validate either way
     assert plain.examples(refit=False)[0] == list(data.sequences)

@@ -168,6 +168,9 @@ def default_extension(num_head: int, num_tail: int) -> float:
 class Quantizer(ABC):
     name: ClassVar[str]
     anchored: ClassVar[bool] = False  # ACRQ: codebooks fit on anchor items first (M1 < ... < ML)
+    # Codewords are k-means centroids of the item vectors themselves (not of a learned latent), so a
+    # decoder whose SID embeddings start from them already sees the embedding's neighbourhoods.
+    in_embedding_space: ClassVar[bool] = False
 
     def __init__(self, cfg: QuantizerConfig, sarq: SARQConfig | None = None):
         self.cfg = cfg

@@ -33,6 +33,7 @@ def nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 class RQKMeans(Quantizer):
     name = "rq-kmeans"
+    in_embedding_space = True
 
     @property
     def sizes(self) -> tuple[int, ...]:

@@ -56,11 +56,16 @@ class TrainConfig:
             position that predicts a target's first code, a soft cross-entropy against the count-based
             rules' scores of every item given the row's items so far, summed per first code
             (``indexer.training.teacher``). The rules' exact per-pair memory as a target; training only.
-        dense_teacher: weight of a distillation term beside the SID loss (0: off): at each query or
+        dense_teacher: weight of a distillation term beside the SID loss (0: off; ``None``: 1 where
+            the codes come from a learned latent (RQ-VAE and its ACRQ forms), 0 where they are
+            k-means of the item vectors themselves, whose codebook-started SID embeddings already
+            carry MiniLM's neighbourhoods; ``dense_teacher_weight``): at each query or
             view row's first-code position, a soft cross-entropy against MiniLM's own ranking of
             the catalog for that text (softmax of cosine / ``dense_temperature``, summed per first
             code), so the decoder learns the neighbourhoods that let dense retrieval reach
-            documents no training query cites. Training only: ranking stays the SID scores.
+            documents no training query cites. Training only: ranking stays the SID scores. It
+            needs queries embedded by MiniLM (text queries or views, no ``--vectors``); with
+            histories alone there is nothing to teach and it is idle.
         dense_temperature: the teacher's softmax temperature over cosine similarities.
         query_repeats: times each training query is seen per epoch.
         views: teach every item through its text views each epoch (title, text, sentences, lead,
@@ -106,7 +111,7 @@ class TrainConfig:
     sid_later: float = 0.0
     reverse_rows: float = 0.0
     rules_teacher: float = 0.0
-    dense_teacher: float = 0.0
+    dense_teacher: float | None = None
     dense_temperature: float = 0.05
     bf16: bool = False
     query_repeats: int = 4
@@ -141,7 +146,7 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise DataError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name, value in {"item_loss": self.item_loss, "item_later": self.item_later, "sid_later": self.sid_later,
-                            "rules_teacher": self.rules_teacher, "dense_teacher": self.dense_teacher}.items():
+                            "rules_teacher": self.rules_teacher, "dense_teacher": self.dense_teacher or 0.0}.items():
             if value < 0 or not value < float("inf"):
                 raise DataError(f"{name} must be >= 0, got {value}")
         if not self.dense_temperature > 0:
@@ -156,3 +161,11 @@ class TrainConfig:
             raise DataError(f"item_init must be collab or random, got {self.item_init!r}")
         if self.item_init == "collab" and "id" not in self.prompt.item_content.split("+"):
             raise DataError("item_init collab starts the learned item embeddings: it needs --item-content id or minilm+id")
+
+
+def dense_teacher_weight(setting: float | None, codes_in_embedding_space: bool) -> float:
+    """The dense teacher's weight: ``setting`` when given, else 1 for codes of a learned latent and
+    0 for codes in the embedding space itself (``Quantizer.in_embedding_space``)."""
+    if setting is not None:
+        return setting
+    return 0.0 if codes_in_embedding_space else 1.0

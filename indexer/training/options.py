@@ -54,8 +54,9 @@ def _options(epochs_flag: str) -> list:
                      help="Weight of a term that asks each history target's first-code position for the first codes of the row's later items too (0: off)."),
         click.option("--rules-teacher", "train_rules_teacher", type=click.FloatRange(min=0), default=d.rules_teacher, show_default=True,
                      help="Weight of a term that distils the count-based rules' scores, summed per first code, into each history target's first-code position (0: off)."),
-        click.option("--dense-teacher", "train_dense_teacher", type=click.FloatRange(min=0), default=d.dense_teacher, show_default=True,
-                     help="Weight of a term that distils MiniLM's ranking of the catalog, summed per first code, into each query or view row's first-code position (0: off)."),
+        click.option("--dense-teacher", "train_dense_teacher", type=click.FloatRange(min=0), default=None,
+                     help="Weight of a term that distils MiniLM's ranking of the catalog, summed per first code, into each query or view row's first-code position "
+                          "(0: off; idle without text queries). Default: 1 for RQ-VAE-based codes, 0 for RQ-Kmeans-based ones."),
         click.option("--dense-temperature", "train_dense_temperature", type=click.FloatRange(min=0, min_open=True), default=d.dense_temperature,
                      show_default=True, help="Softmax temperature of the dense teacher over cosine similarities."),
         click.option("--reverse-rows", "train_reverse_rows", type=click.FloatRange(0, 1), default=d.reverse_rows, show_default=True,

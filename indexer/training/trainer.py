@@ -33,7 +33,7 @@ from transformers.utils import logging as transformers_logging
 from indexer.collab import collaborative_vectors
 from indexer.quantizers import load_quantizer
 from indexer.training.checkpoints import Checkpoints
-from indexer.training.config import TrainConfig
+from indexer.training.config import TrainConfig, dense_teacher_weight
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.rows import RowMaker, make_batches, window
 from indexer.training.teacher import DenseTeacher, RulesTeacher
@@ -172,11 +172,10 @@ class _Run:
             self.query_vectors = torch.from_numpy(embed_texts(qtexts, cache_dir, progress=progress)).to(self.device)
         self.item_vectors = torch.from_numpy(vectors).to(self.device) if "minilm" in prompt.item_content else None
         self.dense: DenseTeacher | None = None
-        if cfg.dense_teacher and self.query_vectors is not None:
+        self.dense_weight = dense_teacher_weight(cfg.dense_teacher, load_quantizer(art.path).in_embedding_space)
+        if self.dense_weight and self.query_vectors is not None:
             first = torch.tensor([codes[i][0] for i in items], device=self.device)
             self.dense = DenseTeacher(torch.from_numpy(vectors).to(self.device), first, self.spec.vocab.num_local, cfg.dense_temperature)
-        elif cfg.dense_teacher:
-            log("dense teacher off: no query enters as a MiniLM embedding here (no text queries or views, or the catalog's own vectors)")
         self.trie = Trie.from_artifact(art)
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
@@ -282,7 +281,7 @@ class _Run:
             if self.teacher is not None:
                 loss = loss + self.cfg.rules_teacher * self.teacher_loss(logits, at, batch)
             if self.dense is not None:
-                loss = loss + self.cfg.dense_teacher * self.dense_loss(model, hidden, labels, q, qv)
+                loss = loss + self.dense_weight * self.dense_loss(model, hidden, labels, q, qv)
         return loss
 
     def dense_loss(self, model, hidden: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor, qv: torch.Tensor) -> torch.Tensor:
