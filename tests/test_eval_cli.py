@@ -66,6 +66,18 @@ def test_beir_test_file_groups_relevant_docs(tmp_path):
     assert data.case_head().tolist() == [False]  # doc 2 is tail
 
 
+def test_beir_validation_claims_count_toward_no_popularity(tmp_path):
+    # twenty claims, each citing its own document; the decoder holds a tenth out to select on
+    d = write_beir(tmp_path / "beir", [f"doc {i}" for i in range(20)], {f"q{i}": (f"claim {i}", str(i)) for i in range(20)})
+    (d / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\t{i}\t1\n" for i in range(20)))
+    data = load_eval_data(d)
+    held = {e.target for e in data.training.valid}
+    assert len(held) == 2 and len(data.training.queries) == 18
+    # like a history's validation item, a held-out claim's document is as unseen to the index as a test claim's
+    assert [data.catalog.popularity[int(i)] for i in sorted(held)] == [0, 0]
+    assert data.catalog.popularity.sum() == 18
+
+
 def test_beir_without_test_split_scores_training_pairs(tmp_path):
     d = write_beir(tmp_path / "beir", ["doc a", "doc b"], {"q1": ("first", "0")})
     (d / "qrels" / "test.tsv").unlink()

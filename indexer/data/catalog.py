@@ -212,15 +212,21 @@ def count_popularity(catalog: Catalog, interactions: str | Path, holdout_last: i
     head/tail split) is computed on training interactions only.
     """
     interactions = Path(interactions)
-    counts = np.zeros(len(catalog), dtype=np.float64)
     if interactions.suffix == ".tsv":
         ids = [doc for _, doc, score in load_qrels(interactions) if score > 0]
     else:
         seqs = load_sequences(interactions)
         ids = [i for s in seqs for i in (s[: len(s) - holdout_last] if holdout_last else s)]
+    return count_items(catalog, ids, interactions)
+
+
+def count_items(catalog: Catalog, ids: list[str], source: str | Path) -> np.ndarray:
+    """How often each catalog item occurs in ``ids`` (ids outside the catalog are skipped; a
+    ``source`` none of whose ids are in it is an error naming it)."""
+    counts = np.zeros(len(catalog), dtype=np.float64)
     known = [catalog.index_of[i] for i in ids if i in catalog.index_of]
     if ids and not known:
-        raise DataError(f"{interactions}: none of its item ids are in the catalog")
+        raise DataError(f"{source}: none of its item ids are in the catalog")
     np.add.at(counts, np.asarray(known, dtype=np.int64), 1.0)
     return counts
 

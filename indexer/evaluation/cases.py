@@ -11,7 +11,7 @@ A case is a text query and/or a history with the set of items that count as rele
   ``--test-qrels`` a BEIR queries JSONL scored against that qrels TSV.
 
 Popularity, and so head/tail, counts training interactions only: ``item_ids[:-2]`` of each
-sequence, or the pairs of ``qrels/train.tsv``.
+sequence, or the pairs of ``qrels/train.tsv`` less the claims held out for validation.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.data.catalog import Catalog, count_popularity, load_qrels, load_sequences, load_vectors, read_jsonl
+from indexer.data.catalog import Catalog, count_items, count_popularity, load_qrels, load_sequences, load_vectors, read_jsonl
 from indexer.split import SplitConfig, head_mask
 from indexer.training.examples import TrainingData, load_training_data
 from sidcore.errors import DataError
@@ -121,7 +121,9 @@ def load_eval_data(
         popularity = count_popularity(catalog, seq_path, holdout_last=HOLDOUT)
         train_sequences = [[i for i in s[:-HOLDOUT] if i in known] for s in load_sequences(seq_path) if len(s) > HOLDOUT]
     elif (qrels_dir / "train.tsv").is_file():
-        popularity = count_popularity(catalog, qrels_dir / "train.tsv")
+        # Only the claims the decoder trains on: those it selects on are held out like a
+        # history's [-2] item, so their documents look to the index as the test claims' do.
+        popularity = count_items(catalog, [e.target for e in training.queries], qrels_dir / "train.tsv")
         train_sequences = []
     else:
         raise DataError(f"{data_dir}: no sequences.jsonl or qrels/train.tsv to train on")
