@@ -211,6 +211,9 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
                          attention_mask=batch.attention).last_hidden_state
     term = run.dense_loss(model, hidden, batch.labels, batch.queries, qv)
     assert 0 < term.item() < float("inf")
+    # deeper levels add their terms to the first code's
+    run.cfg = dataclasses.replace(run.cfg, dense_levels=3)
+    assert run.dense_loss(model, hidden, batch.labels, batch.queries, qv).item() > term.item()
     assert run.dense_loss(model, hidden, batch.labels, torch.full_like(batch.queries, -1), qv).item() == 0
 
 
@@ -230,13 +233,33 @@ def test_the_dense_teacher_sums_item_shares_per_first_code():
     from indexer.training.teacher import DenseTeacher
 
     vectors = torch.nn.functional.normalize(torch.randn(30, 8, generator=torch.Generator().manual_seed(0)), dim=1)
-    first = torch.arange(30) % 3 + 2  # local ids 2, 3, 4; 10 items each
+    codes = torch.stack([torch.arange(30) % 3 + 2, torch.full((30,), 1)], 1)  # first codes 2, 3, 4 (10 items each), then <sid_end> = 1
     queries = vectors[[0, 7]]  # items 0 (code 2) and 7 (code 3)
-    cold = DenseTeacher(vectors, first, num_local=6, temperature=0.01).targets(queries)
+    none = torch.zeros(2, 0, dtype=torch.long)
+    cold = DenseTeacher(vectors, codes, num_local=6, temperature=0.01)
+    cold = cold.targets(cold.share(queries), none)
     assert cold.shape == (2, 6) and torch.allclose(cold.sum(1), torch.ones(2))
     assert cold[0, 2] > 0.99 and cold[1, 3] > 0.99 and cold[:, [0, 1, 5]].abs().max() == 0
-    hot = DenseTeacher(vectors, first, num_local=6, temperature=1e4).targets(queries)
+    hot = DenseTeacher(vectors, codes, num_local=6, temperature=1e4)
+    hot = hot.targets(hot.share(queries), none)
     assert torch.allclose(hot[:, 2:5], torch.full((2, 3), 1 / 3), atol=1e-3)
+
+
+def test_the_dense_teacher_targets_deeper_levels_within_the_gold_prefix():
+    """Past the first code the target covers only the items under the row's gold prefix, by their
+    next code, or <sid_end> where their SID ends."""
+    from indexer.training.teacher import DenseTeacher
+
+    vectors = torch.eye(4)
+    # item 0: (2, 4), item 1: (2, 5), item 2: (3, 4), item 3: (2) alone; <sid_end> = 1, -1 pads
+    codes = torch.tensor([[2, 4, 1], [2, 5, 1], [3, 4, 1], [2, 1, -1]])
+    teacher = DenseTeacher(vectors, codes, num_local=6, temperature=1.0)
+    share = teacher.share(torch.tensor([[0.0, 0.0, 1.0, 0.0]]))  # nearest item 2, the others level
+    second = teacher.targets(share, torch.tensor([[2]]))[0]
+    # under prefix 2: items 0, 1 and 3 with equal shares; item 2 (code 3 first) is left out
+    assert torch.allclose(second, torch.tensor([0, 1 / 3, 0, 0, 1 / 3, 1 / 3]))
+    end = teacher.targets(share, torch.tensor([[2, 4]]))[0]
+    assert end.argmax() == 1 and end.sum() == pytest.approx(1)
 
 
 def test_views_of_a_catalog_item(indexed):
@@ -358,14 +381,16 @@ def test_train_options_reach_the_config():
         seen["cfg"] = train_config(train_opts, seed=3)
 
     ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5",
-                                  "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
+                                  "--dense-levels", "2", "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
                                   "--hidden-size", "256", "--layers", "4", "--heads", "8", "--intermediate-size", "768"])
     assert ok.exit_code == 0, ok.output
     cfg = seen["cfg"]
     assert (cfg.tiny.hidden_size, cfg.tiny.layers, cfg.tiny.heads, cfg.tiny.intermediate_size) == (256, 4, 8, 768)
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
     assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
-    assert cfg.lr == TrainConfig().lr
+    assert cfg.lr == TrainConfig().lr and cfg.dense_levels == 2
+    bad = CliRunner().invoke(cmd, ["--dense-levels", "0"])
+    assert bad.exit_code == 2 and "--dense-levels" in bad.output
     bad = CliRunner().invoke(cmd, ["--weight-decay", "-1"])
     assert bad.exit_code == 2 and "--weight-decay" in bad.output
     bad = CliRunner().invoke(cmd, ["--dropout", "1"])

@@ -67,6 +67,10 @@ class TrainConfig:
             needs queries embedded by MiniLM (text queries or views, no ``--vectors``); with
             histories alone there is nothing to teach and it is idle.
         dense_temperature: the teacher's softmax temperature over cosine similarities.
+        dense_levels: SID positions the dense teacher targets, first code first: at level l > 0
+            its target is the share of the items that start with the row's gold prefix, summed
+            per code at l (``<sid_end>`` where a SID ends), so the teacher orders a first code's
+            members by the text as well. 1: the first code only.
         query_repeats: times each training query is seen per epoch.
         views: teach every item through its text views each epoch (title, text, sentences, lead,
             spans), so text queries reach every item, tail and cold-start included.
@@ -113,6 +117,7 @@ class TrainConfig:
     rules_teacher: float = 0.0
     dense_teacher: float | None = None
     dense_temperature: float = 0.05
+    dense_levels: int = 1
     bf16: bool = False
     query_repeats: int = 4
     views: bool = True
@@ -151,6 +156,8 @@ class TrainConfig:
                 raise DataError(f"{name} must be >= 0, got {value}")
         if not self.dense_temperature > 0:
             raise DataError(f"dense_temperature must be > 0, got {self.dense_temperature}")
+        if self.dense_levels < 1:
+            raise DataError(f"dense_levels must be >= 1, got {self.dense_levels}")
         if self.item_later and not self.item_loss:
             raise DataError("item_later scores later items with the next-item softmax: it needs --item-loss > 0")
         if self.item_loss and self.prompt.item_content == "none":

@@ -100,20 +100,31 @@ class RulesTeacher:
 
 
 class DenseTeacher:
-    """Soft first-code targets from cosine similarity in the embedding space queries come from.
+    """Soft SID targets from cosine similarity in the embedding space queries come from.
 
     Args:
         vectors: float [N, D] L2-normalised item embeddings (the decoder's item table).
-        first_code: long [N] local id of each item's first SID code.
+        codes: long [N, S] each item's local SID codes, then ``<sid_end>``, then -1 to the width
+            S (the longest SID + 1).
         num_local: width of the decoder's SID range (the targets' last dimension).
         temperature: softmax temperature over the cosines.
     """
 
-    def __init__(self, vectors: torch.Tensor, first_code: torch.Tensor, num_local: int, temperature: float):
-        self.vectors, self.first_code, self.num_local, self.temperature = vectors, first_code, num_local, temperature
+    def __init__(self, vectors: torch.Tensor, codes: torch.Tensor, num_local: int, temperature: float):
+        self.vectors, self.codes, self.num_local, self.temperature = vectors, codes, num_local, temperature
 
-    def targets(self, queries: torch.Tensor) -> torch.Tensor:
-        """For queries [B, D] (L2-normalised), the teacher's distribution over the SID range
-        (float32 [B, num_local]): each item's softmax share, summed per first code."""
-        share = (queries.float() @ self.vectors.T / self.temperature).softmax(-1)  # [B, N]
-        return share.new_zeros(len(share), self.num_local).index_add_(1, self.first_code, share)
+    def share(self, queries: torch.Tensor) -> torch.Tensor:
+        """For queries [B, D] (L2-normalised), each item's softmax share (float32 [B, N])."""
+        return (queries.float() @ self.vectors.T / self.temperature).softmax(-1)
+
+    def targets(self, share: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """The teacher's distribution over the SID range (float32 [B, num_local]) at the position
+        after ``prefix`` (long [B, l]: each row's gold codes before it; l = 0 at the first code):
+        the ``share`` [B, N] of the items that start with that prefix, summed per code at level l
+        (``<sid_end>`` for a SID that ends there) and renormalised. The gold item always starts
+        with its own prefix, so no row is empty."""
+        level = prefix.shape[1]
+        if level:
+            share = share * (self.codes[:, :level] == prefix[:, None, :]).all(-1)
+        per_code = share.new_zeros(len(share), self.num_local).index_add_(1, self.codes[:, level].clamp(min=0), share)
+        return per_code / per_code.sum(-1, keepdim=True).clamp_min(1e-12)

@@ -174,8 +174,11 @@ class _Run:
         self.dense: DenseTeacher | None = None
         self.dense_weight = dense_teacher_weight(cfg.dense_teacher, load_quantizer(art.path).in_embedding_space)
         if self.dense_weight and self.query_vectors is not None:
-            first = torch.tensor([codes[i][0] for i in items], device=self.device)
-            self.dense = DenseTeacher(torch.from_numpy(vectors).to(self.device), first, self.spec.vocab.num_local, cfg.dense_temperature)
+            table = torch.full((len(items), max(len(c) for c in codes.values()) + 1), -1, dtype=torch.long)
+            for r, item in enumerate(items):
+                table[r, : len(codes[item]) + 1] = torch.tensor([*codes[item], self.spec.vocab.end_local])
+            self.dense = DenseTeacher(torch.from_numpy(vectors).to(self.device), table.to(self.device), self.spec.vocab.num_local,
+                                      cfg.dense_temperature)
         self.trie = Trie.from_artifact(art)
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
@@ -285,16 +288,27 @@ class _Run:
         return loss
 
     def dense_loss(self, model, hidden: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor, qv: torch.Tensor) -> torch.Tensor:
-        """Soft cross-entropy of the SID logits at each query row's first labelled position (the
-        one predicting its target's first code; hidden [B, T, H], labels [B, T]) against the dense
-        teacher's distribution for its query vector (qv [B, D]; queries [B] >= 0 marks a query
-        row); 0 when the batch has none."""
+        """Soft cross-entropy of the SID logits at each query row's first ``dense_levels`` labelled
+        positions (its target's codes, then ``<sid_end>``; hidden [B, T, H], labels [B, T]) against
+        the dense teacher's distribution for its query vector (qv [B, D]; queries [B] >= 0 marks a
+        query row) given the gold prefix: the mean over the rows per level, summed over levels; 0
+        when the batch has none."""
         rows = (queries >= 0) & (labels >= 0).any(1)
+        loss = hidden.new_zeros((), dtype=torch.float32)
         if not rows.any():
-            return hidden.new_zeros((), dtype=torch.float32)
-        first = (labels[rows] >= 0).int().argmax(1)
-        logits = sid_logits(model, hidden[rows][torch.arange(len(first), device=first.device), first], self.spec.base, self.spec.vocab.num_local)
-        return -(self.dense.targets(qv[rows]) * logits.float().log_softmax(-1)).sum(-1).mean()
+            return loss
+        labels, hidden = labels[rows], hidden[rows]
+        first = (labels >= 0).int().argmax(1)  # a query row labels only its target, so its labels are contiguous
+        share = self.dense.share(qv[rows])
+        for level in range(self.cfg.dense_levels):
+            at = first + level
+            r = ((at < labels.shape[1]) & (labels.gather(1, at.clamp(max=labels.shape[1] - 1)[:, None])[:, 0] >= 0)).nonzero()[:, 0]
+            if not len(r):
+                break
+            prefix = labels[r].gather(1, first[r, None] + torch.arange(level, device=labels.device))
+            logits = sid_logits(model, hidden[r, at[r]], self.spec.base, self.spec.vocab.num_local)
+            loss = loss - (self.dense.targets(share[r], prefix) * logits.float().log_softmax(-1)).sum(-1).mean()
+        return loss
 
     def teacher_loss(self, logits: torch.Tensor, at: torch.Tensor, batch) -> torch.Tensor:
         """Soft cross-entropy of the SID logits [A, num_local] at the labelled positions ``at``
