@@ -270,11 +270,23 @@ def _tuples(d: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+def quantizer_class(directory: Path) -> type[Quantizer]:
+    """The class of the quantizer saved in ``directory``, from its metadata alone (no tensors read):
+    what a caller needs to know what kind of codes an index holds."""
+    return _class_of(json.loads((directory / "quantizer.json").read_text()), directory)
+
+
+def _class_of(meta: dict, directory: Path) -> type[Quantizer]:
+    if meta.get("name") not in REGISTRY:
+        raise DataError(f"{directory}: quantizer {meta.get('name')!r} written by an incompatible indexer version; rebuild the index")
+    return REGISTRY[meta["name"]]
+
+
 def load_quantizer(directory: Path) -> Quantizer:
     meta = json.loads((directory / "quantizer.json").read_text())
     tensors = load_file(str(directory / "quantizer.safetensors"))
+    cls = _class_of(meta, directory)
     try:
-        cls = REGISTRY[meta["name"]]
         # Indexes built before max_group existed had no bound, whatever today's default.
         sarq = SARQConfig(**{"max_group": None, **_tuples(meta["sarq"])}) if meta["sarq"] else None
         q = cls(QuantizerConfig(**_tuples(meta["config"])), sarq)

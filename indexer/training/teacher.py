@@ -1,4 +1,4 @@
-"""Teachers: soft first-code targets that other retrievers hand the decoder in training.
+"""Teachers: soft SID targets that other retrievers hand the decoder in training.
 
 **The rules teacher**: soft first-code targets from sequential co-occurrence counts.
 
@@ -14,7 +14,8 @@ scores, and no count is served.
 **The dense teacher**: MiniLM's ranking of the catalog for a query or view text. On a text corpus
 most documents are cited by no training query and reach the decoder only through their own views;
 dense retrieval reaches them through the embedding space's neighbourhoods. The teacher hands the
-decoder those neighbourhoods at each query row's first-code position. Training only, likewise.
+decoder those neighbourhoods at each query row's first-code position (and, with
+``dense_levels``, at the next positions given the gold prefix). Training only, likewise.
 """
 
 from __future__ import annotations

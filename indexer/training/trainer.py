@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
 from indexer.collab import collaborative_vectors
-from indexer.quantizers import load_quantizer
+from indexer.quantizers import load_quantizer, quantizer_class
 from indexer.training.checkpoints import Checkpoints
 from indexer.training.config import TrainConfig, dense_teacher_weight
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
@@ -172,7 +172,7 @@ class _Run:
             self.query_vectors = torch.from_numpy(embed_texts(qtexts, cache_dir, progress=progress)).to(self.device)
         self.item_vectors = torch.from_numpy(vectors).to(self.device) if "minilm" in prompt.item_content else None
         self.dense: DenseTeacher | None = None
-        self.dense_weight = dense_teacher_weight(cfg.dense_teacher, load_quantizer(art.path).in_embedding_space)
+        self.dense_weight = dense_teacher_weight(cfg.dense_teacher, quantizer_class(art.path).in_embedding_space)
         if self.dense_weight and self.query_vectors is not None:
             table = torch.full((len(items), max(len(c) for c in codes.values()) + 1), -1, dtype=torch.long)
             for r, item in enumerate(items):
@@ -298,15 +298,13 @@ class _Run:
         if not rows.any():
             return loss
         labels, hidden = labels[rows], hidden[rows]
-        first = (labels >= 0).int().argmax(1)  # a query row labels only its target, so its labels are contiguous
+        # A query row labels only its target, so its labels are contiguous: ``count`` of them from ``first``.
+        first, count = (labels >= 0).int().argmax(1), (labels >= 0).sum(1)
         share = self.dense.share(qv[rows])
-        for level in range(self.cfg.dense_levels):
-            at = first + level
-            r = ((at < labels.shape[1]) & (labels.gather(1, at.clamp(max=labels.shape[1] - 1)[:, None])[:, 0] >= 0)).nonzero()[:, 0]
-            if not len(r):
-                break
+        for level in range(min(self.cfg.dense_levels, int(count.max()))):
+            r = (count > level).nonzero()[:, 0]
             prefix = labels[r].gather(1, first[r, None] + torch.arange(level, device=labels.device))
-            logits = sid_logits(model, hidden[r, at[r]], self.spec.base, self.spec.vocab.num_local)
+            logits = sid_logits(model, hidden[r, first[r] + level], self.spec.base, self.spec.vocab.num_local)
             loss = loss - (self.dense.targets(share[r], prefix) * logits.float().log_softmax(-1)).sum(-1).mean()
         return loss
 
