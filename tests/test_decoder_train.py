@@ -381,14 +381,16 @@ def test_train_options_reach_the_config():
         seen["cfg"] = train_config(train_opts, seed=3)
 
     ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5",
-                                  "--dense-levels", "2", "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
+                                  "--dense-levels", "2", "--query-noise", "0.5", "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
                                   "--hidden-size", "256", "--layers", "4", "--heads", "8", "--intermediate-size", "768"])
     assert ok.exit_code == 0, ok.output
     cfg = seen["cfg"]
     assert (cfg.tiny.hidden_size, cfg.tiny.layers, cfg.tiny.heads, cfg.tiny.intermediate_size) == (256, 4, 8, 768)
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
     assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
-    assert cfg.lr == TrainConfig().lr and cfg.dense_levels == 2
+    assert cfg.lr == TrainConfig().lr and cfg.dense_levels == 2 and cfg.query_noise == 0.5
+    bad = CliRunner().invoke(cmd, ["--query-noise", "-1"])
+    assert bad.exit_code == 2 and "--query-noise" in bad.output
     bad = CliRunner().invoke(cmd, ["--dense-levels", "0"])
     assert bad.exit_code == 2 and "--dense-levels" in bad.output
     bad = CliRunner().invoke(cmd, ["--weight-decay", "-1"])
@@ -423,3 +425,19 @@ def test_collab_init_starts_co_occurring_items_close():
     assert same > 0.15 and abs(other) < 0.05, (same, other)
     assert torch.equal(inputs.item.weight[79], before)
     assert abs(inputs.item.weight[:79, :64].std().item() - 0.02) < 0.005 and inputs.item.weight[:79, 64:].abs().max() == 0
+
+
+def test_query_noise_moves_query_rows_only_and_keeps_them_unit():
+    from indexer.training.trainer import perturb_queries
+
+    torch.manual_seed(0)
+    qv = torch.nn.functional.normalize(torch.randn(3, 384), dim=1)
+    qv[2] = 0.0  # a row without a query
+    queries = torch.tensor([4, 9, -1])
+    assert perturb_queries(qv, queries, 0.0) is qv
+    out = perturb_queries(qv, queries, 0.5)
+    assert torch.allclose(out[:2].norm(dim=1), torch.ones(2)) and torch.equal(out[2], qv[2])
+    # noise of norm 0.5, nearly orthogonal in 384 dimensions: cosine ~ 1 / sqrt(1 + 0.25) = 0.89
+    assert (out[:2] * qv[:2]).sum(1).tolist() == pytest.approx([0.894, 0.894], abs=0.03)
+    with pytest.raises(DataError, match="query_noise must be >= 0"):
+        TrainConfig(query_noise=-0.1)

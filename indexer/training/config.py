@@ -71,6 +71,11 @@ class TrainConfig:
             its target is the share of the items that start with the row's gold prefix, summed
             per code at l (``<sid_end>`` where a SID ends), so the teacher orders a first code's
             members by the text as well. 1: the first code only.
+        query_noise: norm of a Gaussian perturbation added to each training query vector before its
+            soft vectors are made (the vector renormalised after; 0: off). A tail document is
+            taught only through its own views, while the claims that find it at test time sit
+            near those views in MiniLM's space, not on them: the perturbation trains the decoder
+            on a neighbourhood of each view. The dense teacher still reads the clean vector.
         query_repeats: times each training query is seen per epoch.
         views: teach every item through its text views each epoch (title, text, sentences, lead,
             spans), so text queries reach every item, tail and cold-start included.
@@ -118,6 +123,7 @@ class TrainConfig:
     dense_teacher: float | None = None
     dense_temperature: float = 0.05
     dense_levels: int = 1
+    query_noise: float = 0.0
     bf16: bool = False
     query_repeats: int = 4
     views: bool = True
@@ -156,6 +162,8 @@ class TrainConfig:
                 raise DataError(f"{name} must be >= 0, got {value}")
         if not self.dense_temperature > 0:
             raise DataError(f"dense_temperature must be > 0, got {self.dense_temperature}")
+        if not 0 <= self.query_noise < float("inf"):
+            raise DataError(f"query_noise must be >= 0, got {self.query_noise}")
         if self.dense_levels < 1:
             raise DataError(f"dense_levels must be >= 1, got {self.dense_levels}")
         if self.item_later and not self.item_loss:

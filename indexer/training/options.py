@@ -61,6 +61,8 @@ def _options(epochs_flag: str) -> list:
                      show_default=True, help="Softmax temperature of the dense teacher over cosine similarities."),
         click.option("--dense-levels", "train_dense_levels", type=click.IntRange(min=1), default=d.dense_levels, show_default=True,
                      help="SID positions the dense teacher targets, first code first (deeper ones: given the gold prefix)."),
+        click.option("--query-noise", "train_query_noise", type=click.FloatRange(min=0), default=d.query_noise, show_default=True,
+                     help="Norm of the Gaussian noise added to each training query vector before its soft vectors (0: off)."),
         click.option("--reverse-rows", "train_reverse_rows", type=click.FloatRange(0, 1), default=d.reverse_rows, show_default=True,
                      help="Share of the training histories also trained newest-first each epoch (0: none)."),
         click.option("--item-loss-queries/--no-item-loss-queries", "train_item_loss_queries", default=d.item_loss_queries, show_default=True,

@@ -129,6 +129,15 @@ def later_loss(logits: torch.Tensor, goal: torch.Tensor, first: torch.Tensor) ->
     return -logits.float().log_softmax(-1)[a, goal[b]].mean()
 
 
+def perturb_queries(qv: torch.Tensor | None, queries: torch.Tensor, norm: float) -> torch.Tensor | None:
+    """The query vectors qv [B, D] (unit rows) with a Gaussian of expected norm ``norm`` added to the
+    rows that have a query (queries [B] >= 0), then renormalised; qv itself when ``norm`` is 0."""
+    if qv is None or not norm:
+        return qv
+    noise = torch.randn_like(qv) * (norm / qv.shape[1] ** 0.5)
+    return torch.where((queries >= 0).unsqueeze(1), F.normalize(qv + noise, dim=-1), qv)
+
+
 class _Run:
     """One training run: its data in row form, model, optimizer and selection state."""
 
@@ -265,12 +274,11 @@ class _Run:
     def loss(self, model, inputs, batch) -> torch.Tensor:
         dev = self.device
         ids, labels, targets = batch.ids.to(dev), batch.labels.to(dev), batch.targets.to(dev)
-        qv = None
+        qv, q = None, batch.queries.to(dev)
         if self.query_vectors is not None:
-            q = batch.queries.to(dev)
             qv = torch.where((q >= 0).unsqueeze(1), self.query_vectors[q.clamp(min=0)], 0.0)
         with torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            x = embed_inputs(model, inputs, ids, self.soft_id, qv, batch.content.to(dev), self.item_vectors)
+            x = embed_inputs(model, inputs, ids, self.soft_id, perturb_queries(qv, q, self.cfg.query_noise), batch.content.to(dev), self.item_vectors)
             x = F.dropout(x, self.cfg.dropout, training=True)
             hidden = model.model(inputs_embeds=x, attention_mask=batch.attention.to(dev)).last_hidden_state
             at = labels >= 0
