@@ -65,7 +65,7 @@ class TrainConfig:
             code), so the decoder learns the neighbourhoods that let dense retrieval reach
             documents no training query cites. Training only: ranking stays the SID scores. It
             needs queries embedded by MiniLM (text queries or views, no ``--vectors``); with
-            histories alone there is nothing to teach and it is idle.
+            histories alone it acts on the items' views (on games, their titles).
         dense_temperature: the teacher's softmax temperature over cosine similarities.
         dense_levels: SID positions the dense teacher targets, first code first: at level l > 0
             its target is the share of the items that start with the row's gold prefix, summed

@@ -56,7 +56,7 @@ def _options(epochs_flag: str) -> list:
                      help="Weight of a term that distils the count-based rules' scores, summed per first code, into each history target's first-code position (0: off)."),
         click.option("--dense-teacher", "train_dense_teacher", type=click.FloatRange(min=0), default=None,
                      help="Weight of a term that distils MiniLM's ranking of the catalog, summed per first code, into each query or view row's first-code position "
-                          "(0: off; idle without text queries). Default: 1 for RQ-VAE-based codes, 0 for RQ-Kmeans-based ones."),
+                          "(0: off; with histories alone it acts on the items' title views). Default: 1 for RQ-VAE-based codes, 0 for RQ-Kmeans-based ones."),
         click.option("--dense-temperature", "train_dense_temperature", type=click.FloatRange(min=0, min_open=True), default=d.dense_temperature,
                      show_default=True, help="Softmax temperature of the dense teacher over cosine similarities."),
         click.option("--dense-levels", "train_dense_levels", type=click.IntRange(min=1), default=d.dense_levels, show_default=True,
