@@ -157,13 +157,12 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise DataError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name, value in {"item_loss": self.item_loss, "item_later": self.item_later, "sid_later": self.sid_later,
-                            "rules_teacher": self.rules_teacher, "dense_teacher": self.dense_teacher or 0.0}.items():
+                            "rules_teacher": self.rules_teacher, "dense_teacher": self.dense_teacher or 0.0,
+                            "query_noise": self.query_noise}.items():
             if value < 0 or not value < float("inf"):
                 raise DataError(f"{name} must be >= 0, got {value}")
         if not self.dense_temperature > 0:
             raise DataError(f"dense_temperature must be > 0, got {self.dense_temperature}")
-        if not 0 <= self.query_noise < float("inf"):
-            raise DataError(f"query_noise must be >= 0, got {self.query_noise}")
         if self.dense_levels < 1:
             raise DataError(f"dense_levels must be >= 1, got {self.dense_levels}")
         if self.item_later and not self.item_loss:
