@@ -190,7 +190,7 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
     cfg = TrainConfig(epochs=2, batch_tokens=1024, tiny=TINY, text_vocab=300, val_cases=40)
     dv, summary = train_decoder(store, tmp_path / "data", cfg, data=data, progress=False, cache_dir=tmp_path / "cache")
     decoder = load_decoder(store, dv)
-    assert decoder.spec.embedder == "all-MiniLM-L6-v2" and decoder.spec.prompt.soft_vectors == 4
+    assert decoder.spec.embedder == "all-MiniLM-L6-v2" and decoder.spec.prompt.soft_vectors == PromptConfig().soft_vectors == 8
     assert decoder.items.vectors.shape == (120, 384) and not decoder.inputs.empty
     trie = Trie.from_artifact(load_index(store, version))
     rng = np.random.default_rng(0)

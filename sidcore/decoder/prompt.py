@@ -42,7 +42,9 @@ class PromptConfig:
             are inserted.
         title_tokens: tokens kept of each history title.
         query_tokens: tokens kept of the query (0: the query enters through ``soft_vectors`` only).
-        soft_vectors: input vectors the query's MiniLM embedding is projected to (0: none).
+        soft_vectors: input vectors the query's MiniLM embedding is projected to (0: none). 8 since
+            stop 40: on scifact's validation claims and nested dev split, 8 was ahead of 4 at 100
+            at both seeds and at 10 on most of them (docs/evaluation.md).
         item_content: what each history item adds at the marker after it: its projected MiniLM
             embedding (``minilm``), a learned per-item embedding (``id``), both, or ``none``.
     """
@@ -51,7 +53,7 @@ class PromptConfig:
     history_mode: Literal["title+sid", "title", "sid"] = "sid"
     title_tokens: int = 8
     query_tokens: int = 0
-    soft_vectors: int = 4
+    soft_vectors: int = 8
     item_content: Literal["none", "minilm", "id", "minilm+id"] = "minilm+id"
 
     def __post_init__(self) -> None:
