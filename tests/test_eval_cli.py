@@ -113,6 +113,7 @@ def test_bad_test_files(histories, tmp_path, lines, message):
         (["--test-qrels", "x.tsv"], "--test-qrels needs --test"),
         (["--test", "/nonexistent.jsonl"], "file not found"),
         (["--base-model", "/nonexistent"], "/nonexistent has no config.json"),
+        (["--min-length", "0"], "--min-length"),
     ],
 )
 def test_cli_bad_input_exits_2(sa2crq, histories, tmp_path, args, message):

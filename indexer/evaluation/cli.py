@@ -28,6 +28,7 @@ def _csv(kind):
 @click.option("--methods", callback=_csv(str), default="rq-kmeans,rq-vae,acrq,sarq,sa2crq", show_default=True)
 @click.option("--budgets", callback=_csv(float), help="SARQ budgets in nats: sarq and sa2crq run once per budget. Default: automatic.")
 @click.option("--max-group", type=click.IntRange(min=1), help="SARQ: the most items a shortened SID may hold (default: no bound).")
+@click.option("--min-length", type=click.IntRange(min=1), default=2, show_default=True, help="SARQ: the shortest SID.")
 @click.option("--baselines", callback=_csv(str), default="popularity,bm25,dense,rules,sasrec", show_default=True,
               help="Baselines to run ('' for none); those that do not fit the cases are reported as skipped.")
 @click.option("--test", type=click.Path(path_type=Path),
@@ -56,7 +57,7 @@ def _csv(kind):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the quantizers, decoders, SASRec and the case sample.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
-def eval_cmd(data_dir, methods, budgets, max_group, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, anchor_share, collab_weight, base_model, train_opts,
+def eval_cmd(data_dir, methods, budgets, max_group, min_length, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, anchor_share, collab_weight, base_model, train_opts,
              beam, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
     """Build each method's index and decoder under one budget, decode the test cases through the
     service's retrieval pipeline, score them next to the baselines, and write OUT/report.json,
@@ -75,7 +76,7 @@ def eval_cmd(data_dir, methods, budgets, max_group, baselines, test, test_qrels,
     cfg = EvalConfig(
         methods=methods,
         budgets=budgets or (),
-        sarq=SARQConfig(max_group=max_group),
+        sarq=SARQConfig(max_group=max_group, min_length=min_length),
         baselines=baselines or (),
         ks=ks,
         quantizer=QuantizerConfig(sizes=codebook_sizes, epochs=epochs, anchor_share=anchor_share, seed=seed),
