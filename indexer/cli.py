@@ -39,6 +39,13 @@ def _budget(_ctx, _param, value: str | None):
     return parts[0] if len(parts) == 1 else parts
 
 
+def sarq_shape_options(f):
+    """``--min-length`` and ``--max-group``, the SARQ rule's shape: one definition for ``index build``
+    and ``eval``, so the two commands cannot drift apart."""
+    f = click.option("--max-group", type=click.IntRange(min=1), help="SARQ: the most items a shortened SID may hold (default: no bound).")(f)
+    return click.option("--min-length", type=click.IntRange(min=1), default=2, show_default=True, help="SARQ: the shortest SID.")(f)
+
+
 def _attributes(_ctx, _param, value: str | None):
     from sidcore.errors import DataError
     from sidcore.index.attributes import parse_attribute_option
@@ -115,9 +122,8 @@ def index() -> None:
 @click.option("--codebook-sizes", callback=_sizes, help="Per-layer codebook sizes, e.g. 256,512,1024. Default: from the catalog "
               "(M, 2M, 4M with 2.5 items a last-layer codeword, at most 512,1024,2048, as on games and scifact).")
 @click.option("--budget", callback=_budget, help="SARQ budget in nats (one, or one per checked layer); default: the median head-path information at each checked layer.")
-@click.option("--min-length", type=click.IntRange(min=1), default=2, show_default=True, help="Shortest SARQ SID.")
+@sarq_shape_options
 @click.option("--direction", type=click.Choice(["dense-longer", "dense-shorter"]), default="dense-longer", show_default=True)
-@click.option("--max-group", type=click.IntRange(min=1), help="SARQ: the most items a shortened SID may hold (default: no bound).")
 @click.option("--split-by", type=click.Choice(["interactions", "items"]), default="interactions", show_default=True)
 @click.option("--head-share", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True)
 @click.option("--extension", type=click.FloatRange(0, 4), default=None,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from indexer.cli import sarq_shape_options
 from indexer.training.options import base_model_option, train_config, train_options
 
 
@@ -27,8 +28,7 @@ def _csv(kind):
               help="items.jsonl + sequences.jsonl (histories), or a BEIR corpus.jsonl + queries.jsonl + qrels/.")
 @click.option("--methods", callback=_csv(str), default="rq-kmeans,rq-vae,acrq,sarq,sa2crq", show_default=True)
 @click.option("--budgets", callback=_csv(float), help="SARQ budgets in nats: sarq and sa2crq run once per budget. Default: automatic.")
-@click.option("--max-group", type=click.IntRange(min=1), help="SARQ: the most items a shortened SID may hold (default: no bound).")
-@click.option("--min-length", type=click.IntRange(min=1), default=2, show_default=True, help="SARQ: the shortest SID.")
+@sarq_shape_options
 @click.option("--baselines", callback=_csv(str), default="popularity,bm25,dense,rules,sasrec", show_default=True,
               help="Baselines to run ('' for none); those that do not fit the cases are reported as skipped.")
 @click.option("--test", type=click.Path(path_type=Path),
