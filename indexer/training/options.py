@@ -45,7 +45,7 @@ def _options(epochs_flag: str) -> list:
         click.option("--views/--no-views", "train_views", default=d.views, show_default=True,
                      help="Teach every item through its text views (title, text, sentences, spans) each epoch."),
         click.option("--view-spans", "train_view_spans", type=click.IntRange(min=0), default=d.view_spans, show_default=True,
-                     help="Random word spans per item among its text views each epoch."),
+                     help="Random word spans per item among its text views (drawn once per run, seeded)."),
         click.option("--item-loss", "train_item_loss", type=click.FloatRange(min=0), default=d.item_loss, show_default=True,
                      help="Weight of the auxiliary next-item softmax at each target (0: off); shapes training only, ranking stays the SID scores."),
         click.option("--item-negatives", "train_item_negatives", type=click.IntRange(min=0), default=d.item_negatives, show_default=True,
