@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from indexer.sarq import SARQConfig
 from indexer.training.options import base_model_option, train_config, train_options
 from model_store import Store
 
@@ -42,8 +43,10 @@ def _budget(_ctx, _param, value: str | None):
 def sarq_shape_options(f):
     """``--min-length`` and ``--max-group``, the SARQ rule's shape: one definition for ``index build``
     and ``eval``, so the two commands cannot drift apart."""
-    f = click.option("--max-group", type=click.IntRange(min=1), help="SARQ: the most items a shortened SID may hold (default: no bound).")(f)
-    return click.option("--min-length", type=click.IntRange(min=1), default=2, show_default=True, help="SARQ: the shortest SID.")(f)
+    d = SARQConfig()
+    f = click.option("--max-group", type=click.IntRange(min=1), default=d.max_group,
+                     help="SARQ: the most items a shortened SID may hold (default: no bound).")(f)
+    return click.option("--min-length", type=click.IntRange(min=1), default=d.min_length, show_default=True, help="SARQ: the shortest SID.")(f)
 
 
 def _attributes(_ctx, _param, value: str | None):
@@ -153,7 +156,6 @@ def index_build(items, interactions, holdout_last, method, codebook_sizes, budge
     from indexer.data.catalog import count_popularity, load_items, load_sequences, load_vectors
     from indexer.quantizers import QuantizerConfig
     from indexer.report import print_report
-    from indexer.sarq import SARQConfig
     from indexer.split import SplitConfig
 
     sequences = None
