@@ -270,6 +270,28 @@ def test_views_of_a_catalog_item(indexed):
     assert views[0] == (data.catalog.texts[i], item) and all(it == item for _, it in views)
 
 
+def test_a_span_pool_teaches_fresh_spans_each_epoch(indexed):
+    """With ``span_pool``, every epoch keeps the fixed views and takes ``view_spans`` of each item's
+    pooled spans, picked afresh; the pool is embedded once, beside the fixed views."""
+    _, _, art, data = indexed
+    long = [" ".join(f"w{(r * 7 + j) % 50}" for j in range(40)) for r in range(len(data.catalog.texts))]  # bodies spans come from
+    data = dataclasses.replace(data, catalog=dataclasses.replace(data.catalog, texts=long))
+    run = _Run(art, data, TrainConfig(**dict(FAST, views=True), view_spans=1, span_pool=4), None, False, lambda m: None, None)
+    fixed = set(run.fixed_views)
+    assert run.span_pool and max(len(spans) for spans in run.span_pool.values()) == 4
+    rng = np.random.default_rng(0)
+    first, second = run.epoch_views(rng), run.epoch_views(rng)
+    for views in (first, second):
+        assert fixed <= set(views)
+        spans = [v for v in views if v not in fixed]
+        assert len(spans) == len(run.span_pool) and all(t in run.span_pool[i] for t, i in spans)
+    assert set(first) != set(second)
+    plain = _Run(art, data, TrainConfig(**dict(FAST, views=True), view_spans=1), None, False, lambda m: None, None)
+    assert plain.epoch_views(rng) is plain.views  # no pool: the same views every epoch, as before
+    with pytest.raises(DataError, match="span_pool must be 0 or at least view_spans"):
+        TrainConfig(view_spans=6, span_pool=4)
+
+
 def test_the_next_item_loss_trains_the_history_positions_toward_the_item_table(indexed, tmp_path):
     """item_loss adds a softmax over the catalog at each first-code position; training with it
     leaves a decoder that serves like any other, and a config without item content refuses it."""
@@ -381,7 +403,7 @@ def test_train_options_reach_the_config():
         seen["cfg"] = train_config(train_opts, seed=3)
 
     ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5",
-                                  "--dense-levels", "2", "--query-noise", "0.5", "--view-spans", "4", "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
+                                  "--dense-levels", "2", "--query-noise", "0.5", "--view-spans", "4", "--span-pool", "12", "--query-repeats", "2", "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
                                   "--hidden-size", "256", "--layers", "4", "--heads", "8", "--intermediate-size", "768"])
     assert ok.exit_code == 0, ok.output
     cfg = seen["cfg"]
@@ -389,10 +411,13 @@ def test_train_options_reach_the_config():
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
     assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
     assert cfg.lr == TrainConfig().lr and cfg.dense_levels == 2 and cfg.query_noise == 0.5 and cfg.view_spans == 4
+    assert (cfg.span_pool, cfg.query_repeats) == (12, 2)
     bad = CliRunner().invoke(cmd, ["--query-noise", "-1"])
     assert bad.exit_code == 2 and "--query-noise" in bad.output
     bad = CliRunner().invoke(cmd, ["--view-spans", "-1"])
     assert bad.exit_code == 2 and "--view-spans" in bad.output
+    bad = CliRunner().invoke(cmd, ["--query-repeats", "0"])
+    assert bad.exit_code == 2 and "--query-repeats" in bad.output
     bad = CliRunner().invoke(cmd, ["--dense-levels", "0"])
     assert bad.exit_code == 2 and "--dense-levels" in bad.output
     bad = CliRunner().invoke(cmd, ["--weight-decay", "-1"])

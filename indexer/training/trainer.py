@@ -160,7 +160,14 @@ class _Run:
             # Queries cannot be put in the space of vectors the catalog brought: they enter as tokens.
             prompt = dataclasses.replace(prompt, soft_vectors=0, query_tokens=prompt.query_tokens or 64)
             log(f"this catalog brings its own vectors, so queries enter as tokens: soft_vectors 0, query_tokens {prompt.query_tokens}")
-        self.views = item_views(data, items, cfg.view_spans, cfg.seed) if cfg.views else []
+        self.views = item_views(data, items, cfg.span_pool or cfg.view_spans, cfg.seed) if cfg.views else []
+        self.span_pool: dict[str, list[str]] = {}  # with ``span_pool``: each item's pooled spans, beside the fixed views
+        if cfg.span_pool and cfg.views:
+            fixed = set(item_views(data, items, 0, cfg.seed))
+            self.fixed_views = [v for v in self.views if v in fixed]
+            for text, item in self.views:
+                if (text, item) not in fixed:
+                    self.span_pool.setdefault(item, []).append(text)
 
         texts = list(cat.texts) + [e.query for e in data.queries if e.query] + [v for v, _ in self.views]
         tok = load_base_tokenizer(base_model) if base_model is not None else train_text_tokenizer(texts, cfg.text_vocab)
@@ -255,10 +262,20 @@ class _Run:
             picked = rng.permutation(len(sequences))[: round(self.cfg.reverse_rows * len(sequences))]
             rows += [self.maker.sequence(window(sequences[i], h, rng)[::-1]) for i in picked]
         rows += [self.maker.query(e.query, e.target, e.history) for e in queries] * self.cfg.query_repeats
-        rows += [self.maker.query(text, item) for text, item in self.views]
+        rows += [self.maker.query(text, item) for text, item in self.epoch_views(rng)]
         if not rows:
             raise DataError("no training rows: the data has no sequences of two or more items, no training queries and no views")
         return rows
+
+    def epoch_views(self, rng: np.random.Generator) -> list[tuple[str, str]]:
+        """(view text, item id) one epoch teaches: every view, or with ``span_pool`` the fixed
+        views and ``view_spans`` of each item's pooled spans, picked afresh."""
+        if not self.span_pool:
+            return self.views
+        out = list(self.fixed_views)
+        for item, spans in self.span_pool.items():
+            out += [(spans[j], item) for j in rng.permutation(len(spans))[: self.cfg.view_spans]]
+        return out
 
     def rules_teacher(self, refit: bool) -> RulesTeacher:
         """The teacher over the sequences the phase trains on (so never a scored validation item)."""
@@ -481,7 +498,7 @@ def train_decoder(
         "final_loss": chosen["curve"][-1]["loss"] if chosen["curve"] else None,
         "sequence_rows": len(run.examples(refit=False)[0]),
         "query_rows": len(data.queries) * cfg.query_repeats,
-        "view_rows": len(run.views),
+        "view_rows": len(run.epoch_views(np.random.default_rng(cfg.seed))),
         "tokens_per_s": round(sum(p["tokens"] for p in phases) / max(train_seconds, 1e-9)),
         "steps_per_s": round(sum(p["step"] for p in phases) / max(train_seconds, 1e-9), 2),
         "train_seconds": round(train_seconds, 1),
