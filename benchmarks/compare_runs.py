@@ -1,0 +1,76 @@
+"""Compare settings across seeds from `sa2crq eval` outputs: a markdown table and a dot plot.
+
+Each ``--run LABEL=DIR`` is one eval output folder; runs sharing a label are seeds of one setting,
+and the table adds their mean. Settings are decided on those means, so the plot shows every seed
+beside the mean rather than a mean alone.
+
+    python benchmarks/compare_runs.py --run default=big-s0 --run default=big-s1 \
+        --run "span pool 18=pool-s0" --run "span pool 18=pool-s1" --out docs/img/span_pool.png
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+def recall(folder: Path, method: str, k: str, part: str = "overall") -> float:
+    report = json.loads((folder / "report.json").read_text())
+    if method not in report["methods"]:
+        raise click.BadParameter(f"{folder} has no method {method!r} (it has {sorted(report['methods'])})", param_hint="--run")
+    return report["methods"][method]["recall"][k][part]
+
+
+def _run(ctx, param, values: tuple[str, ...]) -> list[tuple[str, Path]]:
+    runs = []
+    for value in values:
+        label, sep, folder = value.partition("=")
+        if not sep or not label or not (Path(folder) / "report.json").is_file():
+            raise click.BadParameter(f"{value!r}: expected LABEL=DIR with DIR/report.json", param_hint="--run")
+        runs.append((label, Path(folder)))
+    return runs
+
+
+@click.command()
+@click.option("--run", "runs", multiple=True, required=True, callback=_run, help="LABEL=DIR of one eval output; repeat per seed.")
+@click.option("--method", default="sa2crq", show_default=True, help="The method of each report to compare.")
+@click.option("--k", "ks", default="10,100", show_default=True, help="Recall cut-offs, comma-separated.")
+@click.option("--out", type=click.Path(path_type=Path), help="Where to save the plot (PNG); no plot without it.")
+def main(runs: list[tuple[str, Path]], method: str, ks: str, out: Path | None) -> None:
+    cuts = [k.strip() for k in ks.split(",") if k.strip()]
+    by_label: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for label, folder in runs:
+        by_label[label].append({k: recall(folder, method, k) for k in cuts})
+    click.echo("| setting | " + " | ".join(f"Recall@{k} per run (mean)" for k in cuts) + " |")
+    click.echo("|---|" + "---|" * len(cuts))
+    for label, rows in by_label.items():
+        cells = [", ".join(f"{r[k]:.3f}" for r in rows) + f" ({np.mean([r[k] for r in rows]):.3f})" for k in cuts]
+        click.echo(f"| {label} | " + " | ".join(cells) + " |")
+    if out is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(cuts), figsize=(4 * len(cuts), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], cuts):
+        for x, (label, rows) in enumerate(by_label.items()):
+            values = [r[k] for r in rows]
+            ax.scatter([x] * len(values), values, color="grey", s=18, zorder=2)
+            ax.hlines(np.mean(values), x - 0.25, x + 0.25, color="C0", lw=2, zorder=3)
+        ax.set_xticks(range(len(by_label)), list(by_label), rotation=15)
+        ax.set_title(f"{method} Recall@{k} (dots: seeds, bar: mean)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    click.echo(f"plot: {out}")
+
+
+if __name__ == "__main__":
+    main()
