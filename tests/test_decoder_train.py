@@ -286,10 +286,10 @@ def test_a_span_pool_teaches_fresh_spans_each_epoch(indexed):
         spans = [v for v in views if v not in fixed]
         assert len(spans) == len(run.span_pool) and all(t in run.span_pool[i] for t, i in spans)
     assert set(first) != set(second)
-    plain = _Run(art, data, TrainConfig(**dict(FAST, views=True), view_spans=1), None, False, lambda m: None, None)
-    assert plain.epoch_views(rng) is plain.views  # no pool: the same views every epoch, as before
-    with pytest.raises(DataError, match="span_pool must be 0 or at least view_spans"):
-        TrainConfig(view_spans=6, span_pool=4)
+    for fixed_spans in (TrainConfig(**dict(FAST, views=True), view_spans=1, span_pool=0), TrainConfig(**dict(FAST, views=True), view_spans=4, span_pool=4)):
+        plain = _Run(art, data, fixed_spans, None, False, lambda m: None, None)
+        assert plain.epoch_views(rng) is plain.views and not plain.span_pool  # a pool no larger: the same spans every epoch
+    assert [TrainConfig(view_spans=v, span_pool=p).pooled_spans for v, p in ((6, 18), (6, 4), (0, 18), (6, 0))] == [18, 6, 0, 6]
 
 
 def test_the_next_item_loss_trains_the_history_positions_toward_the_item_table(indexed, tmp_path):

@@ -47,7 +47,7 @@ def _options(epochs_flag: str) -> list:
         click.option("--view-spans", "train_view_spans", type=click.IntRange(min=0), default=d.view_spans, show_default=True,
                      help="Random word spans per item among its text views (drawn once per run, seeded)."),
         click.option("--span-pool", "train_span_pool", type=click.IntRange(min=0), default=d.span_pool, show_default=True,
-                     help="Spans drawn per item once per run; each epoch teaches --view-spans of them, picked afresh (0: the same spans every epoch)."),
+                     help="Spans drawn per item once per run; each epoch teaches --view-spans of them, picked afresh (at most --view-spans: the same spans every epoch)."),
         click.option("--query-repeats", "train_query_repeats", type=click.IntRange(min=1), default=d.query_repeats, show_default=True,
                      help="Times each training query is seen per epoch."),
         click.option("--item-loss", "train_item_loss", type=click.FloatRange(min=0), default=d.item_loss, show_default=True,

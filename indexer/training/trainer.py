@@ -160,9 +160,9 @@ class _Run:
             # Queries cannot be put in the space of vectors the catalog brought: they enter as tokens.
             prompt = dataclasses.replace(prompt, soft_vectors=0, query_tokens=prompt.query_tokens or 64)
             log(f"this catalog brings its own vectors, so queries enter as tokens: soft_vectors 0, query_tokens {prompt.query_tokens}")
-        self.views = item_views(data, items, cfg.span_pool or cfg.view_spans, cfg.seed) if cfg.views else []
-        self.span_pool: dict[str, list[str]] = {}  # with ``span_pool``: each item's pooled spans, beside the fixed views
-        if cfg.span_pool and cfg.views:
+        self.views = item_views(data, items, cfg.pooled_spans, cfg.seed) if cfg.views else []
+        self.span_pool: dict[str, list[str]] = {}  # with a rotating pool: each item's pooled spans, beside the fixed views
+        if cfg.pooled_spans > cfg.view_spans and cfg.views:
             fixed = set(item_views(data, items, 0, cfg.seed))
             self.fixed_views = [v for v in self.views if v in fixed]
             for text, item in self.views:
