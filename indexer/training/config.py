@@ -79,9 +79,9 @@ class TrainConfig:
         query_repeats: times each training query is seen per epoch.
         views: teach every item through its text views each epoch (title, text, sentences, lead,
             spans), so text queries reach every item, tail and cold-start included.
-        view_spans: random word spans per item among its views, drawn once per run (seeded), so
-            their MiniLM embeddings are computed once. 6 since stop 42: ahead of 2 on a 324-claim
-            selection split of scifact's training claims, on the mean of three seeds (docs/evaluation.md).
+        view_spans: random word spans per item among its views each epoch (from ``span_pool``).
+            6 since stop 42: ahead of 2 on a 324-claim selection split of scifact's training
+            claims, on the mean of three seeds (docs/evaluation.md).
         span_pool: spans drawn per item once per run and embedded once; each epoch then teaches
             ``view_spans`` of them, picked afresh, so the decoder sees more of a document's text
             over a run at the same steps per epoch (at most ``view_spans``, 0 included: the same

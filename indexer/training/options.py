@@ -45,7 +45,7 @@ def _options(epochs_flag: str) -> list:
         click.option("--views/--no-views", "train_views", default=d.views, show_default=True,
                      help="Teach every item through its text views (title, text, sentences, spans) each epoch."),
         click.option("--view-spans", "train_view_spans", type=click.IntRange(min=0), default=d.view_spans, show_default=True,
-                     help="Random word spans per item among its text views (drawn once per run, seeded)."),
+                     help="Random word spans per item among its text views each epoch (from --span-pool; seeded)."),
         click.option("--span-pool", "train_span_pool", type=click.IntRange(min=0), default=d.span_pool, show_default=True,
                      help="Spans drawn per item once per run; each epoch teaches --view-spans of them, picked afresh (at most --view-spans: the same spans every epoch)."),
         click.option("--query-repeats", "train_query_repeats", type=click.IntRange(min=1), default=d.query_repeats, show_default=True,
