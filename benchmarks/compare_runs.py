@@ -18,11 +18,12 @@ import click
 import numpy as np
 
 
-def recall(folder: Path, method: str, k: str, part: str = "overall") -> float:
+def recalls(folder: Path, method: str, cuts: list[str]) -> dict[str, float]:
+    """Overall Recall@k of ``method`` in ``folder``'s report, per cut-off in ``cuts``."""
     report = json.loads((folder / "report.json").read_text())
     if method not in report["methods"]:
         raise click.BadParameter(f"{folder} has no method {method!r} (it has {sorted(report['methods'])})", param_hint="--run")
-    return report["methods"][method]["recall"][k][part]
+    return {k: report["methods"][method]["recall"][k]["overall"] for k in cuts}
 
 
 def _run(ctx, param, values: tuple[str, ...]) -> list[tuple[str, Path]]:
@@ -44,7 +45,7 @@ def main(runs: list[tuple[str, Path]], method: str, ks: str, out: Path | None) -
     cuts = [k.strip() for k in ks.split(",") if k.strip()]
     by_label: dict[str, list[dict[str, float]]] = defaultdict(list)
     for label, folder in runs:
-        by_label[label].append({k: recall(folder, method, k) for k in cuts})
+        by_label[label].append(recalls(folder, method, cuts))
     click.echo("| setting | " + " | ".join(f"Recall@{k} per run (mean)" for k in cuts) + " |")
     click.echo("|---|" + "---|" * len(cuts))
     for label, rows in by_label.items():
