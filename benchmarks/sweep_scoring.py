@@ -4,7 +4,8 @@ scores renormalised over the trie's allowed children, and the order of items ins
 Validation cases only (history ``item_ids[:-2]`` -> ``item_ids[-2]``, or the held-out training
 queries), never test cases. Each variant decodes the same cases through the ``Retriever``:
 
-- ``lp``: scores divided by ``(length + 1) ** lp`` (``TorchEngine(length_penalty=...)``);
+- ``lp``: scores divided by ``(length + 1) ** lp`` (``TorchEngine(length_penalty=...)``); the
+  other variants keep the shipped one (``sidcore.engines.LENGTH_PENALTY``);
 - ``renorm``: per step, log-softmax over the *allowed* SID tokens only instead of over the whole
   SID range (a variant of the torch engine defined here; adopted in the engines only if it wins);
 - ``within``: ``similarity`` to the request or ``popularity`` inside a SID;
@@ -37,6 +38,7 @@ from indexer.training.validation import sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import load_decoder
 from sidcore.decoder.model import sid_logits
+from sidcore.engines import LENGTH_PENALTY
 from sidcore.engines.beam import NEG
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index import Trie, TrieMask
@@ -92,17 +94,18 @@ def main() -> None:
     mask = TrieMask(trie, decoder.spec.vocab)
     data = load_training_data(args.data)
     cases = sample_cases(data.valid, args.cases, seed=0)
-    base = TorchEngine(decoder, mask)
-    variants = [(f"lp {lp}", TorchEngine(decoder, mask, length_penalty=float(lp)), "similarity", True, args.beam) for lp in args.penalties.split(",")]
-    variants += [(f"lp 0, beam {w}", base, "similarity", True, int(w)) for w in args.beams.split(",") if w]
+    base = TorchEngine(decoder, mask)  # the shipped length penalty
+    lp = f"lp {LENGTH_PENALTY:g}"
+    variants = [(f"lp {p}", TorchEngine(decoder, mask, length_penalty=float(p)), "similarity", True, args.beam) for p in args.penalties.split(",")]
+    variants += [(f"{lp}, beam {w}", base, "similarity", True, int(w)) for w in args.beams.split(",") if w]
     variants += [
-        ("renorm", RenormalisedEngine(decoder, mask), "similarity", True, args.beam),
-        ("lp 0, popularity inside a SID", base, "popularity", True, args.beam),
-        ("lp 0, history kept", base, "similarity", False, args.beam),
+        (f"{lp}, renorm", RenormalisedEngine(decoder, mask), "similarity", True, args.beam),
+        (f"{lp}, popularity inside a SID", base, "popularity", True, args.beam),
+        (f"{lp}, history kept", base, "similarity", False, args.beam),
     ]
     if args.priors:
         log_prior = sid_log_prior(trie, art)
-        variants += [(f"lp 0, prior {a}", PriorCorrectedEngine(base, log_prior, float(a)), "similarity", True, args.beam)
+        variants += [(f"{lp}, prior {a}", PriorCorrectedEngine(base, log_prior, float(a)), "similarity", True, args.beam)
                      for a in args.priors.split(",")]
     head = dict(zip(art.item_ids.tolist(), art.head.tolist()))
     is_head = np.array([bool(head.get(c.target, False)) for c in cases])

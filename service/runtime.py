@@ -252,7 +252,7 @@ def _engine(s: Settings, decoder: Decoder) -> Engine:
         from service.engines.vllm_engine import VLLMEngine
 
         kwargs = {} if s.device == "cpu" else {"gpu_memory_utilization": s.vllm_gpu_memory_utilization}
-        return VLLMEngine(decoder, max_beam_width=s.max_beam_width, **kwargs)
+        return VLLMEngine(decoder, max_beam_width=s.max_beam_width, length_penalty=s.length_penalty, **kwargs)
     from sidcore.engines.torch_engine import TorchEngine
 
-    return TorchEngine(decoder)
+    return TorchEngine(decoder, length_penalty=s.length_penalty)

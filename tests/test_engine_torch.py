@@ -1,6 +1,7 @@
 """Torch engine: exact against exhaustive scoring, valid SIDs only, unconstrained reports misses."""
 
 import numpy as np
+import pytest
 from oracles import score_sids
 
 from sidcore.engines.torch_engine import TorchEngine
@@ -10,11 +11,13 @@ def _all_sids(trie):
     return [trie.sid_of(int(n)) for n in trie.terminal_nodes()]
 
 
-def test_beam_covering_the_trie_equals_exhaustive_scoring(tiny_decoder):
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 3.0])
+def test_beam_covering_the_trie_equals_exhaustive_scoring(tiny_decoder, length_penalty):
+    """Exact at any length penalty: the live-beam bound divides by the longest length's factor."""
     decoder, trie, mask, art = tiny_decoder
     sids = _all_sids(trie)
     assert len({len(s) for s in sids}) > 1, "the fixture should have variable-length SIDs"
-    engine = TorchEngine(decoder, mask)
+    engine = TorchEngine(decoder, mask, length_penalty=length_penalty)
     prompts = [
         decoder.prompt_ids(None, [(art.item_ids[i], trie.sid_of(trie.node_of_item(art.item_ids[i]))) for i in (3, 8, 1)]),
         decoder.prompt_ids("compact kettle", []),
@@ -22,12 +25,25 @@ def test_beam_covering_the_trie_equals_exhaustive_scoring(tiny_decoder):
     k = 10
     results, stats = engine.decode(prompts, beam_width=len(sids), num_sids=k)
     for prompt, hits in zip(prompts, results):
-        exact = score_sids(decoder, prompt, sids, mask.vocab)
+        exact = [v / (len(sid) + 1) ** length_penalty for v, sid in zip(score_sids(decoder, prompt, sids, mask.vocab), sids)]
         order = np.argsort(exact)[::-1][:k]
         assert [h.sid for h in hits] == [sids[i] for i in order]
         np.testing.assert_allclose([h.score for h in hits], [exact[i] for i in order], atol=1e-4)
         assert all(trie.sid_of(h.node) == h.sid for h in hits)
     assert stats.steps >= 2
+
+
+def test_the_length_penalty_lifts_long_sids(tiny_decoder):
+    """Dividing by (length + 1) ** p, p > 0, can only move a longer SID up past a shorter one."""
+    decoder, trie, mask, _ = tiny_decoder
+    sids = _all_sids(trie)
+    prompt = decoder.prompt_ids("compact kettle", [])
+    rank = {}
+    for p in (0.0, 3.0):
+        (hits,), _ = TorchEngine(decoder, mask, length_penalty=p).decode([prompt], beam_width=len(sids), num_sids=len(sids))
+        rank[p] = [len(h.sid) for h in hits]
+    longest = max(rank[0.0])
+    assert np.mean([i for i, n in enumerate(rank[3.0]) if n == longest]) < np.mean([i for i, n in enumerate(rank[0.0]) if n == longest])
 
 
 def test_constrained_results_are_index_sids(tiny_decoder):

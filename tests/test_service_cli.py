@@ -25,8 +25,18 @@ def test_serve_refuses_bad_settings(tmp_path, monkeypatch):
     r = _serve("--store", str(tmp_path), env=env)
     assert r.returncode == 2
     assert "beam_width (500) exceeds max_beam_width (128)" in r.stderr
+    r = _serve("--store", str(tmp_path), env={**os.environ, "SA2CRQ_LENGTH_PENALTY": "-0.5"})
+    assert r.returncode == 2 and "length_penalty" in r.stderr
     r = _serve("--engine", "onnx")
     assert r.returncode == 2 and "onnx" in r.stderr
+
+
+def test_the_length_penalty_setting_reaches_the_engine(tiny_decoder):
+    from service.runtime import _engine
+    from service.settings import Settings
+
+    assert _engine(Settings(_env_file=None), tiny_decoder[0]).length_penalty == 0.0
+    assert _engine(Settings(_env_file=None, length_penalty=1.5), tiny_decoder[0]).length_penalty == 1.5
 
 
 def test_demo_samples_run_on_an_embedded_redis(tiny_stack, capsys):

@@ -8,6 +8,7 @@ import click
 
 from indexer.cli import sarq_shape_options
 from indexer.training.options import base_model_option, train_config, train_options
+from sidcore.engines import LENGTH_PENALTY
 
 
 def _csv(kind):
@@ -46,6 +47,8 @@ def _csv(kind):
 @base_model_option
 @train_options()
 @click.option("--beam", type=click.IntRange(min=1), default=20, show_default=True, help="Default beam width (as the service's).")
+@click.option("--length-penalty", type=click.FloatRange(min=0), default=LENGTH_PENALTY, show_default=True,
+              help="SID scores divided by (length + 1) ** this, as the service's SA2CRQ_LENGTH_PENALTY (0: plain sums).")
 @click.option("--max-cases", type=click.IntRange(min=1), help="Score a seeded sample of this many test cases.")
 @click.option("--hallucination-cases", type=click.IntRange(min=0), default=500, show_default=True, help="Cases decoded with the constraint off.")
 @click.option("--sasrec-epochs", type=click.IntRange(min=1), default=100, show_default=True,
@@ -58,7 +61,7 @@ def _csv(kind):
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
 def eval_cmd(data_dir, methods, budgets, max_group, min_length, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, anchor_share, collab_weight, base_model, train_opts,
-             beam, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
+             beam, length_penalty, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
     """Build each method's index and decoder under one budget, decode the test cases through the
     service's retrieval pipeline, score them next to the baselines, and write OUT/report.json,
     OUT/report.md and plots."""
@@ -87,6 +90,7 @@ def eval_cmd(data_dir, methods, budgets, max_group, min_length, baselines, test,
         sasrec=dataclasses.replace(SASRecConfig(), epochs=sasrec_epochs, patience=sasrec_patience),
         exclude_history=exclude_history,
         beam_width=beam,
+        length_penalty=length_penalty,
         max_cases=max_cases,
         hallucination_cases=hallucination_cases,
         seed=seed,

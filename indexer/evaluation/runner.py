@@ -113,11 +113,11 @@ def _scores(data: EvalData, rankings: list[list[str]], ks) -> dict:
     return out
 
 
-def open_retriever(store: Store, beam_width: int, max_k: int):
+def open_retriever(store: Store, beam_width: int, max_k: int, length_penalty: float):
     """The service's pipeline on the store's active decoder and its index: (Retriever, Trie)."""
     decoder = load_decoder(store)
     trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
-    engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab))
+    engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab), length_penalty=length_penalty)
     return Retriever(decoder, engine, beam_width=beam_width, max_beam_width=max(beam_width, max_k)), trie
 
 
@@ -126,7 +126,7 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
 
     Returns (metrics, per-case records of the items and SIDs returned).
     """
-    retriever, trie = open_retriever(store, cfg.beam_width, cfg.max_k)
+    retriever, trie = open_retriever(store, cfg.beam_width, cfg.max_k, cfg.length_penalty)
     records: list[dict] = []
     t0 = time.perf_counter()
     bar = tqdm(total=len(data.cases), desc="decode", unit="case", disable=not progress)
@@ -164,7 +164,7 @@ def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, o
     fingerprint = {
         "index": {"build": build.as_dict(), "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None},
         "train": dataclasses.asdict(cfg.train), "base_model": cfg.as_dict()["base_model"],
-        "ks": cfg.ks, "beam_width": cfg.beam_width, "exclude_history": cfg.exclude_history,
+        "ks": cfg.ks, "beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty, "exclude_history": cfg.exclude_history,
         "hallucination": [cfg.hallucination_cases, cfg.hallucination_k], "cases": cases_digest(data),
     }
     run = _RunDir(out / "methods" / name, fingerprint)

@@ -35,6 +35,7 @@ import torch
 
 from sidcore.decoder.bundle import Decoder
 from sidcore.decoder.prompt import Prompt, as_prompt, max_prompt_tokens
+from sidcore.engines import LENGTH_PENALTY
 from sidcore.engines.base import DecodeStats, Engine, Hit, default_mask, query_vectors
 from sidcore.engines.beam import NEG, BeamSearch
 from sidcore.index.item_mask import ItemMask
@@ -80,7 +81,7 @@ class VLLMEngine(Engine):
         max_model_len: int | None = None,
         max_num_seqs: int | None = None,
         kv_cache_bytes: int | None = None,
-        length_penalty: float = 0.0,
+        length_penalty: float = LENGTH_PENALTY,
         **engine_args: Any,
     ):
         """Start vLLM on ``decoder``'s checkpoint and warm it up.
@@ -92,6 +93,7 @@ class VLLMEngine(Engine):
             max_model_len: longest prompt + SID; default: the prompt template's cap + L + 1.
             max_num_seqs: beams vLLM runs at once (more queue); default max(256, max_beam_width).
             kv_cache_bytes: KV cache size; default 256 MiB on CPU, ``gpu_memory_utilization`` on GPU.
+            length_penalty: scores divided by ``(length + 1) ** length_penalty`` (``sidcore.engines.LENGTH_PENALTY`` by default).
             engine_args: any other ``AsyncEngineArgs`` field; also overrides the defaults set here.
         """
         from vllm.engine.arg_utils import AsyncEngineArgs

@@ -24,6 +24,7 @@ from transformers.models.qwen3.modeling_qwen3 import rotate_half
 from sidcore.decoder.bundle import Decoder
 from sidcore.decoder.model import sid_logits
 from sidcore.decoder.prompt import Prompt, as_prompt
+from sidcore.engines import LENGTH_PENALTY
 from sidcore.engines.base import Engine, default_mask, query_vectors
 from sidcore.engines.beam import NEG, BeamSearch
 from sidcore.index.item_mask import ItemMask
@@ -33,9 +34,10 @@ from sidcore.index.mask import TrieMask
 class TorchEngine(Engine):
     name = "torch"
 
-    def __init__(self, decoder: Decoder, mask: Callable[[], TrieMask] | TrieMask | None = None, length_penalty: float = 0.0):
+    def __init__(self, decoder: Decoder, mask: Callable[[], TrieMask] | TrieMask | None = None, length_penalty: float = LENGTH_PENALTY):
         """``mask``: the default mask of ``decode`` calls that pass none: a TrieMask, or a callable
-        returning the current one (the trie can be swapped)."""
+        returning the current one (the trie can be swapped). ``length_penalty``: scores divided by
+        ``(length + 1) ** length_penalty`` (``sidcore.engines.LENGTH_PENALTY`` by default)."""
         self.decoder = decoder
         self.model = decoder.model
         self.device = next(self.model.parameters()).device
