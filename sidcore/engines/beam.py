@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from sidcore.engines import LENGTH_PENALTY
 from sidcore.engines.base import DecodeStats, Hit
 from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import INVALID, TrieMask
@@ -31,7 +32,7 @@ class BeamSearch:
 
     def __init__(
         self, mask: TrieMask, num_requests: int, beam_width: int, num_sids: int, constrained: bool = True,
-        length_penalty: float = 0.0, item_masks: Sequence[ItemMask | None] | None = None,
+        length_penalty: float = LENGTH_PENALTY, item_masks: Sequence[ItemMask | None] | None = None,
     ):  # fmt: skip
         self.mask = mask
         self.vocab = mask.vocab
