@@ -5,7 +5,7 @@ Validation cases only (history ``item_ids[:-2]`` -> ``item_ids[-2]``, or the hel
 queries), never test cases. Each variant decodes the same cases through the ``Retriever``:
 
 - ``lp``: scores divided by ``(length + 1) ** lp`` (``TorchEngine(length_penalty=...)``); the
-  other variants keep the shipped one (``sidcore.engines.LENGTH_PENALTY``);
+  other variants keep the decoder's own (``DecoderSpec.length_penalty``, chosen on its validation cases);
 - ``renorm``: per step, log-softmax over the *allowed* SID tokens only instead of over the whole
   SID range (a variant of the torch engine defined here; adopted in the engines only if it wins);
 - ``within``: ``similarity`` to the request or ``popularity`` inside a SID;
@@ -38,7 +38,6 @@ from indexer.training.validation import sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import load_decoder
 from sidcore.decoder.model import sid_logits
-from sidcore.engines import LENGTH_PENALTY
 from sidcore.engines.beam import NEG
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index import Trie, TrieMask
@@ -94,8 +93,8 @@ def main() -> None:
     mask = TrieMask(trie, decoder.spec.vocab)
     data = load_training_data(args.data)
     cases = sample_cases(data.valid, args.cases, seed=0)
-    base = TorchEngine(decoder, mask)  # the shipped length penalty
-    lp = f"lp {LENGTH_PENALTY:g}"
+    base = TorchEngine(decoder, mask)  # the decoder's own length penalty
+    lp = f"lp {base.length_penalty:g}"
     variants = [(f"lp {p}", TorchEngine(decoder, mask, length_penalty=float(p)), "similarity", True, args.beam) for p in args.penalties.split(",")]
     variants += [(f"{lp}, beam {w}", base, "similarity", True, int(w)) for w in args.beams.split(",") if w]
     variants += [

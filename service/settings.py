@@ -12,8 +12,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sidcore.engines import LENGTH_PENALTY
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SA2CRQ_", env_file=".env", extra="ignore", frozen=True)
@@ -34,9 +32,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port of `sa2crq serve` (0: any free port).")
     beam_width: int = Field(20, ge=1, description="Beams when a request gives none (raised to k, up to max_beam_width).")
     max_beam_width: int = Field(128, ge=1, description="Widest beam a request may ask for.")
-    length_penalty: float = Field(LENGTH_PENALTY, ge=0, allow_inf_nan=False,
-                                  description="SID scores divided by (length + 1) ** this (0: plain sums of log-probabilities); "
-                                              "above 0 lifts long, dense-region SIDs (docs/decoder.md).")
+    length_penalty: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                         description="SID scores divided by (length + 1) ** this (0: plain sums of log-probabilities; "
+                                                     "above 0 lifts long, dense-region SIDs); default: the decoder's own, chosen on its "
+                                                     "validation cases at training (docs/decoder.md).")
     max_k: int = Field(1000, ge=1, description="Largest k a request may ask for.")
     max_query_chars: int = Field(2000, ge=1, description="Longest text query accepted.")
     max_history: int = Field(500, ge=1, description="Longest history accepted (the prompt keeps the newest items).")

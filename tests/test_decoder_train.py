@@ -195,7 +195,13 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
     trie = Trie.from_artifact(load_index(store, version))
     rng = np.random.default_rng(0)
     cases = [data.valid[i] for i in np.sort(rng.permutation(len(data.valid))[:40])]
-    assert Validation(cases).recall(decoder, trie) == pytest.approx(summary["val_recall@10"], abs=1 / 40 + 1e-9)
+    # the epochs were scored with plain sums; the stored decoder scores with the penalty its validation chose
+    by_penalty = summary["val_recall@10_by_length_penalty"]
+    assert set(by_penalty) == {"0", "1"} and by_penalty["0"] == summary["val_recall@10"]
+    assert decoder.spec.length_penalty == summary["length_penalty"] and by_penalty[f"{decoder.spec.length_penalty:g}"] == max(by_penalty.values())
+    for lp, score in by_penalty.items():
+        assert Validation(cases).recall(decoder, trie, float(lp)) == pytest.approx(score, abs=1 / 40 + 1e-9)
+    assert Validation(cases).recall(decoder, trie) == pytest.approx(by_penalty[f"{decoder.spec.length_penalty:g}"], abs=1 / 40 + 1e-9)
     (hits,), _ = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)).decode([decoder.prompt_ids("kettle", [])], 4, 4)
     assert len(hits) == 4
 
@@ -412,6 +418,15 @@ def test_train_options_reach_the_config():
     assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
     assert cfg.lr == TrainConfig().lr and cfg.dense_levels == 2 and cfg.query_noise == 0.5 and cfg.view_spans == 4
     assert (cfg.span_pool, cfg.query_repeats) == (12, 2)
+    assert TrainConfig().length_penalties == (0.0, 1.0)
+    ok = CliRunner().invoke(cmd, ["--length-penalties", "0,0.5,2"])
+    assert ok.exit_code == 0, ok.output
+    assert seen["cfg"].length_penalties == (0.0, 0.5, 2.0)
+    for value in ("-1", "0,x", ""):
+        bad = CliRunner().invoke(cmd, ["--length-penalties", value])
+        assert bad.exit_code == 2 and "--length-penalties" in bad.output
+    with pytest.raises(DataError, match="length_penalties"):
+        TrainConfig(length_penalties=())
     bad = CliRunner().invoke(cmd, ["--query-noise", "-1"])
     assert bad.exit_code == 2 and "--query-noise" in bad.output
     bad = CliRunner().invoke(cmd, ["--view-spans", "-1"])

@@ -1,5 +1,7 @@
 """Torch engine: exact against exhaustive scoring, valid SIDs only, unconstrained reports misses."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from oracles import score_sids
@@ -44,6 +46,25 @@ def test_the_length_penalty_lifts_long_sids(tiny_decoder):
         rank[p] = [len(h.sid) for h in hits]
     longest = max(rank[0.0])
     assert np.mean([i for i, n in enumerate(rank[3.0]) if n == longest]) < np.mean([i for i, n in enumerate(rank[0.0]) if n == longest])
+
+
+def test_an_engine_scores_with_its_decoders_length_penalty_unless_told_otherwise(tiny_decoder):
+    """The penalty a decoder's validation chose (``DecoderSpec.length_penalty``) is what an engine
+    scores with by default; an explicit one overrides it, 0 included."""
+    decoder, trie, mask, _ = tiny_decoder
+    n = len(_all_sids(trie))
+    prompt = decoder.prompt_ids("compact kettle", [])
+
+    def ranked(dec, **kwargs):
+        engine = TorchEngine(dec, mask, **kwargs)
+        (hits,), _ = engine.decode([prompt], beam_width=n, num_sids=n)
+        return engine.length_penalty, [(h.sid, round(h.score, 5)) for h in hits]
+
+    chose_3 = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, length_penalty=3.0))
+    chose_0 = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, length_penalty=0.0))
+    assert ranked(chose_3) == ranked(decoder, length_penalty=3.0) and ranked(chose_3)[0] == 3.0
+    assert ranked(chose_3, length_penalty=0.0) == ranked(chose_0)
+    assert ranked(chose_3)[1] != ranked(chose_0)[1]
 
 
 def test_constrained_results_are_index_sids(tiny_decoder):

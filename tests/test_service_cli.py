@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -35,8 +36,11 @@ def test_the_length_penalty_setting_reaches_the_engine(tiny_decoder):
     from service.runtime import _engine
     from service.settings import Settings
 
-    assert _engine(Settings(_env_file=None), tiny_decoder[0]).length_penalty == 0.0
-    assert _engine(Settings(_env_file=None, length_penalty=1.5), tiny_decoder[0]).length_penalty == 1.5
+    decoder = tiny_decoder[0]
+    chose_1 = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, length_penalty=1.0))
+    assert _engine(Settings(_env_file=None), chose_1).length_penalty == 1.0  # by default, the decoder's own
+    assert _engine(Settings(_env_file=None, length_penalty=1.5), chose_1).length_penalty == 1.5
+    assert _engine(Settings(_env_file=None, length_penalty=0), chose_1).length_penalty == 0.0
 
 
 def test_demo_samples_run_on_an_embedded_redis(tiny_stack, capsys):

@@ -8,7 +8,6 @@ import click
 
 from indexer.cli import sarq_shape_options
 from indexer.training.options import base_model_option, train_config, train_options
-from sidcore.engines import LENGTH_PENALTY
 
 
 def _csv(kind):
@@ -47,8 +46,9 @@ def _csv(kind):
 @base_model_option
 @train_options()
 @click.option("--beam", type=click.IntRange(min=1), default=20, show_default=True, help="Default beam width (as the service's).")
-@click.option("--length-penalty", type=click.FloatRange(min=0), default=LENGTH_PENALTY, show_default=True,
-              help="SID scores divided by (length + 1) ** this, as the service's SA2CRQ_LENGTH_PENALTY (0: plain sums).")
+@click.option("--length-penalty", type=click.FloatRange(min=0),
+              help="SID scores divided by (length + 1) ** this on the test cases, as the service's SA2CRQ_LENGTH_PENALTY "
+                   "(0: plain sums). Default: each decoder's own, chosen on its validation cases (--length-penalties).")
 @click.option("--max-cases", type=click.IntRange(min=1), help="Score a seeded sample of this many test cases.")
 @click.option("--hallucination-cases", type=click.IntRange(min=0), default=500, show_default=True, help="Cases decoded with the constraint off.")
 @click.option("--sasrec-epochs", type=click.IntRange(min=1), default=100, show_default=True,

@@ -14,7 +14,6 @@ from indexer.quantizers import QuantizerConfig
 from indexer.sarq import SARQConfig
 from indexer.split import SplitConfig
 from indexer.training.config import TrainConfig
-from sidcore.engines import LENGTH_PENALTY
 from sidcore.errors import DataError
 
 
@@ -38,9 +37,9 @@ class EvalConfig:
         exclude_history: leave each case's own history items out of every ranking (generative
             methods and baselines alike), as the service does by default.
         beam_width: the service's default beam; a case asking for more items gets ``max(ks)`` beams.
-        length_penalty: SID scores divided by ``(length + 1) ** length_penalty``, as the service
-            scores (``sidcore.engines.LENGTH_PENALTY``); the test cases only: model
-            selection during training scores with the library default.
+        length_penalty: SID scores divided by ``(length + 1) ** length_penalty`` on the test
+            cases, as the service's setting overrides it; None: each decoder's own, chosen on its
+            validation cases (``TrainConfig.length_penalties``), as the service serves by default.
         batch_size: cases decoded together.
         max_cases: score a seeded sample of this many cases (None: all).
         hallucination_cases: cases decoded with the constraint off (the first ones of the sample).
@@ -62,7 +61,7 @@ class EvalConfig:
     collab_weight: float = 1.0
     exclude_history: bool = True
     beam_width: int = 20
-    length_penalty: float = LENGTH_PENALTY
+    length_penalty: float | None = None
     batch_size: int = 32
     max_cases: int | None = None
     hallucination_cases: int = 500
@@ -86,7 +85,7 @@ class EvalConfig:
             raise DataError("--budgets applies to sarq and sa2crq, and neither is among the methods")
         if self.beam_width < 1 or self.batch_size < 1 or self.hallucination_k < 1 or self.hallucination_cases < 0:
             raise DataError("beam_width, batch_size and hallucination_k must be positive")
-        if not 0 <= self.length_penalty < float("inf"):
+        if self.length_penalty is not None and not 0 <= self.length_penalty < float("inf"):
             raise DataError(f"length_penalty must be a finite number >= 0, got {self.length_penalty}")
         if self.max_cases is not None and self.max_cases < 1:
             raise DataError("max_cases must be positive")

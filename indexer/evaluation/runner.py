@@ -113,8 +113,9 @@ def _scores(data: EvalData, rankings: list[list[str]], ks) -> dict:
     return out
 
 
-def open_retriever(store: Store, beam_width: int, max_k: int, length_penalty: float):
-    """The service's pipeline on the store's active decoder and its index: (Retriever, Trie)."""
+def open_retriever(store: Store, beam_width: int, max_k: int, length_penalty: float | None):
+    """The service's pipeline on the store's active decoder and its index: (Retriever, Trie).
+    ``length_penalty``: None scores as the decoder chose on its validation cases."""
     decoder = load_decoder(store)
     trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
     engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab), length_penalty=length_penalty)
@@ -154,6 +155,7 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
     metrics["hallucination"] = hallucination_rate(valid)
     metrics["hallucination_detail"] = {"cases": len(valid), "sids_per_case": cfg.hallucination_k, "constrained": False}
     metrics["decode_ms_per_case"] = 1e3 * seconds / max(len(data.cases), 1)
+    metrics["length_penalty"] = retriever.engine.length_penalty
     return metrics, records
 
 

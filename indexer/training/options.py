@@ -75,6 +75,9 @@ def _options(epochs_flag: str) -> list:
                      help="Apply the next-item loss to query and view rows too, not only to history rows."),
         click.option("--val-cases", "train_val_cases", type=click.IntRange(min=0), default=d.val_cases, show_default=True,
                      help="Validation cases scored after each decoder epoch (0: no model selection)."),
+        click.option("--length-penalties", "train_length_penalties", callback=_penalties, default=",".join(f"{lp:g}" for lp in d.length_penalties),
+                     show_default=True, help="Length penalties the chosen decoder is scored at on its validation cases, comma-separated; "
+                                             "the best is stored with it and served (ties: the first)."),
         click.option("--sid-init", "train_sid_init", type=click.Choice(["codebook", "random"]), default=d.sid_init, show_default=True,
                      help="SID-token embeddings from the quantizer's codewords, or random."),
         click.option("--item-init", "train_item_init", type=click.Choice(["collab", "random"]), default=d.item_init, show_default=True,
@@ -96,6 +99,16 @@ def _options(epochs_flag: str) -> list:
         click.option("--intermediate-size", "tiny_intermediate_size", type=click.IntRange(min=1), default=t.intermediate_size,
                      show_default=True, help="MLP width of the tiny decoder."),
     ]
+
+
+def _penalties(ctx, param, value: str) -> tuple[float, ...]:
+    try:
+        penalties = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    if not all(0 <= lp < float("inf") for lp in penalties):
+        raise click.BadParameter(f"{value!r}: each penalty must be a finite number >= 0")
+    return penalties
 
 
 def _checkpoint_folder(ctx, param, value: Path | None) -> Path | None:

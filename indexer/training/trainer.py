@@ -441,6 +441,21 @@ class _Run:
         inputs.eval()
         return {"model": model, "inputs": inputs, "progress": st}
 
+    def choose_length_penalty(self, selection: dict) -> dict:
+        """The ``cfg.length_penalties`` candidate under which the chosen epoch's decoder scores best
+        on the validation cases (ties: the first; no validation: the first):
+        ``{"length_penalty": lp, "val_recall@10_by_length_penalty": {lp: score}}``."""
+        candidates, best = self.cfg.length_penalties, selection["progress"]["best"]
+        if best is None:
+            return {"length_penalty": candidates[0], "val_recall@10_by_length_penalty": {}}
+        decoder = self.decoder(selection["model"], selection["inputs"])
+        # The epochs were scored under the spec's penalty: that candidate's score is the best epoch's.
+        scores = {lp: best["score"] if lp == self.spec.length_penalty else round(self.validation.recall(decoder, self.trie, lp), 4)
+                  for lp in candidates}
+        chosen = max(candidates, key=lambda lp: (scores[lp], -candidates.index(lp)))
+        self.log("length penalty on validation: " + ", ".join(f"{lp:g} -> {s}" for lp, s in scores.items()) + f"; chosen {chosen:g}")
+        return {"length_penalty": chosen, "val_recall@10_by_length_penalty": {f"{lp:g}": s for lp, s in scores.items()}}
+
     def _stopped(self, st: dict) -> bool:
         return bool(self.cfg.patience) and st["best"] is not None and st["bad"] >= self.cfg.patience
 
@@ -480,6 +495,7 @@ def train_decoder(
         selection = resume["selection"]  # selection finished before the interruption
     else:
         selection = run.fit("select", cfg.epochs, ckpt, resume)
+        selection["progress"].update(run.choose_length_penalty(selection))
     final = selection
     if cfg.refit and selection["progress"]["best"] is not None:
         final = run.fit("refit", selection["progress"]["best"]["epoch"], ckpt, resume,
@@ -492,6 +508,8 @@ def train_decoder(
         "best_epoch": best["epoch"] if best else None,
         "val_recall@10": best["score"] if best else None,
         "val_cases": len(run.validation.cases),
+        "length_penalty": chosen["length_penalty"],
+        "val_recall@10_by_length_penalty": chosen["val_recall@10_by_length_penalty"],
         "refit_epochs": final["progress"]["epoch"] if final is not selection else None,
         "curve": chosen["curve"],
         "steps": sum(p["step"] for p in phases),
@@ -508,7 +526,7 @@ def train_decoder(
     config = {"index_version": art.version, "index_fingerprint": art.fingerprint, "train": dataclasses.asdict(cfg),
               "base_model": run.spec.model, "summary": summary}
     with store.new_version("decoder", config) as d:
-        save_decoder(d, run.spec, model.to("cpu"), run.tok, run.titles, inputs.to("cpu"), run.items)
+        save_decoder(d, dataclasses.replace(run.spec, length_penalty=chosen["length_penalty"]), model.to("cpu"), run.tok, run.titles, inputs.to("cpu"), run.items)
     ckpt.remove()
     return store.last_version, summary
 

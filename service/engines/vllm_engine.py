@@ -35,7 +35,6 @@ import torch
 
 from sidcore.decoder.bundle import Decoder
 from sidcore.decoder.prompt import Prompt, as_prompt, max_prompt_tokens
-from sidcore.engines import LENGTH_PENALTY
 from sidcore.engines.base import DecodeStats, Engine, Hit, default_mask, query_vectors
 from sidcore.engines.beam import NEG, BeamSearch
 from sidcore.index.item_mask import ItemMask
@@ -81,7 +80,7 @@ class VLLMEngine(Engine):
         max_model_len: int | None = None,
         max_num_seqs: int | None = None,
         kv_cache_bytes: int | None = None,
-        length_penalty: float = LENGTH_PENALTY,
+        length_penalty: float | None = None,
         **engine_args: Any,
     ):
         """Start vLLM on ``decoder``'s checkpoint and warm it up.
@@ -93,7 +92,7 @@ class VLLMEngine(Engine):
             max_model_len: longest prompt + SID; default: the prompt template's cap + L + 1.
             max_num_seqs: beams vLLM runs at once (more queue); default max(256, max_beam_width).
             kv_cache_bytes: KV cache size; default 256 MiB on CPU, ``gpu_memory_utilization`` on GPU.
-            length_penalty: scores divided by ``(length + 1) ** length_penalty`` (``sidcore.engines.LENGTH_PENALTY`` by default).
+            length_penalty: scores divided by ``(length + 1) ** length_penalty``; None: the decoder's own (``DecoderSpec.length_penalty``).
             engine_args: any other ``AsyncEngineArgs`` field; also overrides the defaults set here.
         """
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -102,7 +101,7 @@ class VLLMEngine(Engine):
         self.decoder = decoder
         self._mask = default_mask(mask)
         self.max_beam_width = max_beam_width
-        self.length_penalty = length_penalty
+        self.length_penalty = decoder.spec.length_penalty if length_penalty is None else length_penalty
         cpu = current_platform.is_cpu()
         spec = decoder.spec
         defaults: dict[str, Any] = dict(
@@ -208,7 +207,7 @@ class VLLMEngine(Engine):
 
     async def _decode(self, prompts, embeds, beam_width, num_sids, constrained, mask, item_masks=None):
         # The item masks act through search.allowed(), which _step ships to vLLM per beam.
-        search = BeamSearch(mask, len(prompts), beam_width, num_sids, constrained, self.length_penalty, item_masks)
+        search = BeamSearch(mask, len(prompts), beam_width, num_sids, self.length_penalty, constrained, item_masks)
         while search.advance(await self._step(search, prompts, embeds)) is not None:
             pass
         return search.results(), search.stats

@@ -6,7 +6,8 @@ Store layout of a ``decoder`` version: ``model/`` (transformers save_pretrained,
 ``items.npz`` (the item table: ids and their embeddings, the rows ``PromptInputs`` and within-SID
 ordering address), ``prompt_inputs.safetensors`` (when the prompt adds anything) and
 ``decoder.json`` (the index version it was trained for and that index's quantizer fingerprint,
-SID sizes, the SID token base, the prompt config, the embedder).
+SID sizes, the SID token base, the prompt config, the embedder, the length penalty its
+validation cases chose).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class DecoderSpec:
     index_fingerprint: str = ""  # quantizer fingerprint of the index it was trained on ("" in decoders older than releases)
     embedder: str = ""  # what the item table's vectors are: a MiniLM model name (queries can be embedded too), or "vectors"
     embed_dim: int = 0
+    # SID scores are divided by (length + 1) ** this unless a request's engine overrides it:
+    # chosen on the decoder's validation cases at training (``TrainConfig.length_penalties``);
+    # 0 (plain sums of log-probabilities) in decoders older than that choice.
+    length_penalty: float = 0.0
 
     @property
     def vocab(self) -> SIDVocab:
@@ -62,7 +67,7 @@ class DecoderSpec:
     @classmethod
     def from_json(cls, d: dict) -> "DecoderSpec":
         return cls(d["index_version"], tuple(d["sizes"]), d["base"], PromptConfig(**d["prompt"]), d["model"],
-                   d.get("index_fingerprint", ""), d.get("embedder", ""), d.get("embed_dim", 0))
+                   d.get("index_fingerprint", ""), d.get("embedder", ""), d.get("embed_dim", 0), d.get("length_penalty", 0.0))
 
 
 def make_builder(spec: DecoderSpec, tok: PreTrainedTokenizerFast) -> PromptBuilder:

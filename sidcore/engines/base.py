@@ -1,7 +1,7 @@
 """The engine interface: prompts in, ranked SIDs out, under one trie mask.
 
 Scores are sums of log-probabilities over the SID range (codes + ``<sid_end>``), divided by
-``(length + 1) ** length_penalty`` (``LENGTH_PENALTY`` by default). A beam finishes when it emits
+``(length + 1) ** length_penalty`` (by default the decoder's own, ``DecoderSpec.length_penalty``). A beam finishes when it emits
 ``<sid_end>`` at a terminal node; decoding stops when no live beam can beat the ``num_sids``-th
 finished SID, or at depth L. Constrained decoding only ever yields SIDs of the index;
 unconstrained decoding (layer order kept, trie ignored) reports SIDs that are not in it with

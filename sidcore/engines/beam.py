@@ -19,7 +19,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sidcore.engines import LENGTH_PENALTY
 from sidcore.engines.base import DecodeStats, Hit
 from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import INVALID, TrieMask
@@ -31,8 +30,8 @@ class BeamSearch:
     """``item_masks``: per request, the items it may return (None: all); constrained decoding only."""
 
     def __init__(
-        self, mask: TrieMask, num_requests: int, beam_width: int, num_sids: int, constrained: bool = True,
-        length_penalty: float = LENGTH_PENALTY, item_masks: Sequence[ItemMask | None] | None = None,
+        self, mask: TrieMask, num_requests: int, beam_width: int, num_sids: int, length_penalty: float, constrained: bool = True,
+        item_masks: Sequence[ItemMask | None] | None = None,
     ):  # fmt: skip
         self.mask = mask
         self.vocab = mask.vocab

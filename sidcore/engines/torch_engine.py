@@ -24,7 +24,6 @@ from transformers.models.qwen3.modeling_qwen3 import rotate_half
 from sidcore.decoder.bundle import Decoder
 from sidcore.decoder.model import sid_logits
 from sidcore.decoder.prompt import Prompt, as_prompt
-from sidcore.engines import LENGTH_PENALTY
 from sidcore.engines.base import Engine, default_mask, query_vectors
 from sidcore.engines.beam import NEG, BeamSearch
 from sidcore.index.item_mask import ItemMask
@@ -34,22 +33,22 @@ from sidcore.index.mask import TrieMask
 class TorchEngine(Engine):
     name = "torch"
 
-    def __init__(self, decoder: Decoder, mask: Callable[[], TrieMask] | TrieMask | None = None, length_penalty: float = LENGTH_PENALTY):
+    def __init__(self, decoder: Decoder, mask: Callable[[], TrieMask] | TrieMask | None = None, length_penalty: float | None = None):
         """``mask``: the default mask of ``decode`` calls that pass none: a TrieMask, or a callable
         returning the current one (the trie can be swapped). ``length_penalty``: scores divided by
-        ``(length + 1) ** length_penalty`` (``sidcore.engines.LENGTH_PENALTY`` by default)."""
+        ``(length + 1) ** length_penalty``; None: the decoder's own (``DecoderSpec.length_penalty``)."""
         self.decoder = decoder
         self.model = decoder.model
         self.device = next(self.model.parameters()).device
         self._mask = default_mask(mask)
-        self.length_penalty = length_penalty
+        self.length_penalty = decoder.spec.length_penalty if length_penalty is None else length_penalty
 
     @torch.inference_mode()
     def decode(self, prompts: Sequence[Prompt | Sequence[int]], beam_width: int, num_sids: int, constrained: bool = True,
                mask: TrieMask | None = None, item_masks: list[ItemMask | None] | None = None):
         mask = mask or self._mask()
         prompts = [as_prompt(p) for p in prompts]
-        search = BeamSearch(mask, len(prompts), beam_width, num_sids, constrained, self.length_penalty, item_masks)
+        search = BeamSearch(mask, len(prompts), beam_width, num_sids, self.length_penalty, constrained, item_masks)
         vocab, R, W, dev = mask.vocab, len(prompts), beam_width, self.device
 
         embeds, attn = self.decoder.prefill(prompts, query_vectors(self.decoder, prompts))
