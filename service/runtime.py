@@ -210,6 +210,7 @@ class Runtime:
             **self.follower.describe(),
             "index_version": state.version if state else None,
             "model_version": served.decoder.version if served else None,
+            "length_penalty": served.engine.length_penalty if served else None,
             "num_sids": state.num_sids if state else 0,
             "num_items": state.num_items if state else 0,
             "redis": {"connected": state.connected, "last_sync": state.last_sync, "last_error": state.last_error} if state else None,
