@@ -526,7 +526,8 @@ def train_decoder(
     config = {"index_version": art.version, "index_fingerprint": art.fingerprint, "train": dataclasses.asdict(cfg),
               "base_model": run.spec.model, "summary": summary}
     with store.new_version("decoder", config) as d:
-        save_decoder(d, dataclasses.replace(run.spec, length_penalty=chosen["length_penalty"]), model.to("cpu"), run.tok, run.titles, inputs.to("cpu"), run.items)
+        spec = dataclasses.replace(run.spec, length_penalty=chosen["length_penalty"])
+        save_decoder(d, spec, model.to("cpu"), run.tok, run.titles, inputs.to("cpu"), run.items)
     ckpt.remove()
     return store.last_version, summary
 
