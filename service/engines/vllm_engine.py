@@ -35,7 +35,7 @@ import torch
 
 from sidcore.decoder.bundle import Decoder
 from sidcore.decoder.prompt import Prompt, as_prompt, max_prompt_tokens
-from sidcore.engines.base import DecodeStats, Engine, Hit, default_mask, query_vectors
+from sidcore.engines.base import DecodeStats, Engine, Hit, default_mask, length_penalty_of, query_vectors
 from sidcore.engines.beam import NEG, BeamSearch
 from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import TrieMask
@@ -101,7 +101,7 @@ class VLLMEngine(Engine):
         self.decoder = decoder
         self._mask = default_mask(mask)
         self.max_beam_width = max_beam_width
-        self.length_penalty = decoder.spec.length_penalty if length_penalty is None else length_penalty
+        self.length_penalty = length_penalty_of(decoder, length_penalty)
         cpu = current_platform.is_cpu()
         spec = decoder.spec
         defaults: dict[str, Any] = dict(

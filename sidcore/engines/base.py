@@ -47,6 +47,12 @@ def query_vectors(decoder, prompts: Sequence[Prompt]) -> "np.ndarray | None":
     return decoder.query_vectors([p.query for p in prompts])
 
 
+def length_penalty_of(decoder, length_penalty: float | None) -> float:
+    """The penalty an engine scores with: ``length_penalty`` when given, else the one the decoder's
+    validation cases chose (``DecoderSpec.length_penalty``)."""
+    return decoder.spec.length_penalty if length_penalty is None else length_penalty
+
+
 def default_mask(mask: Callable[[], TrieMask] | TrieMask | None) -> Callable[[], TrieMask]:
     """An engine's fallback for ``decode(..., mask=None)``: a fixed mask, the current one, or none."""
     if mask is None:

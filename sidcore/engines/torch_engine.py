@@ -24,7 +24,7 @@ from transformers.models.qwen3.modeling_qwen3 import rotate_half
 from sidcore.decoder.bundle import Decoder
 from sidcore.decoder.model import sid_logits
 from sidcore.decoder.prompt import Prompt, as_prompt
-from sidcore.engines.base import Engine, default_mask, query_vectors
+from sidcore.engines.base import Engine, default_mask, length_penalty_of, query_vectors
 from sidcore.engines.beam import NEG, BeamSearch
 from sidcore.index.item_mask import ItemMask
 from sidcore.index.mask import TrieMask
@@ -41,7 +41,7 @@ class TorchEngine(Engine):
         self.model = decoder.model
         self.device = next(self.model.parameters()).device
         self._mask = default_mask(mask)
-        self.length_penalty = decoder.spec.length_penalty if length_penalty is None else length_penalty
+        self.length_penalty = length_penalty_of(decoder, length_penalty)
 
     @torch.inference_mode()
     def decode(self, prompts: Sequence[Prompt | Sequence[int]], beam_width: int, num_sids: int, constrained: bool = True,
