@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer.collab import collaborative_vectors
+from indexer.collab import DEFAULT_VIEWS, check_views, collaborative_vectors
 from indexer.data.catalog import Catalog
 from indexer.dedup import dedup_suffix
 from indexer.quantizers import REGISTRY, QuantizerConfig
@@ -57,6 +57,7 @@ class BuildConfig:
     dedup: bool = False
     collab_weight: float = 0.0
     collab_dim: int = 64
+    collab_views: tuple[str, ...] = DEFAULT_VIEWS
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -69,6 +70,7 @@ class BuildConfig:
             raise DataError("--dedup is for the fixed-length methods; SARQ methods vary length instead")
         if not (np.isfinite(self.collab_weight) and self.collab_weight >= 0) or self.collab_dim < 1:
             raise DataError(f"collab_weight must be >= 0 and collab_dim positive, got {self.collab_weight}, {self.collab_dim}")
+        check_views(self.collab_views)
 
     @property
     def adaptive(self) -> bool:
@@ -104,7 +106,7 @@ def build_index(
     if cfg.collab_weight:
         if not sequences:
             raise DataError("collab_weight needs the training interaction sequences (--interactions sequences.jsonl)")
-        extra, collab = collaborative_vectors(catalog.item_ids, sequences, cfg.collab_dim, cfg.quantizer.seed)
+        extra, collab = collaborative_vectors(catalog.item_ids, sequences, cfg.collab_dim, cfg.quantizer.seed, cfg.collab_views)
         vectors = np.concatenate([vectors, cfg.collab_weight * extra], 1).astype(np.float32)
     head = head_mask(catalog.popularity, cfg.split)
     qname, adaptive = METHODS[cfg.method]

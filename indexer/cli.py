@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from indexer.collab import DEFAULT_VIEWS
 from indexer.sarq import SARQConfig
 from indexer.training.options import base_model_option, train_config, train_options
 from model_store import Store
@@ -47,6 +48,23 @@ def sarq_shape_options(f):
     f = click.option("--max-group", type=click.IntRange(min=1), default=d.max_group,
                      help="SARQ: the most items a shortened SID may hold (default: no bound).")(f)
     return click.option("--min-length", type=click.IntRange(min=1), default=d.min_length, show_default=True, help="SARQ: the shortest SID.")(f)
+
+
+def collab_views_option(f):
+    """``--collab-views``: one definition for ``index build`` and ``eval``."""
+
+    def parse(_ctx, _param, value: str) -> tuple[str, ...]:
+        from indexer.collab import parse_views
+        from sidcore.errors import DataError
+
+        try:
+            return parse_views(value)
+        except DataError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return click.option("--collab-views", callback=parse, default=",".join(DEFAULT_VIEWS), show_default=True, metavar="VIEW,...",
+                        help="What the collaborative vectors say, one block each, concatenated: 'together' (items in the same histories), "
+                             "'after' (items that come after the same items), 'before' (items followed by the same items; docs/indexing.md).")(f)
 
 
 def _attributes(_ctx, _param, value: str | None):
@@ -139,6 +157,7 @@ def index() -> None:
 @click.option("--collab-weight", type=click.FloatRange(min=0),
               help="Append this weight x collaborative vectors (co-occurrence in the --interactions sequences, minus --holdout-last) "
                    "to the item embeddings. Default: 1 with a sequences file, else 0.")
+@collab_views_option
 @click.option("--vectors", type=click.Path(path_type=Path), help="Precomputed item vectors (.npy, rows in items order).")
 @click.option("--attributes", "attributes", callback=_attributes, metavar="NAME[:KIND],...",
               help="Item fields requests can filter on; KIND is categorical, numeric or boolean (default: inferred from the values), "
@@ -150,7 +169,7 @@ def index() -> None:
 @click.option("--activate", is_flag=True, help="Make the new version the active index of the store.")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
 def index_build(items, interactions, holdout_last, method, codebook_sizes, budget, min_length, direction, max_group, split_by,
-                head_share, extension, anchor_share, epochs, dedup, collab_weight, vectors, attributes, fields, seed, store, activate, quiet) -> None:
+                head_share, extension, anchor_share, epochs, dedup, collab_weight, collab_views, vectors, attributes, fields, seed, store, activate, quiet) -> None:
     """Build a new index version and print its id."""
     from indexer.build import BuildConfig, build_index
     from indexer.data.catalog import count_popularity, load_items, load_sequences, load_vectors
@@ -170,6 +189,7 @@ def index_build(items, interactions, holdout_last, method, codebook_sizes, budge
         split=SplitConfig(by=split_by, head_share=head_share),
         dedup=dedup,
         collab_weight=(1.0 if sequences else 0.0) if collab_weight is None else collab_weight,
+        collab_views=collab_views,
     )
     catalog = load_items(items, attributes, fields)
     if interactions:

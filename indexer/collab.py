@@ -1,4 +1,4 @@
-"""Collaborative item vectors: what co-occurrence in users' histories says about items.
+"""Collaborative item vectors: what users' histories say about items.
 
 Text embeddings put items that *read* alike together; users' histories say which items are
 *bought* together. On games the second matters most (a co-occurrence rule beats text
@@ -6,10 +6,18 @@ similarity 2.5x), and SIDs built on text alone scatter co-purchased items over u
 codes, which the decoder then has to guess. Appending these vectors (times ``weight``) to the
 text embedding before quantization puts co-purchased items under shared prefixes.
 
-C[a, b] counts the training sequences holding both a and b (each item once per sequence); PPMI
-keeps the pairs seen together more than chance; a truncated SVD (scipy's ARPACK) gives each item
-``dim`` dimensions, U * sqrt(S), L2-normalised. Items in no training sequence (tail, cold start)
-get zeros: their SIDs then come from their text alone.
+Each *view* is one count matrix, kept to its positive PMI (the pairs seen together more than
+chance) and cut by a truncated SVD (scipy's ARPACK) to ``dim`` dimensions per item, L2-normalised:
+- ``together``: C[a, b] counts the training sequences holding both a and b (each item once per
+  sequence); an item's vector is its row of U * sqrt(S).
+- ``after``: T[a, b] counts b coming at most ``AFTER_WINDOW`` items after a, each step further
+  back worth ``AFTER_DECAY`` times less; an item's vector is its *column* side, V * sqrt(S), so
+  items that follow the same items end up close. That is what the decoder's first code has to
+  tell from a history: the next item's code is easier to guess when what tends to come next
+  shares it.
+- ``before``: the *row* side of the same T, U * sqrt(S): items followed by the same items.
+Views are concatenated in the order given. Items with no pair in a view (tail, cold start) get
+zeros there: their SIDs then come from their text and the other views.
 """
 
 from __future__ import annotations
@@ -20,39 +28,81 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
+from indexer.cooccurrence import transitions
 from sidcore.errors import DataError
 
+VIEWS = ("together", "after", "before")
+DEFAULT_VIEWS = ("together",)
+AFTER_WINDOW = 5
+AFTER_DECAY = 0.7
 
-def collaborative_vectors(item_ids: Sequence[str], sequences: Sequence[Sequence[str]], dim: int = 64, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """float32 [len(item_ids), dim] vectors (zeros for items in no sequence) and a few statistics.
+
+def collaborative_vectors(item_ids: Sequence[str], sequences: Sequence[Sequence[str]], dim: int = 64, seed: int = 0,
+                          views: Sequence[str] = DEFAULT_VIEWS) -> tuple[np.ndarray, dict]:
+    """float32 [len(item_ids), dim * len(views)] vectors (zeros for items in no pair) and a few statistics.
 
     ``sequences`` are the *training* histories (never the held-out items); unknown ids are ignored.
     """
-    row = {item: i for i, item in enumerate(item_ids)}
-    users, items = [], []
-    for u, seq in enumerate(sequences):
-        for i in {row[x] for x in seq if x in row}:
-            users.append(u)
-            items.append(i)
+    check_views(views)
     n = len(item_ids)
     if dim >= n:
         raise DataError(f"collaborative vectors of {dim} dimensions need more than {dim} items, the catalog has {n}")
-    x = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(max(len(sequences), 1), n))
-    c = (x.T @ x).tocsr()
+    row = {item: i for i, item in enumerate(item_ids)}
+    rows = [np.fromiter((row[x] for x in seq if x in row), dtype=np.int64) for seq in sequences]
+    parts, stats = [], {"views": list(views)}
+    for view in views:
+        counts = _together(rows, n) if view == "together" else _directed(rows, n)
+        if counts.nnz == 0:
+            raise DataError(f"no two catalog items {'share a training sequence' if view == 'together' else 'follow one another'}: "
+                            f"collaborative vectors ({view}) need such pairs")
+        ppmi = _ppmi(counts)
+        u, s, vt = svds(ppmi, k=dim, solver="arpack", random_state=seed)
+        side, has = (vt.T, ppmi.sum(0)) if view == "after" else (u, ppmi.sum(1))
+        v = side * np.sqrt(s)
+        norm = np.linalg.norm(v, axis=1, keepdims=True)
+        v = np.where(norm > 0, v / np.maximum(norm, 1e-12), 0.0)
+        has = np.asarray(has).ravel() > 0
+        v[~has] = 0.0
+        parts.append(v)
+        stats[view] = {"pairs": int(counts.nnz), "ppmi_pairs": int(ppmi.nnz), "items_with_vectors": int(has.sum())}
+    out = np.concatenate(parts, 1).astype(np.float32)
+    # "dim": the width appended to the text embedding, which cold-start items fill with zeros.
+    stats |= {"dim": int(out.shape[1]), "items_with_vectors": int((np.abs(out).sum(1) > 0).sum())}
+    return out, stats
+
+
+def check_views(views: Sequence[str]) -> None:
+    if not views or not set(views) <= set(VIEWS) or len(set(views)) < len(views):
+        raise DataError(f"collaborative views must be distinct names among {', '.join(VIEWS)}, got {','.join(views) or 'none'}")
+
+
+def parse_views(text: str) -> tuple[str, ...]:
+    """Views from a comma-separated option value, checked."""
+    views = tuple(v.strip() for v in text.split(",") if v.strip())
+    check_views(views)
+    return views
+
+
+def _together(rows: list[np.ndarray], n: int) -> sp.coo_matrix:
+    users = np.concatenate([np.full(len(np.unique(r)), u) for u, r in enumerate(rows)]) if rows else np.zeros(0, dtype=np.int64)
+    items = np.concatenate([np.unique(r) for r in rows]) if rows else np.zeros(0, dtype=np.int64)
+    x = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(max(len(rows), 1), n))
+    return _off_diagonal(x.T @ x)
+
+
+def _directed(rows: list[np.ndarray], n: int) -> sp.coo_matrix:
+    return _off_diagonal(transitions(rows, n, AFTER_WINDOW, AFTER_DECAY, 0.0))
+
+
+def _off_diagonal(c: sp.spmatrix) -> sp.coo_matrix:
+    c = sp.csr_matrix(c)
     c.setdiag(0)
     c.eliminate_zeros()
-    c = c.tocoo()
-    if c.nnz == 0:
-        raise DataError("no two catalog items share a training sequence: collaborative vectors need co-occurrences")
+    return c.tocoo()
+
+
+def _ppmi(c: sp.coo_matrix) -> sp.csr_matrix:
     total, rows, cols = c.sum(), np.asarray(c.sum(1)).ravel(), np.asarray(c.sum(0)).ravel()
     pmi = np.log(c.data * total / (rows[c.row] * cols[c.col]))
     keep = pmi > 0
-    ppmi = sp.csr_matrix((pmi[keep], (c.row[keep], c.col[keep])), shape=(n, n))
-    k = min(dim, n - 1)
-    u, s, _ = svds(ppmi, k=k, solver="arpack", random_state=seed)
-    v = u * np.sqrt(s)
-    norm = np.linalg.norm(v, axis=1, keepdims=True)
-    v = np.where(norm > 0, v / np.maximum(norm, 1e-12), 0.0)
-    has = np.asarray(ppmi.sum(1)).ravel() > 0
-    v[~has] = 0.0
-    return v.astype(np.float32), {"pairs": int(c.nnz), "ppmi_pairs": int(ppmi.nnz), "items_with_vectors": int(has.sum()), "dim": k}
+    return sp.csr_matrix((pmi[keep], (c.row[keep], c.col[keep])), shape=c.shape)

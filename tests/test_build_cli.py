@@ -136,3 +136,16 @@ def test_cli_decoder_train_refuses_a_base_model_folder_without_a_checkpoint(monk
                            "--base-model", tmp_path, "--quiet")
     assert code == 2 and "--base-model" in err and "has no config.json" in err
     assert not (tmp_path / "store").exists()
+
+
+def test_cli_collab_views_reach_the_index_and_bad_ones_exit_2(monkeypatch, capsys, tmp_path, files):
+    store = tmp_path / "store"
+    base = ["index", "build", "--items", files["items"], "--interactions", files["sequences"], "--vectors", files["vectors"],
+            "--method", "rq-kmeans", "--codebook-sizes", "8,16,32", "--store", store, "--quiet"]
+    code, out, _ = run_cli(monkeypatch, capsys, *base, "--collab-views", "together,after")
+    assert code == 0
+    art = load_index(Store(store), out.strip().splitlines()[-1])
+    assert art.config["collab_views"] == ["together", "after"] and art.config["collab"]["dim"] == 128
+    for bad in ("next", "after,after", ""):
+        code, _, err = run_cli(monkeypatch, capsys, *base, "--collab-views", bad)
+        assert code == 2 and "--collab-views" in err

@@ -1,5 +1,6 @@
-"""Collaborative item vectors: co-purchased items end up close, items without history at zero, and
-an index built on text + collaborative vectors takes cold-start items by their text alone."""
+"""Collaborative item vectors: co-purchased items end up close, items that follow the same items
+end up close in the ``after`` view, items without history at zero, and an index built on text +
+collaborative vectors takes cold-start items by their text alone."""
 
 import numpy as np
 import pytest
@@ -31,6 +32,37 @@ def test_co_purchased_items_share_a_direction_and_unbought_ones_get_zeros():
     within = np.concatenate([sim[:10, :10][~np.eye(10, dtype=bool)], sim[10:, 10:][~np.eye(10, dtype=bool)]])
     across = sim[:10, 10:].ravel()
     assert within.mean() > across.mean() + 0.5
+
+
+def test_the_directed_views_put_items_with_the_same_neighbours_together_and_know_direction():
+    """Every history is [p, a] or [q, b]: the a's follow the p's, the b's the q's, and no two a's
+    (or b's) ever share a history. Nothing comes before a p or a q, nothing after an a or a b."""
+    rng = np.random.default_rng(0)
+    ps, a, qs, b = ([f"{k}{i}" for i in range(6)] for k in "paqb")
+    items = ps + a + qs + b
+    seqs = [[str(rng.choice(ps)), str(rng.choice(a))] if u % 2 else [str(rng.choice(qs)), str(rng.choice(b))] for u in range(400)]
+    v, stats = collaborative_vectors(items, seqs, dim=4, views=("together", "after", "before"))
+    assert v.shape == (24, 12) and stats["dim"] == 12 and stats["views"] == ["together", "after", "before"]
+    together, after, before = v[:, :4], v[:, 4:8], v[:, 8:]
+    assert np.allclose(after[:6], 0) and np.allclose(after[12:18], 0)  # p's and q's follow nothing
+    assert np.allclose(before[6:12], 0) and np.allclose(before[18:], 0)  # nothing follows a's and b's
+    assert stats["after"]["items_with_vectors"] == stats["before"]["items_with_vectors"] == 12
+    assert stats["together"]["items_with_vectors"] == 24
+    assert np.allclose(np.linalg.norm(together, axis=1), 1, atol=1e-5)
+    off = ~np.eye(6, dtype=bool)
+    sim = after @ after.T
+    assert sim[6:12, 6:12][off].mean() > sim[6:12, 18:].mean() + 0.5  # the a's together, apart from the b's
+    sim = before @ before.T
+    assert sim[:6, :6][off].mean() > sim[:6, 12:18].mean() + 0.5  # the p's together, apart from the q's
+    assert np.allclose(collaborative_vectors(items, seqs, dim=4)[0], together)  # the default view alone is the first block
+
+
+@pytest.mark.parametrize("views", [(), ("together", "together"), ("next",)])
+def test_unknown_empty_or_repeated_views_are_refused(views):
+    with pytest.raises(DataError, match="collaborative views"):
+        collaborative_vectors(["x", "y", "z"], [["x", "y"]], dim=1, views=views)
+    with pytest.raises(DataError, match="collaborative views"):
+        BuildConfig(collab_views=views)
 
 
 def test_without_co_occurrences_it_says_so():

@@ -115,6 +115,7 @@ def test_bad_test_files(histories, tmp_path, lines, message):
         (["--base-model", "/nonexistent"], "/nonexistent has no config.json"),
         (["--min-length", "0"], "--min-length"),
         (["--length-penalty", "-1"], "--length-penalty"),
+        (["--collab-views", "together,next"], "--collab-views"),
     ],
 )
 def test_cli_bad_input_exits_2(sa2crq, histories, tmp_path, args, message):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from indexer.cli import sarq_shape_options
+from indexer.cli import collab_views_option, sarq_shape_options
 from indexer.training.options import base_model_option, train_config, train_options
 
 
@@ -43,6 +43,7 @@ def _csv(kind):
               help="ACRQ's first stage fits on at least this share of the catalog and the last codebook's size: the head, topped up with a tail sample.")
 @click.option("--collab-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Weight of the collaborative part of item vectors in every index (data with histories; 0: text alone).")
+@collab_views_option
 @base_model_option
 @train_options()
 @click.option("--beam", type=click.IntRange(min=1), default=20, show_default=True, help="Default beam width (as the service's).")
@@ -60,7 +61,7 @@ def _csv(kind):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the quantizers, decoders, SASRec and the case sample.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
-def eval_cmd(data_dir, methods, budgets, max_group, min_length, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, anchor_share, collab_weight, base_model, train_opts,
+def eval_cmd(data_dir, methods, budgets, max_group, min_length, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, anchor_share, collab_weight, collab_views, base_model, train_opts,
              beam, length_penalty, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
     """Build each method's index and decoder under one budget, decode the test cases through the
     service's retrieval pipeline, score them next to the baselines, and write OUT/report.json,
@@ -85,6 +86,7 @@ def eval_cmd(data_dir, methods, budgets, max_group, min_length, baselines, test,
         quantizer=QuantizerConfig(sizes=codebook_sizes, epochs=epochs, anchor_share=anchor_share, seed=seed),
         split=SplitConfig(head_share=head_share),
         collab_weight=collab_weight,
+        collab_views=collab_views,
         train=train_config(train_opts, seed, base_model is not None),
         base_model=base_model,
         sasrec=dataclasses.replace(SASRecConfig(), epochs=sasrec_epochs, patience=sasrec_patience),

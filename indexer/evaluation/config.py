@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.build import METHODS, BuildConfig
+from indexer.collab import DEFAULT_VIEWS
 from indexer.evaluation.baselines import BASELINES, RulesConfig, SASRecConfig
 from indexer.quantizers import QuantizerConfig
 from indexer.sarq import SARQConfig
@@ -34,6 +35,7 @@ class EvalConfig:
             Qwen3 of ``train.tiny``).
         collab_weight: weight of the collaborative part of each item's vector (``indexer.collab``)
             in every method's index, when the data has training histories (0: text alone).
+        collab_views: what those vectors say (``indexer.collab.VIEWS``).
         exclude_history: leave each case's own history items out of every ranking (generative
             methods and baselines alike), as the service does by default.
         beam_width: the service's default beam; a case asking for more items gets ``max(ks)`` beams.
@@ -59,6 +61,7 @@ class EvalConfig:
     rules: RulesConfig = field(default_factory=RulesConfig)
     base_model: Path | None = None
     collab_weight: float = 1.0
+    collab_views: tuple[str, ...] = DEFAULT_VIEWS
     exclude_history: bool = True
     beam_width: int = 20
     length_penalty: float | None = None
@@ -103,7 +106,7 @@ class EvalConfig:
             for b in budgets:
                 name = m if b is None else f"{m}@{b:g}"
                 out.append((name, BuildConfig(method=m, quantizer=self.quantizer, sarq=dataclasses.replace(self.sarq, budget=b), split=self.split,
-                                              collab_weight=self.collab_weight)))
+                                              collab_weight=self.collab_weight, collab_views=self.collab_views)))
         return out
 
     def as_dict(self) -> dict:

@@ -97,7 +97,7 @@ def collab_init(inputs, item_ids: list[str], sequences: list[tuple[str, ...]], s
     initialiser's std (0.02); rows of items in no sequence keep their random start. Returns how
     many rows were set."""
     weight = inputs.item.weight
-    vectors, _ = collaborative_vectors(item_ids, sequences, min(64, weight.shape[1]), seed)
+    vectors, _ = collaborative_vectors(item_ids, sequences, min(64, weight.shape[1]), seed, views=("together",))
     has = np.abs(vectors).sum(1) > 0
     rows = torch.from_numpy(has).to(weight.device)
     v = torch.from_numpy(vectors[has] / vectors[has].std() * 0.02).to(weight.device)
