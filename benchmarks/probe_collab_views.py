@@ -1,0 +1,73 @@
+"""How well a history's last item tells the next item's first code, per kind of item vector: a
+cheap screen for ``--collab-views`` before a decoder is trained on an index.
+
+Each row clusters the catalog's item vectors (MiniLM text, with collaborative views appended as the
+index build does) into 512 first codes (faiss k-means, the games catalog's first codebook size),
+counts code-to-code steps in the training sequences (``item_ids[:-2]``), and scores every
+validation item (``item_ids[-2]``, never a test item): is its code among the 10 codes that most
+often followed the code of the history's last item? Perplexity of the code sizes guards against
+a row winning by lumping items into a few codes.
+
+    OMP_NUM_THREADS=2 python benchmarks/probe_collab_views.py --data ../shared/data/games
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from indexer.collab import collaborative_vectors
+from indexer.data.catalog import load_sequences
+from indexer.evaluation.cases import load_eval_data
+from sidcore.embed import embed_texts
+
+ROWS = [(), ("together",), ("after",), ("together", "after"), ("together", "after", "before")]
+
+
+def first_codes(vectors: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """int [N] nearest of k k-means centroids per row of float32 [N, D] vectors."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    km = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, verbose=False)
+    km.train(x)
+    return km.index.search(x, 1)[1].ravel()
+
+
+def next_code_recall(code: np.ndarray, train: list[np.ndarray], targets: np.ndarray, k: int, top: int = 10) -> float:
+    """Share of targets whose code is among the ``top`` codes that most often followed the code of
+    their history's last item. code: int [N items]; train: item rows per sequence; targets: int [U]."""
+    steps = np.zeros((k, k))
+    for s in train:
+        if len(s) > 1:
+            np.add.at(steps, (code[s[:-1]], code[s[1:]]), 1)
+    last = np.array([s[-1] for s in train])
+    best = np.argsort(-steps[code[last]], axis=1)[:, :top]
+    return float((best == code[targets][:, None]).any(1).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--codes", type=int, default=512, help="First-codebook size.")
+    args = ap.parse_args()
+
+    data = load_eval_data(args.data)
+    row = {item: i for i, item in enumerate(data.catalog.item_ids)}
+    full = [s for s in load_sequences(args.data / "sequences.jsonl") if len(s) > 2 and s[-2] in row]
+    train = [np.array([row[i] for i in s[:-2] if i in row]) for s in full]
+    keep = [i for i, s in enumerate(train) if len(s)]
+    train, targets = [train[i] for i in keep], np.array([row[full[i][-2]] for i in keep])
+    text = embed_texts(data.catalog.texts, progress=False)
+    print("| appended views | code-size perplexity | next first code in the top 10 |\n|---|---|---|")
+    for views in ROWS:
+        extra = [collaborative_vectors(data.catalog.item_ids, data.train_sequences, 64, 0, views)[0]] if views else []
+        code = first_codes(np.concatenate([text, *extra], 1), args.codes)
+        p = np.bincount(code, minlength=args.codes) / len(code)
+        perplexity = float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum()))
+        print(f"| {' + '.join(views) or 'none (text alone)'} | {perplexity:.0f} | {next_code_recall(code, train, targets, args.codes):.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
