@@ -6,6 +6,9 @@ beside the mean rather than a mean alone.
 
     python benchmarks/compare_runs.py --run default=big-s0 --run default=big-s1 \
         --run "span pool 18=pool-s0" --run "span pool 18=pool-s1" --out docs/img/span_pool.png
+
+``--curves`` also plots what chose each decoder's epoch: its validation Recall@10 after every
+epoch, one line per run (a colour per setting, a line style per run of it).
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ def recalls(folder: Path, method: str, cuts: list[str]) -> dict[str, float]:
     return {k: report["methods"][method]["recall"][k]["overall"] for k in cuts}
 
 
+def curve(folder: Path, method: str) -> list[tuple[int, float]]:
+    """(epoch, validation Recall@10) of ``method``'s decoder in ``folder``'s report."""
+    summary = json.loads((folder / "report.json").read_text())["methods"][method].get("decoder_summary") or {}
+    return [(c["epoch"], c["val_recall@10"]) for c in summary.get("curve", []) if c.get("val_recall@10") is not None]
+
+
 def _run(ctx, param, values: tuple[str, ...]) -> list[tuple[str, Path]]:
     runs = []
     for value in values:
@@ -41,7 +50,8 @@ def _run(ctx, param, values: tuple[str, ...]) -> list[tuple[str, Path]]:
 @click.option("--method", default="sa2crq", show_default=True, help="The method of each report to compare.")
 @click.option("--k", "ks", default="10,100", show_default=True, help="Recall cut-offs, comma-separated.")
 @click.option("--out", type=click.Path(path_type=Path), help="Where to save the plot (PNG); no plot without it.")
-def main(runs: list[tuple[str, Path]], method: str, ks: str, out: Path | None) -> None:
+@click.option("--curves", type=click.Path(path_type=Path), help="Where to save the validation curves (PNG).")
+def main(runs: list[tuple[str, Path]], method: str, ks: str, out: Path | None, curves: Path | None) -> None:
     cuts = [k.strip() for k in ks.split(",") if k.strip()]
     by_label: dict[str, list[dict[str, float]]] = defaultdict(list)
     for label, folder in runs:
@@ -51,13 +61,32 @@ def main(runs: list[tuple[str, Path]], method: str, ks: str, out: Path | None) -
     for label, rows in by_label.items():
         cells = [", ".join(f"{r[k]:.3f}" for r in rows) + f" ({np.mean([r[k] for r in rows]):.3f})" for k in cuts]
         click.echo(f"| {label} | " + " | ".join(cells) + " |")
-    if out is None:
+    if out is None and curves is None:
         return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if curves is not None:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        colours = {label: f"C{i}" for i, label in enumerate(by_label)}
+        seen: dict[str, int] = defaultdict(int)
+        for label, folder in runs:
+            points = curve(folder, method)
+            style = ("-", "--", ":", "-.")[seen[label] % 4]
+            seen[label] += 1
+            ax.plot(*zip(*points), style, color=colours[label], marker="o", ms=3, label=f"{label} ({folder.name})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation Recall@10")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        curves.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(curves, dpi=110)
+        click.echo(f"curves: {curves}")
+    if out is None:
+        return
     fig, axes = plt.subplots(1, len(cuts), figsize=(4 * len(cuts), 3.2), squeeze=False)
     for ax, k in zip(axes[0], cuts):
         for x, (label, rows) in enumerate(by_label.items()):

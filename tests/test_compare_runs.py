@@ -1,5 +1,7 @@
-"""benchmarks/compare_runs.py: seeds of one setting are averaged; bad --run values exit 2."""
+"""benchmarks/compare_runs.py: seeds of one setting are averaged; validation curves plotted; bad
+--run values exit 2."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,10 +10,11 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_runs.py"
 
 
-def _report(folder: Path, r10: float, r100: float) -> Path:
+def _report(folder: Path, r10: float, r100: float, curve: list | None = None) -> Path:
     folder.mkdir()
     recall = {"10": {"overall": r10}, "100": {"overall": r100}}
-    (folder / "report.json").write_text(json.dumps({"methods": {"sa2crq": {"recall": recall}}}))
+    summary = {"curve": curve} if curve else None
+    (folder / "report.json").write_text(json.dumps({"methods": {"sa2crq": {"recall": recall, "decoder_summary": summary}}}))
     return folder
 
 
@@ -30,3 +33,15 @@ def test_bad_runs_exit_2_naming_the_option(tmp_path):
     folder = _report(tmp_path / "a", 0.7, 0.9)
     bad = subprocess.run([sys.executable, SCRIPT, "--run", f"x={folder}", "--method", "rq-vae"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no method 'rq-vae'" in bad.stderr
+
+
+def test_validation_curves_come_from_each_decoders_summary(tmp_path):
+    spec = importlib.util.spec_from_file_location("compare_runs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    points = [{"epoch": 1, "val_recall@10": 0.05}, {"epoch": 2, "val_recall@10": 0.08}, {"epoch": 3, "val_recall@10": None}]
+    a = _report(tmp_path / "a", 0.1, 0.3, points)
+    assert module.curve(a, "sa2crq") == [(1, 0.05), (2, 0.08)]
+    b = _report(tmp_path / "b", 0.1, 0.3, [{"epoch": 1, "val_recall@10": 0.06}])
+    subprocess.run([sys.executable, SCRIPT, "--run", f"x={a}", "--run", f"y={b}", "--curves", tmp_path / "c.png"], check=True, capture_output=True)
+    assert (tmp_path / "c.png").stat().st_size > 1000
