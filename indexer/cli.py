@@ -155,7 +155,7 @@ def index() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="RQ-VAE epochs (per ACRQ stage).")
 @click.option("--dedup", is_flag=True, help="TIGER-style collision suffix (fixed-length methods).")
 @click.option("--collab-weight", type=click.FloatRange(min=0),
-              help="Append this weight x collaborative vectors (co-occurrence in the --interactions sequences, minus --holdout-last) "
+              help="Append this weight x collaborative vectors (--collab-views of the --interactions sequences, minus --holdout-last) "
                    "to the item embeddings. Default: 1 with a sequences file, else 0.")
 @collab_views_option
 @click.option("--vectors", type=click.Path(path_type=Path), help="Precomputed item vectors (.npy, rows in items order).")

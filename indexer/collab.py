@@ -84,8 +84,9 @@ def parse_views(text: str) -> tuple[str, ...]:
 
 
 def _together(rows: list[np.ndarray], n: int) -> sp.coo_matrix:
-    users = np.concatenate([np.full(len(np.unique(r)), u) for u, r in enumerate(rows)]) if rows else np.zeros(0, dtype=np.int64)
-    items = np.concatenate([np.unique(r) for r in rows]) if rows else np.zeros(0, dtype=np.int64)
+    held = [np.unique(r) for r in rows]  # each item once per sequence
+    users = np.repeat(np.arange(len(held)), [len(h) for h in held])
+    items = np.concatenate(held) if held else np.zeros(0, dtype=np.int64)
     x = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(max(len(rows), 1), n))
     return _off_diagonal(x.T @ x)
 
