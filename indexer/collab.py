@@ -32,7 +32,7 @@ from indexer.cooccurrence import transitions
 from sidcore.errors import DataError
 
 VIEWS = ("together", "after", "before")
-DEFAULT_VIEWS = ("together",)
+DEFAULT_VIEWS = ("together", "after", "before")
 AFTER_WINDOW = 5
 AFTER_DECAY = 0.7
 

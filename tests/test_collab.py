@@ -7,7 +7,7 @@ import pytest
 
 from indexer.build import BuildConfig, build_index
 from indexer.coldstart import add_items
-from indexer.collab import collaborative_vectors
+from indexer.collab import DEFAULT_VIEWS, collaborative_vectors
 from indexer.data.catalog import Catalog
 from indexer.quantizers import QuantizerConfig, load_quantizer
 from model_store import Store
@@ -24,7 +24,7 @@ def two_communities(n_users: int = 200, seed: int = 0):
 
 def test_co_purchased_items_share_a_direction_and_unbought_ones_get_zeros():
     items, seqs = two_communities()
-    v, stats = collaborative_vectors(items, seqs, dim=4)
+    v, stats = collaborative_vectors(items, seqs, dim=4, views=("together",))
     assert v.shape == (21, 4) and v.dtype == np.float32
     assert np.allclose(v[20], 0) and stats["items_with_vectors"] == 20
     assert np.allclose(np.linalg.norm(v[:20], axis=1), 1, atol=1e-5)
@@ -54,7 +54,8 @@ def test_the_directed_views_put_items_with_the_same_neighbours_together_and_know
     assert sim[6:12, 6:12][off].mean() > sim[6:12, 18:].mean() + 0.5  # the a's together, apart from the b's
     sim = before @ before.T
     assert sim[:6, :6][off].mean() > sim[:6, 12:18].mean() + 0.5  # the p's together, apart from the q's
-    assert np.allclose(collaborative_vectors(items, seqs, dim=4)[0], together)  # the default view alone is the first block
+    assert np.allclose(collaborative_vectors(items, seqs, dim=4, views=("together",))[0], together)  # a view's block alone is the same
+    assert np.array_equal(collaborative_vectors(items, seqs, dim=4)[0], v)  # the default: all three
 
 
 @pytest.mark.parametrize("views", [(), ("together", "together"), ("next",)])
@@ -80,12 +81,13 @@ def test_an_index_on_text_and_collaborative_vectors_takes_cold_start_items_by_te
         build_index(cat, cfg, store, progress=False)
     version, _ = build_index(cat, cfg, store, progress=False, sequences=seqs)
     v = store.open(version, kind="index")
-    assert v.manifest.config["dim"] == cat.vectors.shape[1] + 8 and v.manifest.config["collab"]["items_with_vectors"] == 300
+    width = 8 * len(DEFAULT_VIEWS)  # one 8-wide block per view
+    assert v.manifest.config["dim"] == cat.vectors.shape[1] + width and v.manifest.config["collab"]["items_with_vectors"] == 300
     index.publish(store, version, activate=True, progress=False)
     new = Catalog(["new-0"], ["a new item"], np.ones(1), cat.vectors[5:6])  # text-sized vector, like item 5's
     result = add_items(index, new, progress=False)
     q = load_quantizer(v.path)
-    padded = np.concatenate([cat.vectors[5:6], np.zeros((1, 8), dtype=np.float32)], 1)
+    padded = np.concatenate([cat.vectors[5:6], np.zeros((1, width), dtype=np.float32)], 1)
     codes = q.encode(padded, head=np.zeros(1, dtype=bool))
     assert dict(result.items)["new-0"] == tuple(int(c) for c in codes[0])
     with pytest.raises(DataError, match="expects 16"):
