@@ -52,13 +52,17 @@ def collaborative_vectors(item_ids: Sequence[str], sequences: Sequence[Sequence[
     row = {item: i for i, item in enumerate(item_ids)}
     rows = [np.fromiter((row[x] for x in seq if x in row), dtype=np.int64) for seq in sequences]
     parts, stats = [], {"views": list(views)}
+    factored = {}  # "after" and "before" are the two sides of one SVD: factor it once
     for view in views:
-        counts = _together(rows, n) if view == "together" else _directed(rows, n)
-        if counts.nnz == 0:
-            raise DataError(f"no two catalog items {'share a training sequence' if view == 'together' else 'follow one another'}: "
-                            f"collaborative vectors ({view}) need such pairs")
-        ppmi = _ppmi(counts)
-        u, s, vt = svds(ppmi, k=dim, solver="arpack", random_state=seed)
+        kind = "together" if view == "together" else "directed"
+        if kind not in factored:
+            counts = _together(rows, n) if kind == "together" else _directed(rows, n)
+            if counts.nnz == 0:
+                raise DataError(f"no two catalog items {'share a training sequence' if kind == 'together' else 'follow one another'}: "
+                                f"collaborative vectors ({view}) need such pairs")
+            ppmi = _ppmi(counts)
+            factored[kind] = (counts.nnz, ppmi, svds(ppmi, k=dim, solver="arpack", random_state=seed))
+        pairs, ppmi, (u, s, vt) = factored[kind]
         side, has = (vt.T, ppmi.sum(0)) if view == "after" else (u, ppmi.sum(1))
         v = side * np.sqrt(s)
         norm = np.linalg.norm(v, axis=1, keepdims=True)
@@ -66,7 +70,7 @@ def collaborative_vectors(item_ids: Sequence[str], sequences: Sequence[Sequence[
         has = np.asarray(has).ravel() > 0
         v[~has] = 0.0
         parts.append(v)
-        stats[view] = {"pairs": int(counts.nnz), "ppmi_pairs": int(ppmi.nnz), "items_with_vectors": int(has.sum())}
+        stats[view] = {"pairs": int(pairs), "ppmi_pairs": int(ppmi.nnz), "items_with_vectors": int(has.sum())}
     out = np.concatenate(parts, 1).astype(np.float32)
     # "dim": the width appended to the text embedding, which cold-start items fill with zeros.
     stats |= {"dim": int(out.shape[1]), "items_with_vectors": int((np.abs(out).sum(1) > 0).sum())}
