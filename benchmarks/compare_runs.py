@@ -9,6 +9,11 @@ beside the mean rather than a mean alone.
 
 ``--curves`` also plots what chose each decoder's epoch: its validation Recall@10 after every
 epoch, one line per run (a colour per setting, a line style per run of it).
+
+``--method auto`` reads each report's only method, so runs of different methods (one
+``--methods`` each, side by side) compare as settings:
+
+    python benchmarks/compare_runs.py --method auto --run SA2CRQ=s0 --run RQ-Kmeans=k0 --run RQ-VAE=v0
 """
 
 from __future__ import annotations
@@ -21,17 +26,26 @@ import click
 import numpy as np
 
 
+def _method(folder: Path, method: str) -> dict:
+    """``method``'s entry in ``folder``'s report; ``"auto"``: the report's only method."""
+    methods = json.loads((folder / "report.json").read_text())["methods"]
+    if method == "auto":
+        if len(methods) != 1:
+            raise click.BadParameter(f"{folder} holds {len(methods)} methods ({sorted(methods)}): name one", param_hint="--method")
+        return next(iter(methods.values()))
+    if method not in methods:
+        raise click.BadParameter(f"{folder} has no method {method!r} (it has {sorted(methods)})", param_hint="--run")
+    return methods[method]
+
+
 def recalls(folder: Path, method: str, cuts: list[str]) -> dict[str, float]:
     """Overall Recall@k of ``method`` in ``folder``'s report, per cut-off in ``cuts``."""
-    report = json.loads((folder / "report.json").read_text())
-    if method not in report["methods"]:
-        raise click.BadParameter(f"{folder} has no method {method!r} (it has {sorted(report['methods'])})", param_hint="--run")
-    return {k: report["methods"][method]["recall"][k]["overall"] for k in cuts}
+    return {k: _method(folder, method)["recall"][k]["overall"] for k in cuts}
 
 
 def curve(folder: Path, method: str) -> list[tuple[int, float]]:
     """(epoch, validation Recall@10) of ``method``'s decoder in ``folder``'s report."""
-    summary = json.loads((folder / "report.json").read_text())["methods"][method].get("decoder_summary") or {}
+    summary = _method(folder, method).get("decoder_summary") or {}
     return [(c["epoch"], c["val_recall@10"]) for c in summary.get("curve", []) if c.get("val_recall@10") is not None]
 
 
@@ -47,7 +61,7 @@ def _run(ctx, param, values: tuple[str, ...]) -> list[tuple[str, Path]]:
 
 @click.command()
 @click.option("--run", "runs", multiple=True, required=True, callback=_run, help="LABEL=DIR of one eval output; repeat per seed.")
-@click.option("--method", default="sa2crq", show_default=True, help="The method of each report to compare.")
+@click.option("--method", default="sa2crq", show_default=True, help="The method of each report to compare; auto: each report's only method.")
 @click.option("--k", "ks", default="10,100", show_default=True, help="Recall cut-offs, comma-separated.")
 @click.option("--out", type=click.Path(path_type=Path), help="Where to save the plot (PNG); no plot without it.")
 @click.option("--curves", type=click.Path(path_type=Path), help="Where to save the validation curves (PNG).")
@@ -94,7 +108,7 @@ def main(runs: list[tuple[str, Path]], method: str, ks: str, out: Path | None, c
             ax.scatter([x] * len(values), values, color="grey", s=18, zorder=2)
             ax.hlines(np.mean(values), x - 0.25, x + 0.25, color="C0", lw=2, zorder=3)
         ax.set_xticks(range(len(by_label)), list(by_label), rotation=15)
-        ax.set_title(f"{method} Recall@{k} (dots: seeds, bar: mean)", fontsize=9)
+        ax.set_title(f"{'' if method == 'auto' else method + ' '}Recall@{k} (dots: seeds, bar: mean)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

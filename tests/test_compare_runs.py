@@ -10,11 +10,11 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_runs.py"
 
 
-def _report(folder: Path, r10: float, r100: float, curve: list | None = None) -> Path:
+def _report(folder: Path, r10: float, r100: float, curve: list | None = None, methods: tuple[str, ...] = ("sa2crq",)) -> Path:
     folder.mkdir()
     recall = {"10": {"overall": r10}, "100": {"overall": r100}}
     summary = {"curve": curve} if curve else None
-    (folder / "report.json").write_text(json.dumps({"methods": {"sa2crq": {"recall": recall, "decoder_summary": summary}}}))
+    (folder / "report.json").write_text(json.dumps({"methods": {m: {"recall": recall, "decoder_summary": summary} for m in methods}}))
     return folder
 
 
@@ -45,3 +45,14 @@ def test_validation_curves_come_from_each_decoders_summary(tmp_path):
     b = _report(tmp_path / "b", 0.1, 0.3, [{"epoch": 1, "val_recall@10": 0.06}])
     subprocess.run([sys.executable, SCRIPT, "--run", f"x={a}", "--run", f"y={b}", "--curves", tmp_path / "c.png"], check=True, capture_output=True)
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_auto_reads_each_reports_only_method(tmp_path):
+    a = _report(tmp_path / "a", 0.12, 0.36)
+    b = _report(tmp_path / "b", 0.10, 0.37, methods=("rq-kmeans",))
+    out = subprocess.run([sys.executable, SCRIPT, "--method", "auto", "--run", f"SA2CRQ={a}", "--run", f"RQ-Kmeans={b}"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| SA2CRQ | 0.120 (0.120) | 0.360 (0.360) |" in out and "| RQ-Kmeans | 0.100 (0.100) | 0.370 (0.370) |" in out
+    both = _report(tmp_path / "c", 0.1, 0.3, methods=("sa2crq", "rq-vae"))
+    bad = subprocess.run([sys.executable, SCRIPT, "--method", "auto", "--run", f"x={both}"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "holds 2 methods" in bad.stderr and "--method" in bad.stderr
