@@ -6,9 +6,10 @@ index build does) into 512 first codes (faiss k-means, the games catalog's first
 counts code-to-code steps in the training sequences (``item_ids[:-2]``), and scores every
 validation item (``item_ids[-2]``, never a test item): is its code among the 10 codes that most
 often followed the code of the history's last item? Perplexity of the code sizes guards against
-a row winning by lumping items into a few codes.
+a row winning by lumping items into a few codes. ``--reaches`` adds rows of all three views with
+the directed pairs' other reaches (the index uses ``AFTER_WINDOW``).
 
-    OMP_NUM_THREADS=2 python benchmarks/probe_collab_views.py --data ../shared/data/games
+    OMP_NUM_THREADS=2 python benchmarks/probe_collab_views.py --data ../shared/data/games --reaches 1,2,3
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexer.collab import collaborative_vectors
+from indexer.collab import AFTER_WINDOW, collaborative_vectors
 from indexer.data.catalog import load_sequences
 from indexer.evaluation.cases import load_eval_data
 from sidcore.embed import embed_texts
 
-ROWS = [(), ("together",), ("after",), ("together", "after"), ("together", "after", "before")]
+ALL = ("together", "after", "before")
+ROWS = [(), ("together",), ("after",), ("together", "after"), ALL]
 
 
 def first_codes(vectors: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -51,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--codes", type=int, default=512, help="First-codebook size.")
+    ap.add_argument("--reaches", default="", help="Comma-separated reaches of the directed views for extra rows of all three views.")
     args = ap.parse_args()
 
     data = load_eval_data(args.data)
@@ -61,12 +64,14 @@ def main() -> None:
     train, targets = [train[i] for i in keep], np.array([row[full[i][-2]] for i in keep])
     text = embed_texts(data.catalog.texts, progress=False)
     print("| appended views | code-size perplexity | next first code in the top 10 |\n|---|---|---|")
-    for views in ROWS:
-        extra = [collaborative_vectors(data.catalog.item_ids, data.train_sequences, 64, 0, views)[0]] if views else []
+    reaches = [int(r) for r in args.reaches.split(",") if r.strip()]
+    for views, reach in [(v, AFTER_WINDOW) for v in ROWS] + [(ALL, r) for r in reaches if r != AFTER_WINDOW]:
+        extra = [collaborative_vectors(data.catalog.item_ids, data.train_sequences, 64, 0, views, reach)[0]] if views else []
         code = first_codes(np.concatenate([text, *extra], 1), args.codes)
         p = np.bincount(code, minlength=args.codes) / len(code)
         perplexity = float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum()))
-        print(f"| {' + '.join(views) or 'none (text alone)'} | {perplexity:.0f} | {next_code_recall(code, train, targets, args.codes):.3f} |", flush=True)
+        name = (" + ".join(views) or "none (text alone)") + (f", reach {reach}" if reach != AFTER_WINDOW else "")
+        print(f"| {name} | {perplexity:.0f} | {next_code_recall(code, train, targets, args.codes):.3f} |", flush=True)
 
 
 if __name__ == "__main__":

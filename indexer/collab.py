@@ -10,7 +10,7 @@ Each *view* is one count matrix, kept to its positive PMI (the pairs seen togeth
 chance) and cut by a truncated SVD (scipy's ARPACK) to ``dim`` dimensions per item, L2-normalised:
 - ``together``: C[a, b] counts the training sequences holding both a and b (each item once per
   sequence); an item's vector is its row of U * sqrt(S).
-- ``after``: T[a, b] counts b coming at most ``AFTER_WINDOW`` items after a, each step further
+- ``after``: T[a, b] counts b coming at most ``reach`` items after a, each step further
   back worth ``AFTER_DECAY`` times less; an item's vector is its *column* side, V * sqrt(S), so
   items that follow the same items end up close. That is what the decoder's first code has to
   tell from a history: the next item's code is easier to guess when what tends to come next
@@ -35,15 +35,18 @@ VIEWS = ("together", "after", "before")
 DEFAULT_VIEWS = ("together", "after", "before")
 # The directed pairs' reach: of windows 1, 5 and 50, 5 (decay 0.7) put the most next first codes
 # in reach on games' validation users (benchmarks/probe_collab_views.py's screen, `after` alone).
+# With all three views the screen prefers shorter reaches (2: +0.014) by lumping items into fewer
+# codes, and a decoder on reach 2 was level with 5 (stop 48), so 5 stays.
 AFTER_WINDOW = 5
 AFTER_DECAY = 0.7
 
 
 def collaborative_vectors(item_ids: Sequence[str], sequences: Sequence[Sequence[str]], dim: int = 64, seed: int = 0,
-                          views: Sequence[str] = DEFAULT_VIEWS) -> tuple[np.ndarray, dict]:
+                          views: Sequence[str] = DEFAULT_VIEWS, reach: int = AFTER_WINDOW) -> tuple[np.ndarray, dict]:
     """float32 [len(item_ids), dim * len(views)] vectors (zeros for items in no pair) and a few statistics.
 
     ``sequences`` are the *training* histories (never the held-out items); unknown ids are ignored.
+    ``reach``: how many items after a the directed views still count b (screens only vary it).
     """
     check_views(views)
     n = len(item_ids)
@@ -56,7 +59,7 @@ def collaborative_vectors(item_ids: Sequence[str], sequences: Sequence[Sequence[
     for view in views:
         kind = "together" if view == "together" else "directed"
         if kind not in factored:
-            counts = _together(rows, n) if kind == "together" else _directed(rows, n)
+            counts = _together(rows, n) if kind == "together" else _directed(rows, n, reach)
             if counts.nnz == 0:
                 raise DataError(f"no two catalog items {'share a training sequence' if kind == 'together' else 'follow one another'}: "
                                 f"collaborative vectors ({view}) need such pairs")
@@ -97,8 +100,8 @@ def _together(rows: list[np.ndarray], n: int) -> sp.coo_matrix:
     return _off_diagonal(x.T @ x)
 
 
-def _directed(rows: list[np.ndarray], n: int) -> sp.coo_matrix:
-    return _off_diagonal(transitions(rows, n, AFTER_WINDOW, AFTER_DECAY, 0.0))
+def _directed(rows: list[np.ndarray], n: int, reach: int) -> sp.coo_matrix:
+    return _off_diagonal(transitions(rows, n, reach, AFTER_DECAY, 0.0))
 
 
 def _off_diagonal(c: sp.spmatrix) -> sp.coo_matrix:

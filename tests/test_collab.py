@@ -58,6 +58,15 @@ def test_the_directed_views_put_items_with_the_same_neighbours_together_and_know
     assert np.array_equal(collaborative_vectors(items, seqs, dim=4)[0], v)  # the default: all three
 
 
+def test_the_reach_bounds_how_far_after_a_directed_pair_counts():
+    """Histories [p, x, a]: with reach 1 only x follows p, so p has no pair with a; with reach 2 it does."""
+    items = ["p", "x", "a", "y"]
+    seqs = [["p", "x", "a"]] * 3 + [["y", "x"]] * 2
+    near = collaborative_vectors(items, seqs, dim=1, views=("after",), reach=1)[1]
+    far = collaborative_vectors(items, seqs, dim=1, views=("after",), reach=2)[1]
+    assert near["after"]["pairs"] == 3 and far["after"]["pairs"] == 4  # (p,x) (x,a) (y,x), then (p,a) too
+
+
 @pytest.mark.parametrize("views", [(), ("together", "together"), ("next",)])
 def test_unknown_empty_or_repeated_views_are_refused(views):
     with pytest.raises(DataError, match="collaborative views"):
