@@ -49,11 +49,22 @@ def next_code_recall(code: np.ndarray, train: list[np.ndarray], targets: np.ndar
     return float((best == code[targets][:, None]).any(1).mean())
 
 
+def reaches(text: str) -> list[int]:
+    """Comma-separated positive reaches of ``--reaches``."""
+    try:
+        values = [int(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        values = [0]
+    if any(r < 1 for r in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--codes", type=int, default=512, help="First-codebook size.")
-    ap.add_argument("--reaches", default="", help="Comma-separated reaches of the directed views for extra rows of all three views.")
+    ap.add_argument("--reaches", type=reaches, default=[], help="Comma-separated reaches of the directed views for extra rows of all three views.")
     args = ap.parse_args()
 
     data = load_eval_data(args.data)
@@ -64,8 +75,7 @@ def main() -> None:
     train, targets = [train[i] for i in keep], np.array([row[full[i][-2]] for i in keep])
     text = embed_texts(data.catalog.texts, progress=False)
     print("| appended views | code-size perplexity | next first code in the top 10 |\n|---|---|---|")
-    reaches = [int(r) for r in args.reaches.split(",") if r.strip()]
-    for views, reach in [(v, AFTER_WINDOW) for v in ROWS] + [(ALL, r) for r in reaches if r != AFTER_WINDOW]:
+    for views, reach in [(v, AFTER_WINDOW) for v in ROWS] + [(ALL, r) for r in args.reaches if r != AFTER_WINDOW]:
         extra = [collaborative_vectors(data.catalog.item_ids, data.train_sequences, 64, 0, views, reach)[0]] if views else []
         code = first_codes(np.concatenate([text, *extra], 1), args.codes)
         p = np.bincount(code, minlength=args.codes) / len(code)
