@@ -40,7 +40,8 @@ def _method(folder: Path, method: str) -> dict:
 
 def recalls(folder: Path, method: str, cuts: list[str]) -> dict[str, float]:
     """Overall Recall@k of ``method`` in ``folder``'s report, per cut-off in ``cuts``."""
-    return {k: _method(folder, method)["recall"][k]["overall"] for k in cuts}
+    recall = _method(folder, method)["recall"]
+    return {k: recall[k]["overall"] for k in cuts}
 
 
 def curve(folder: Path, method: str) -> list[tuple[int, float]]:

@@ -75,9 +75,12 @@ def main() -> None:
     train, targets = [train[i] for i in keep], np.array([row[full[i][-2]] for i in keep])
     text = embed_texts(data.catalog.texts, progress=False)
     print("| appended views | code-size perplexity | next first code in the top 10 |\n|---|---|---|")
+    blocks = {}  # reach -> {view: its 64-wide block}: a view's block is the same alone or among others
     for views, reach in [(v, AFTER_WINDOW) for v in ROWS] + [(ALL, r) for r in args.reaches if r != AFTER_WINDOW]:
-        extra = [collaborative_vectors(data.catalog.item_ids, data.train_sequences, 64, 0, views, reach)[0]] if views else []
-        code = first_codes(np.concatenate([text, *extra], 1), args.codes)
+        if reach not in blocks:
+            full = collaborative_vectors(data.catalog.item_ids, data.train_sequences, 64, 0, ALL, reach)[0]
+            blocks[reach] = dict(zip(ALL, np.split(full, len(ALL), axis=1)))
+        code = first_codes(np.concatenate([text, *(blocks[reach][v] for v in views)], 1), args.codes)
         p = np.bincount(code, minlength=args.codes) / len(code)
         perplexity = float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum()))
         name = (" + ".join(views) or "none (text alone)") + (f", reach {reach}" if reach != AFTER_WINDOW else "")
