@@ -48,7 +48,7 @@ from sidcore.retriever import Query, Retriever
 class RenormalisedEngine(TorchEngine):
     """The torch engine with each step's log-probabilities normalised over the allowed tokens."""
 
-    def log_probs(self, hidden, vocab, allowed):
+    def log_probs(self, hidden, vocab, allowed, depth):
         logits = sid_logits(self.model, hidden, vocab.base, vocab.num_local).float().cpu()
         return torch.log_softmax(logits.masked_fill(~allowed, NEG), -1).nan_to_num_(nan=NEG)  # rows with nothing allowed stay -inf
 

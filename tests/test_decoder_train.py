@@ -326,6 +326,33 @@ def test_the_next_item_loss_trains_the_history_positions_toward_the_item_table(i
         TrainConfig(item_loss=-1.0)
 
 
+def test_a_layer_softmax_decoder_trains_stores_its_choice_and_serves_it(indexed, tmp_path):
+    """``sid_softmax="layer"`` scores each SID position over its own layer's ids: the loss starts
+    lower than over the whole range (log 4..17 ids against log 29), the choice is stored with the
+    decoder, and the loaded decoder's engine decodes valid SIDs with it. Terms that read full-range
+    logits refuse it."""
+    d, store, art, data = indexed
+    runs = {}
+    for softmax in ("full", "layer"):
+        cfg = TrainConfig(epochs=1, patience=0, item_loss=0.0, sid_softmax=softmax, **FAST)
+        version, summary = train_decoder(store, d / "data", cfg, data=data, progress=False, checkpoints=tmp_path / softmax)
+        runs[softmax] = (version, summary["curve"][0]["loss"])
+    assert runs["layer"][1] < runs["full"][1] - 0.3
+    decoder = load_decoder(store, runs["layer"][0])
+    assert decoder.spec.sid_softmax == "layer" and load_decoder(store, runs["full"][0]).spec.sid_softmax == "full"
+    trie = Trie.from_artifact(art)
+    mask = TrieMask(trie, decoder.spec.vocab)
+    (hits,), _ = TorchEngine(decoder, mask).decode([decoder.prompt_ids(None, [(data.sequences[0][-1], None)])], beam_width=8, num_sids=5)
+    valid = {trie.sid_of(int(n)) for n in trie.terminal_nodes()}
+    assert len(hits) == 5 and all(h.sid in valid for h in hits)
+    with pytest.raises(DataError, match="sid_softmax full"):
+        TrainConfig(sid_softmax="layer", sid_later=1.0)
+    with pytest.raises(DataError, match="sid_softmax must be"):
+        TrainConfig(sid_softmax="level")
+    with pytest.raises(DataError, match="sid_softmax must be one of full, layer"):
+        dataclasses.replace(decoder.spec, sid_softmax="level")
+
+
 def test_later_pairs_join_each_target_position_to_the_later_targets_of_its_row():
     import torch
 
@@ -417,7 +444,9 @@ def test_train_options_reach_the_config():
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
     assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
     assert cfg.lr == TrainConfig().lr and cfg.dense_levels == 2 and cfg.query_noise == 0.5 and cfg.view_spans == 4
-    assert (cfg.span_pool, cfg.query_repeats) == (12, 2)
+    assert (cfg.span_pool, cfg.query_repeats, cfg.sid_softmax) == (12, 2, "full")
+    ok = CliRunner().invoke(cmd, ["--sid-softmax", "layer"])
+    assert ok.exit_code == 0 and seen["cfg"].sid_softmax == "layer", ok.output
     assert TrainConfig().length_penalties == (0.0, 1.0)
     ok = CliRunner().invoke(cmd, ["--length-penalties", "0,0.5,2"])
     assert ok.exit_code == 0, ok.output
@@ -441,6 +470,8 @@ def test_train_options_reach_the_config():
     assert bad.exit_code == 2 and "--dropout" in bad.output
     bad = CliRunner().invoke(cmd, ["--label-smoothing", "1"])
     assert bad.exit_code == 2 and "--label-smoothing" in bad.output
+    bad = CliRunner().invoke(cmd, ["--sid-softmax", "level"])
+    assert bad.exit_code == 2 and "--sid-softmax" in bad.output
     bad = CliRunner().invoke(cmd, ["--item-init", "text"])
     assert bad.exit_code == 2 and "--item-init" in bad.output
     with pytest.raises(DataError, match="item_init collab"):

@@ -4,8 +4,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 from oracles import score_sids
 
+from sidcore.decoder.model import sid_log_probs
 from sidcore.engines.torch_engine import TorchEngine
 
 
@@ -13,10 +15,12 @@ def _all_sids(trie):
     return [trie.sid_of(int(n)) for n in trie.terminal_nodes()]
 
 
-@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 3.0])
-def test_beam_covering_the_trie_equals_exhaustive_scoring(tiny_decoder, length_penalty):
-    """Exact at any length penalty: the live-beam bound divides by the longest length's factor."""
+@pytest.mark.parametrize("length_penalty,sid_softmax", [(0.0, "full"), (1.0, "full"), (3.0, "full"), (0.0, "layer"), (1.0, "layer")])
+def test_beam_covering_the_trie_equals_exhaustive_scoring(tiny_decoder, length_penalty, sid_softmax):
+    """Exact at any length penalty, the live-beam bound dividing by the longest length's factor,
+    and under either SID softmax the decoder was trained with."""
     decoder, trie, mask, art = tiny_decoder
+    decoder = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, sid_softmax=sid_softmax))
     sids = _all_sids(trie)
     assert len({len(s) for s in sids}) > 1, "the fixture should have variable-length SIDs"
     engine = TorchEngine(decoder, mask, length_penalty=length_penalty)
@@ -88,3 +92,23 @@ def test_unconstrained_flags_sids_outside_the_index(tiny_decoder):
     for h in hits:
         assert (h.node >= 0) == (h.sid in valid)
     assert any(h.node < 0 for h in hits), "with 40 free beams some SIDs should fall outside the index"
+
+
+def test_the_layer_softmax_normalises_each_position_over_its_own_layer(tiny_decoder):
+    """Under ``layer`` a step's log-probs sum to 1 over the position's layer (and ``<sid_end>`` after
+    the first code) and are -inf elsewhere; the same SIDs then score higher than under ``full``,
+    whose mass also sits on the other layers' codes."""
+    decoder, trie, mask, _ = tiny_decoder
+    vocab = mask.vocab
+    hidden = torch.randn(3, decoder.model.config.hidden_size)
+    for depth in range(vocab.num_layers + 1):
+        logp = sid_log_probs(decoder.model, hidden, vocab, depth)
+        own = torch.zeros(vocab.num_local, dtype=torch.bool)
+        own[vocab.step_ids(depth)] = True
+        torch.testing.assert_close(logp.exp().sum(-1), torch.ones(3))
+        assert torch.isinf(logp[:, ~own]).all() and torch.isfinite(logp[:, own]).all()
+    assert vocab.step_ids(0) == list(range(vocab.sizes[0])) and vocab.step_ids(vocab.num_layers) == [vocab.end_local]
+    sids = _all_sids(trie)
+    prompt = decoder.prompt_ids("compact kettle", [])
+    layer = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, sid_softmax="layer"))
+    assert all(a > b for a, b in zip(score_sids(layer, prompt, sids, vocab), score_sids(decoder, prompt, sids, vocab)))

@@ -5,6 +5,7 @@ the reference, itself pinned to exhaustive scoring in test_engine_torch.py.
 """
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
@@ -65,6 +66,22 @@ def test_top_sids_equal_the_torch_engine(engines, tiny_decoder, prompts, beam_wi
     for hits in got:
         assert len(hits) == k
         assert all(h.sid in valid and trie.sid_of(h.node) == h.sid for h in hits)
+
+
+def test_a_layer_softmax_decoder_scores_alike_on_both_engines(engines, tiny_decoder, prompts):
+    """A decoder trained with ``sid_softmax="layer"`` ships each step's layer as the processor's norm
+    set: the same SIDs and scores as the torch engine's layer softmax. The weights in vLLM are the
+    fixture's own; only the spec the engine reads changes, so no second engine starts."""
+    vllm_engine, _, _ = engines
+    decoder, _, mask, _ = tiny_decoder
+    layered = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, sid_softmax="layer"))
+    vllm_engine.decoder = layered
+    try:
+        got, _ = vllm_engine.decode(prompts, beam_width=16, num_sids=10)
+    finally:
+        vllm_engine.decoder = decoder
+    want, _ = TorchEngine(layered, mask).decode(prompts, beam_width=16, num_sids=10)
+    assert_same_hits(got, want)
 
 
 def test_unconstrained_equals_the_torch_engine_and_flags_misses(engines, tiny_decoder, prompts):

@@ -73,6 +73,26 @@ def test_apply_writes_sid_range_log_softmax_on_allowed_ids_only():
     assert math.isclose(out[2].exp().sum().item(), torch.softmax(raw[2, BASE : BASE + N], -1)[[1, 4, 10]].sum().item(), rel_tol=1e-6)
 
 
+def test_a_norm_set_narrows_the_softmax_to_one_layers_ids():
+    """A ``layer`` SID-softmax decoder's beams carry the ids their softmax runs over: the row is
+    the log-softmax over those alone, beside a full-range row in the same call."""
+    raw = torch.randn(2, VOCAB) * 3
+    norm, allowed = np.zeros(N, dtype=bool), np.zeros(N, dtype=bool)
+    norm[[3, 4, 5, 6, 10]] = True
+    allowed[[4, 10]] = True
+    args = mask_args(allowed, BASE, norm)
+    assert len(args["sa2crq_sid_mask"]["norm_bits"]) == 2
+    layered = parse_mask(SamplingParams(max_tokens=1, extra_args=args))
+    assert layered.norm.tolist() == norm.tolist()
+    out = apply_sid_masks(raw.clone(), [0, 1], [layered, parse_mask(params([4, 10]))])
+    want = torch.log_softmax(raw[0, BASE + torch.tensor([3, 4, 5, 6, 10])], -1)[[1, 4]]
+    torch.testing.assert_close(out[0, BASE + torch.tensor([4, 10])], want, atol=1e-6, rtol=0)
+    assert torch.isinf(out[0]).sum() == VOCAB - 2
+    check_rows(out[1:], raw[1:], [[4, 10]])
+    with pytest.raises(ValueError, match="norm_bits"):
+        SIDMaskProcessor.validate_params(SamplingParams(max_tokens=1, extra_args={"sa2crq_sid_mask": {**args["sa2crq_sid_mask"], "norm_bits": b"\x01"}}))
+
+
 def test_v1_adapter_follows_adds_removes_moves_and_swaps():
     p = SIDMaskProcessor(None, torch.device("cpu"), False)
     assert p.is_argmax_invariant() is False

@@ -30,6 +30,13 @@ class TrainConfig:
             the SID loss (0: off). The training loss keeps falling after validation has levelled
             off; smoothing caps how sure the decoder gets of each code, and beam scores add those
             log-probabilities up.
+        sid_softmax: what each SID position's distribution is normalised over, in training and
+            then in decoding (stored with the decoder): ``full``, the whole SID range, every
+            layer's codes and ``<sid_end>``; ``layer``, only the ids the position can hold (its
+            layer's codes, and ``<sid_end>`` after the first), the set the trie's allowed children
+            always fall in. ``layer`` scores a quarter of the logits with three layers; the SID
+            head is most of a tiny decoder's work, so an epoch is cheaper. The rules and
+            later-codes terms read full-range logits and need ``full``.
         bf16: run the forward pass under bfloat16 autocast (on GPUs and CPUs with AMX; on CPUs
             without bf16 units it is several times slower, see docs/benchmarks.md).
         item_loss: weight of an auxiliary next-item loss (0: off): in history rows, at each
@@ -128,6 +135,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     dropout: float = 0.1
     label_smoothing: float = 0.0
+    sid_softmax: Literal["full", "layer"] = "full"
     item_loss: float = 1.0
     item_negatives: int = 2048
     item_loss_queries: bool = False
@@ -188,6 +196,10 @@ class TrainConfig:
             raise DataError("item_later scores later items with the next-item softmax: it needs --item-loss > 0")
         if self.item_loss and self.prompt.item_content == "none":
             raise DataError("item_loss needs item content to score items against: use --item-content minilm, id or minilm+id, or --item-loss 0")
+        if self.sid_softmax not in ("full", "layer"):
+            raise DataError(f"sid_softmax must be full or layer, got {self.sid_softmax!r}")
+        if self.sid_softmax == "layer" and (self.sid_later or self.rules_teacher):
+            raise DataError("sid_later and rules_teacher read the full SID range's logits: use them with sid_softmax full")
         if self.sid_init not in ("codebook", "random"):
             raise DataError(f"sid_init must be codebook or random, got {self.sid_init!r}")
         if self.item_init not in ("collab", "random"):

@@ -40,7 +40,7 @@ from indexer.training.teacher import DenseTeacher, RulesTeacher
 from indexer.training.validation import Validation, sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import Decoder, DecoderSpec, ItemTable, make_builder, save_decoder
-from sidcore.decoder.model import PromptInputs, embed_inputs, item_outputs, load_base_model, new_tiny_model, sid_logits
+from sidcore.decoder.model import PromptInputs, embed_inputs, item_outputs, layer_sid_loss, load_base_model, new_tiny_model, sid_log_probs, sid_logits
 from sidcore.decoder.tokenizer import extend_with_sid_tokens, load_base_tokenizer, train_text_tokenizer
 from sidcore.embed import DIM, MODEL_NAME, embed_texts
 from sidcore.errors import DataError
@@ -174,7 +174,7 @@ class _Run:
         base = extend_with_sid_tokens(tok, art.sizes)
         self.tok = tok
         self.spec = DecoderSpec(art.version, art.sizes, base, prompt, str(base_model) if base_model else "tiny", art.fingerprint,
-                                embedder, vectors.shape[1] if vectors is not None else DIM)
+                                embedder, vectors.shape[1] if vectors is not None else DIM, sid_softmax=cfg.sid_softmax)
         codes = {item: self.spec.codes(art.codes[r, : art.lengths[r]]) for r, item in enumerate(items)}
         self.maker = RowMaker(make_builder(self.spec, tok), codes, titles, self.spec.vocab.end_local,
                               query_targets=bool(cfg.item_loss) and cfg.item_loss_queries)
@@ -299,8 +299,12 @@ class _Run:
             x = F.dropout(x, self.cfg.dropout, training=True)
             hidden = model.model(inputs_embeds=x, attention_mask=batch.attention.to(dev)).last_hidden_state
             at = labels >= 0
-            logits = sid_logits(model, hidden[at], self.spec.base, self.spec.vocab.num_local)
-            loss = F.cross_entropy(logits.float(), labels[at], label_smoothing=self.cfg.label_smoothing)
+            if self.cfg.sid_softmax == "layer":
+                logits = None  # the config refuses the terms that read full-range logits with it
+                loss = layer_sid_loss(model, hidden[at], labels[at], self.spec.vocab, self.cfg.label_smoothing)
+            else:
+                logits = sid_logits(model, hidden[at], self.spec.base, self.spec.vocab.num_local)
+                loss = F.cross_entropy(logits.float(), labels[at], label_smoothing=self.cfg.label_smoothing)
             if self.cfg.sid_later:
                 first = targets >= 0  # within ``at``: each such position predicts its target's first code
                 loss = loss + self.cfg.sid_later * later_loss(logits[first[at]], labels[first], first)
@@ -329,8 +333,9 @@ class _Run:
         for level in range(min(self.cfg.dense_levels, int(count.max()))):
             r = (count > level).nonzero()[:, 0]
             prefix = labels[r].gather(1, first[r, None] + torch.arange(level, device=labels.device))
-            logits = sid_logits(model, hidden[r, first[r] + level], self.spec.base, self.spec.vocab.num_local)
-            loss = loss - (self.dense.targets(share[r], prefix) * logits.float().log_softmax(-1)).sum(-1).mean()
+            logp = sid_log_probs(model, hidden[r, first[r] + level], self.spec.vocab, level if self.cfg.sid_softmax == "layer" else None)
+            goal = self.dense.targets(share[r], prefix)
+            loss = loss - torch.where(goal > 0, goal * logp, 0.0).sum(-1).mean()
         return loss
 
     def teacher_loss(self, logits: torch.Tensor, at: torch.Tensor, batch) -> torch.Tensor:

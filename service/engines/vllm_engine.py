@@ -231,8 +231,12 @@ class VLLMEngine(Engine):
         # vLLM building them (its per-entry cost dominated the client at beam 100).
         k = np.minimum(2 * W, allowed.sum(1)).tolist()
         suffixes = (search.tokens + base).tolist()
+        norm = None
+        if self.decoder.spec.sid_softmax == "layer":
+            norm = np.zeros(S, dtype=bool)
+            norm[search.vocab.step_ids(search.depth)] = True
         tops = await asyncio.gather(*(
-            self._top_logprobs(self._input(prompts[r // W], None if embeds is None else embeds[r // W], suffixes[r]), mask_args(allowed[r], base), k[r])
+            self._top_logprobs(self._input(prompts[r // W], None if embeds is None else embeds[r // W], suffixes[r]), mask_args(allowed[r], base, norm), k[r])
             for r in rows
         ))
         row = np.repeat(rows, [len(tokens) for tokens, _ in tops])

@@ -2,11 +2,12 @@
 
 Every engine request is one beam for one step. Its ``SamplingParams.extra_args[MASK_KEY]``
 carries the beam's allowed SID tokens as a packed bitmask over the SID range
-``[base, base + num_local)``. The processor replaces that request's logits row with the
-log-softmax over the SID range on allowed ids and -inf everywhere else (the rest of the
-vocabulary included), so with ``logprobs_mode="processed_logits"`` and temperature 0 the
-returned top-K log-probs are exactly the SID-range distribution the torch engine scores.
-Requests without the key pass through untouched.
+``[base, base + num_local)``, and, for a decoder trained with the ``layer`` SID softmax, the ids
+the softmax runs over (its position's layer, a second bitmask). The processor replaces that
+request's logits row with that log-softmax on allowed ids and -inf everywhere else (the rest of
+the vocabulary included), so with ``logprobs_mode="processed_logits"`` and temperature 0 the
+returned top-K log-probs are exactly the distribution the torch engine scores. Requests without
+the key pass through untouched.
 
 Why the mask and not the beam's trie node: the EngineCore (and with it this processor) runs
 in another process, which cannot see the service's in-memory trie; that trie also changes
@@ -38,7 +39,8 @@ from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor as V2LogitsProcessor
 
 MASK_KEY = "sa2crq_sid_mask"
-"""``SamplingParams.extra_args`` key of a beam's mask: ``{"base", "num_local", "bits"}``."""
+"""``SamplingParams.extra_args`` key of a beam's mask: ``{"base", "num_local", "bits"}``, and
+``"norm_bits"`` where the softmax runs over part of the SID range."""
 
 NEG = float("-inf")
 
@@ -47,15 +49,20 @@ NEG = float("-inf")
 class SIDMask:
     base: int
     allowed: torch.Tensor  # Bool [num_local], on CPU
+    norm: torch.Tensor | None = None  # Bool [num_local]: the ids the softmax runs over; None: the whole range
 
     @property
     def num_local(self) -> int:
         return len(self.allowed)
 
 
-def mask_args(allowed: np.ndarray, base: int) -> dict:
-    """``extra_args`` for one beam: its Bool [num_local] allowed row packed 8 ids a byte."""
-    return {MASK_KEY: {"base": int(base), "num_local": len(allowed), "bits": np.packbits(allowed).tobytes()}}
+def mask_args(allowed: np.ndarray, base: int, norm: np.ndarray | None = None) -> dict:
+    """``extra_args`` for one beam: its Bool [num_local] allowed row packed 8 ids a byte, and the
+    Bool [num_local] ids its softmax runs over (``None``: the whole SID range)."""
+    spec = {"base": int(base), "num_local": len(allowed), "bits": np.packbits(allowed).tobytes()}
+    if norm is not None:
+        spec["norm_bits"] = np.packbits(norm).tobytes()
+    return {MASK_KEY: spec}
 
 
 def parse_mask(params: SamplingParams) -> SIDMask | None:
@@ -69,19 +76,29 @@ def parse_mask(params: SamplingParams) -> SIDMask | None:
         raise ValueError(f"extra_args[{MASK_KEY!r}] needs int base, int num_local and bytes bits: {e}") from e
     if base < 0 or n < 1 or not isinstance(bits, bytes) or len(bits) != (n + 7) // 8:
         raise ValueError(f"extra_args[{MASK_KEY!r}]: base {base} >= 0, num_local {n} >= 1 and {(n + 7) // 8} bytes of bits required")
-    allowed = np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=n).astype(bool)
-    return SIDMask(base, torch.from_numpy(allowed))
+    norm_bits = spec.get("norm_bits")
+    if norm_bits is not None and (not isinstance(norm_bits, bytes) or len(norm_bits) != len(bits)):
+        raise ValueError(f"extra_args[{MASK_KEY!r}]: norm_bits must be {len(bits)} bytes like bits")
+
+    def unpack(b: bytes) -> torch.Tensor:
+        return torch.from_numpy(np.unpackbits(np.frombuffer(b, dtype=np.uint8), count=n).astype(bool))
+
+    return SIDMask(base, unpack(bits), None if norm_bits is None else unpack(norm_bits))
 
 
 def apply_sid_masks(logits: torch.Tensor, rows: Sequence[int], masks: Sequence[SIDMask]) -> torch.Tensor:
-    """In place: ``logits[row]`` becomes the SID-range log-softmax on its mask's allowed ids, -inf elsewhere."""
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    """In place: ``logits[row]`` becomes the log-softmax over its mask's ``norm`` ids (the SID range
+    without one) on its allowed ids, -inf elsewhere."""
+    groups: dict[tuple[int, int, bool], list[int]] = defaultdict(list)
     for j, m in enumerate(masks):
-        groups[m.base, m.num_local].append(j)
-    for (base, n), members in groups.items():
+        groups[m.base, m.num_local, m.norm is not None].append(j)
+    for (base, n, has_norm), members in groups.items():
         idx = torch.tensor([rows[j] for j in members], device=logits.device)
         allowed = torch.stack([masks[j].allowed for j in members]).to(logits.device, non_blocking=True)
-        logp = torch.log_softmax(logits[idx, base : base + n].float(), -1).masked_fill_(~allowed, NEG)
+        sid = logits[idx, base : base + n].float()
+        if has_norm:
+            sid = sid.masked_fill_(~torch.stack([masks[j].norm for j in members]).to(logits.device, non_blocking=True), NEG)
+        logp = torch.log_softmax(sid, -1).masked_fill_(~allowed, NEG)
         logits[idx] = NEG
         logits[idx, base : base + n] = logp.to(logits.dtype)
     return logits

@@ -24,10 +24,11 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 from model_store import Store
-from sidcore.decoder.model import PromptInputs, as_float_tensor, embed_inputs, item_outputs
+from sidcore.decoder.model import SID_SOFTMAX, PromptInputs, as_float_tensor, embed_inputs, item_outputs
 from sidcore.decoder.prompt import MARKERS, HistoryItem, Prompt, PromptBuilder, PromptConfig
 from sidcore.decoder.tokenizer import load_tokenizer
 from sidcore.decoder.vocab import SIDVocab
+from sidcore.errors import DataError
 
 ITEMS_FILE = "items.npz"
 PROMPT_INPUTS_FILE = "prompt_inputs.safetensors"
@@ -47,6 +48,13 @@ class DecoderSpec:
     # chosen on the decoder's validation cases at training (``TrainConfig.length_penalties``);
     # 0 (plain sums of log-probabilities) in decoders older than that choice.
     length_penalty: float = 0.0
+    # What each SID position's distribution is normalised over (``model.SID_SOFTMAX``); ``full`` in
+    # decoders older than the choice, which were trained that way.
+    sid_softmax: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.sid_softmax not in SID_SOFTMAX:
+            raise DataError(f"sid_softmax must be one of {', '.join(SID_SOFTMAX)}, got {self.sid_softmax!r}")
 
     @property
     def vocab(self) -> SIDVocab:
@@ -67,7 +75,8 @@ class DecoderSpec:
     @classmethod
     def from_json(cls, d: dict) -> "DecoderSpec":
         return cls(d["index_version"], tuple(d["sizes"]), d["base"], PromptConfig(**d["prompt"]), d["model"],
-                   d.get("index_fingerprint", ""), d.get("embedder", ""), d.get("embed_dim", 0), d.get("length_penalty", 0.0))
+                   d.get("index_fingerprint", ""), d.get("embedder", ""), d.get("embed_dim", 0), d.get("length_penalty", 0.0),
+                   d.get("sid_softmax", "full"))
 
 
 def make_builder(spec: DecoderSpec, tok: PreTrainedTokenizerFast) -> PromptBuilder:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from sidcore.decoder.config import TinyConfig
@@ -51,6 +52,49 @@ def sid_logits(model: Qwen3ForCausalLM, hidden: torch.Tensor, base: int, num_loc
     """Logits over the SID range only: hidden (..., H) -> (..., num_local)."""
     weight = model.lm_head.weight[base : base + num_local]
     return hidden @ weight.T
+
+
+SID_SOFTMAX = ("full", "layer")
+"""What a SID position's distribution is normalised over: ``full``, the whole SID range (every
+layer's codes and ``<sid_end>``); ``layer``, only the ids that position can hold
+(``SIDVocab.step_ids``), the set the trie's allowed children always fall in. The decoder trains and
+decodes with the same one (``DecoderSpec.sid_softmax``)."""
+
+
+def sid_log_probs(model: Qwen3ForCausalLM, hidden: torch.Tensor, vocab, layer: int | None) -> torch.Tensor:
+    """Log-probabilities over the SID range, float32 [N, num_local], from hidden states [N, H] at SID
+    position ``layer`` (all rows at that position): normalised over the position's own ids, -inf
+    elsewhere; ``None``: over the whole range (``full``)."""
+    if layer is None:
+        return torch.log_softmax(sid_logits(model, hidden, vocab.base, vocab.num_local).float(), -1)
+    ids = torch.tensor(vocab.step_ids(layer), device=hidden.device)
+    out = torch.full((len(hidden), vocab.num_local), float("-inf"), device=hidden.device)
+    out[:, ids] = torch.log_softmax((hidden @ model.lm_head.weight[vocab.base + ids].T).float(), -1)
+    return out
+
+
+def layer_sid_loss(model: Qwen3ForCausalLM, hidden: torch.Tensor, labels: torch.Tensor, vocab, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of SID labels under the ``layer`` softmax: hidden [P, H] at P labelled
+    positions, labels [P] local ids, each SID's codes then its ``<sid_end>`` in order (as a row's
+    labels read when flattened), so an end label's layer is the one after the label before it.
+    Each position's logits cover only its layer's ids: a quarter of the full range's work with
+    three layers, and no gradient spent pushing other layers' codes down where the trie never
+    allows them."""
+    offsets = torch.tensor(vocab.offsets, device=labels.device)
+    layer = torch.bucketize(labels, offsets, right=True) - 1
+    end = labels == vocab.end_local
+    layer[end] = layer[end.nonzero()[:, 0] - 1] + 1
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for position in range(vocab.num_layers + 1):
+        at = (layer == position).nonzero()[:, 0]
+        ids = vocab.step_ids(position)
+        if len(at) == 0 or len(ids) < 2:
+            continue  # a position with one possible id (the end after the last layer) costs nothing
+        lookup = torch.full((vocab.num_local,), -1, dtype=torch.long, device=labels.device)
+        lookup[torch.tensor(ids, device=labels.device)] = torch.arange(len(ids), device=labels.device)
+        logits = hidden[at] @ model.lm_head.weight[vocab.base + torch.tensor(ids, device=hidden.device)].T
+        total = total + F.cross_entropy(logits.float(), lookup[labels[at]], label_smoothing=label_smoothing, reduction="sum")
+    return total / max(len(labels), 1)
 
 
 class PromptInputs(nn.Module):

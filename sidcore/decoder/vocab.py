@@ -72,6 +72,15 @@ class SIDVocab:
         layer = int(np.searchsorted(self.offsets, local, side="right")) - 1
         return layer, local - self.offsets[layer]
 
+    def step_ids(self, layer: int) -> list[int]:
+        """Local ids position ``layer`` of a SID can hold: that layer's codes, and ``<sid_end>`` after
+        the first code (only ``<sid_end>`` after the last layer). The set a ``layer`` SID softmax
+        normalises over."""
+        if not 0 <= layer <= self.num_layers:
+            raise DataError(f"SID position {layer} is outside [0, {self.num_layers}]")
+        codes = list(range(self.offsets[layer], self.offsets[layer] + self.sizes[layer])) if layer < self.num_layers else []
+        return codes + ([self.end_local] if layer else [])
+
     def sid_tokens(self, sid: Sequence[int]) -> list[int]:
         """Token ids of a SID followed by ``<sid_end>``: a decoder training target."""
         return [self.token(layer, int(c)) for layer, c in enumerate(sid)] + [self.end_token]

@@ -22,7 +22,7 @@ from transformers import DynamicCache
 from transformers.models.qwen3.modeling_qwen3 import rotate_half
 
 from sidcore.decoder.bundle import Decoder
-from sidcore.decoder.model import sid_logits
+from sidcore.decoder.model import sid_log_probs
 from sidcore.decoder.prompt import Prompt, as_prompt
 from sidcore.engines.base import Engine, default_mask, length_penalty_of, query_vectors
 from sidcore.engines.beam import NEG, BeamSearch
@@ -62,7 +62,7 @@ class TorchEngine(Engine):
         generated: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
         while True:
-            step = search.advance(self.log_probs(h, vocab, search.allowed()))
+            step = search.advance(self.log_probs(h, vocab, search.allowed(), search.depth))
             if step is None:
                 return search.results(), search.stats
             src, tok = (t.to(dev) for t in step)
@@ -70,11 +70,11 @@ class TorchEngine(Engine):
                 generated = [(k[src], v[src]) for k, v in generated]
             h, generated = self._step(vocab.base + tok, pos + search.depth - 1, prompt_kv, prompt_mask, generated, R, W)
 
-    def log_probs(self, hidden: torch.Tensor, vocab, allowed: torch.Tensor) -> torch.Tensor:
-        """Next-token scores [R*W, S] from last hidden states [R*W, H]: the log-softmax over the SID
-        range (the distribution training fits), -inf where ``allowed`` (bool [R*W, S]) is False."""
-        logp = torch.log_softmax(sid_logits(self.model, hidden, vocab.base, vocab.num_local).float(), -1).cpu()
-        return logp.masked_fill_(~allowed, NEG)
+    def log_probs(self, hidden: torch.Tensor, vocab, allowed: torch.Tensor, depth: int) -> torch.Tensor:
+        """Next-token scores [R*W, S] from last hidden states [R*W, H] at SID position ``depth``: the
+        log-softmax training fits (``DecoderSpec.sid_softmax``), -inf where ``allowed`` (bool [R*W, S]) is False."""
+        layer = depth if self.decoder.spec.sid_softmax == "layer" else None
+        return sid_log_probs(self.model, hidden, vocab, layer).cpu().masked_fill_(~allowed, NEG)
 
     def _step(self, tokens: torch.Tensor, positions: torch.Tensor, prompt_kv, prompt_mask: torch.Tensor, generated, R: int, W: int):
         """One new token for every beam row.
