@@ -18,6 +18,7 @@ epoch, one line per run (a colour per setting, a line style per run of it).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -26,9 +27,15 @@ import click
 import numpy as np
 
 
+@functools.lru_cache(maxsize=None)
+def _methods(folder: Path) -> dict:
+    """``folder``'s report's methods, read once however many figures a run gives."""
+    return json.loads((folder / "report.json").read_text())["methods"]
+
+
 def _method(folder: Path, method: str) -> dict:
     """``method``'s entry in ``folder``'s report; ``"auto"``: the report's only method."""
-    methods = json.loads((folder / "report.json").read_text())["methods"]
+    methods = _methods(folder)
     if method == "auto":
         if len(methods) != 1:
             raise click.BadParameter(f"{folder} holds {len(methods)} methods ({sorted(methods)}): name one", param_hint="--method")

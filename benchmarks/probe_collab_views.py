@@ -53,11 +53,11 @@ def reaches(text: str) -> list[int]:
     """Comma-separated positive reaches of ``--reaches``."""
     try:
         values = [int(r) for r in text.split(",") if r.strip()]
+        if all(r >= 1 for r in values):
+            return values
     except ValueError:
-        values = [0]
-    if any(r < 1 for r in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
+        pass
+    raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sidcore.decoder.config import TinyConfig
+from sidcore.decoder.config import SID_SOFTMAX, TinyConfig
 from sidcore.decoder.prompt import PromptConfig
 from sidcore.errors import DataError
 
@@ -196,8 +196,8 @@ class TrainConfig:
             raise DataError("item_later scores later items with the next-item softmax: it needs --item-loss > 0")
         if self.item_loss and self.prompt.item_content == "none":
             raise DataError("item_loss needs item content to score items against: use --item-content minilm, id or minilm+id, or --item-loss 0")
-        if self.sid_softmax not in ("full", "layer"):
-            raise DataError(f"sid_softmax must be full or layer, got {self.sid_softmax!r}")
+        if self.sid_softmax not in SID_SOFTMAX:
+            raise DataError(f"sid_softmax must be one of {', '.join(SID_SOFTMAX)}, got {self.sid_softmax!r}")
         if self.sid_softmax == "layer" and (self.sid_later or self.rules_teacher):
             raise DataError("sid_later and rules_teacher read the full SID range's logits: use them with sid_softmax full")
         if self.sid_init not in ("codebook", "random"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from indexer.training.config import TrainConfig
+from sidcore.decoder.config import SID_SOFTMAX
 from sidcore.decoder.prompt import CONTENT
 
 _DEFAULT = TrainConfig()
@@ -34,7 +35,7 @@ def _options(epochs_flag: str) -> list:
                      default=t.attention_dropout, show_default=True, help="Dropout on the tiny decoder's attention weights while training."),
         click.option("--label-smoothing", "train_label_smoothing", type=click.FloatRange(0, 1, max_open=True), default=d.label_smoothing,
                      show_default=True, help="Share of each SID target's probability spread over the SID range in the SID loss (0: off)."),
-        click.option("--sid-softmax", "train_sid_softmax", type=click.Choice(["full", "layer"]), default=d.sid_softmax, show_default=True,
+        click.option("--sid-softmax", "train_sid_softmax", type=click.Choice(SID_SOFTMAX), default=d.sid_softmax, show_default=True,
                      help="What each SID position's distribution is normalised over, in training and serving: the whole SID range, "
                           "or the ids its layer can hold (cheaper)."),
         click.option("--bf16/--fp32", "train_bf16", default=d.bf16, show_default=True,

@@ -24,7 +24,8 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 from model_store import Store
-from sidcore.decoder.model import SID_SOFTMAX, PromptInputs, as_float_tensor, embed_inputs, item_outputs
+from sidcore.decoder.config import SID_SOFTMAX
+from sidcore.decoder.model import PromptInputs, as_float_tensor, embed_inputs, item_outputs
 from sidcore.decoder.prompt import MARKERS, HistoryItem, Prompt, PromptBuilder, PromptConfig
 from sidcore.decoder.tokenizer import load_tokenizer
 from sidcore.decoder.vocab import SIDVocab
@@ -48,7 +49,7 @@ class DecoderSpec:
     # chosen on the decoder's validation cases at training (``TrainConfig.length_penalties``);
     # 0 (plain sums of log-probabilities) in decoders older than that choice.
     length_penalty: float = 0.0
-    # What each SID position's distribution is normalised over (``model.SID_SOFTMAX``); ``full`` in
+    # What each SID position's distribution is normalised over (``config.SID_SOFTMAX``); ``full`` in
     # decoders older than the choice, which were trained that way.
     sid_softmax: str = "full"
 

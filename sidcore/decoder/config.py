@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 from sidcore.errors import DataError
 
+SID_SOFTMAX = ("full", "layer")
+"""What a SID position's distribution is normalised over: ``full``, the whole SID range (every
+layer's codes and ``<sid_end>``); ``layer``, only the ids that position can hold
+(``SIDVocab.step_ids``), the set the trie's allowed children always fall in. The decoder trains and
+decodes with the same one (``DecoderSpec.sid_softmax``)."""
+
 
 @dataclass(frozen=True)
 class TinyConfig:

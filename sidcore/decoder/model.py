@@ -54,11 +54,11 @@ def sid_logits(model: Qwen3ForCausalLM, hidden: torch.Tensor, base: int, num_loc
     return hidden @ weight.T
 
 
-SID_SOFTMAX = ("full", "layer")
-"""What a SID position's distribution is normalised over: ``full``, the whole SID range (every
-layer's codes and ``<sid_end>``); ``layer``, only the ids that position can hold
-(``SIDVocab.step_ids``), the set the trie's allowed children always fall in. The decoder trains and
-decodes with the same one (``DecoderSpec.sid_softmax``)."""
+def _layer_logits(model: Qwen3ForCausalLM, hidden: torch.Tensor, vocab, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SID position ``position``'s own ids (long [C], ``SIDVocab.step_ids``) and the logits over
+    them, hidden (..., H) -> (..., C)."""
+    ids = torch.tensor(vocab.step_ids(position), device=hidden.device)
+    return ids, hidden @ model.lm_head.weight[vocab.base + ids].T
 
 
 def sid_log_probs(model: Qwen3ForCausalLM, hidden: torch.Tensor, vocab, layer: int | None) -> torch.Tensor:
@@ -67,9 +67,9 @@ def sid_log_probs(model: Qwen3ForCausalLM, hidden: torch.Tensor, vocab, layer: i
     elsewhere; ``None``: over the whole range (``full``)."""
     if layer is None:
         return torch.log_softmax(sid_logits(model, hidden, vocab.base, vocab.num_local).float(), -1)
-    ids = torch.tensor(vocab.step_ids(layer), device=hidden.device)
+    ids, logits = _layer_logits(model, hidden, vocab, layer)
     out = torch.full((len(hidden), vocab.num_local), float("-inf"), device=hidden.device)
-    out[:, ids] = torch.log_softmax((hidden @ model.lm_head.weight[vocab.base + ids].T).float(), -1)
+    out[:, ids] = torch.log_softmax(logits.float(), -1)
     return out
 
 
@@ -85,15 +85,15 @@ def layer_sid_loss(model: Qwen3ForCausalLM, hidden: torch.Tensor, labels: torch.
     end = labels == vocab.end_local
     layer[end] = layer[end.nonzero()[:, 0] - 1] + 1
     total = hidden.new_zeros((), dtype=torch.float32)
-    for position in range(vocab.num_layers + 1):
+    # A position's ids are its layer's codes in order, then <sid_end>: a code's class is its code.
+    for position in range(vocab.num_layers):
         at = (layer == position).nonzero()[:, 0]
-        ids = vocab.step_ids(position)
-        if len(at) == 0 or len(ids) < 2:
-            continue  # a position with one possible id (the end after the last layer) costs nothing
-        lookup = torch.full((vocab.num_local,), -1, dtype=torch.long, device=labels.device)
-        lookup[torch.tensor(ids, device=labels.device)] = torch.arange(len(ids), device=labels.device)
-        logits = hidden[at] @ model.lm_head.weight[vocab.base + torch.tensor(ids, device=hidden.device)].T
-        total = total + F.cross_entropy(logits.float(), lookup[labels[at]], label_smoothing=label_smoothing, reduction="sum")
+        if len(at) == 0:
+            continue
+        _, logits = _layer_logits(model, hidden[at], vocab, position)
+        goal = torch.where(end[at], vocab.sizes[position], labels[at] - vocab.offsets[position])
+        total = total + F.cross_entropy(logits.float(), goal, label_smoothing=label_smoothing, reduction="sum")
+    # The end after the last layer is the position's one id: it costs nothing.
     return total / max(len(labels), 1)
 
 
