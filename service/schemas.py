@@ -109,7 +109,8 @@ def retrieve_request_model(s: Settings) -> type[BaseModel]:
 
 class ItemOut(BaseModel):
     item_id: str
-    score: float = Field(description="Log-probability of the item's SID under the decoder.")
+    score: float = Field(description="What ranked the item: the log-probability of its SID under the decoder, plus, for a "
+                                     "history request of a decoder with an item weight, that weight times its next-item head logit.")
     sid: str = Field(description="The item's semantic ID, codes joined by '-'.", examples=["12-301-7"])
     fields: dict[str, Any] | None = Field(None, description="The requested stored fields (present only when `fields` was "
                                                              "asked for; null when the index stores none for the item or Redis is unreachable).")

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
                                          description="SID scores divided by (length + 1) ** this (0: plain sums of log-probabilities; "
                                                      "above 0 lifts long, dense-region SIDs); default: the decoder's own, chosen on its "
                                                      "validation cases at training (docs/decoder.md).")
+    item_weight: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                      description="History requests rank their decoded SIDs' items by SID score + this x the "
+                                                  "decoder's next-item head logit (0: SID scores alone); default: the decoder's own, "
+                                                  "chosen on its validation cases at training (docs/decoder.md).")
     max_k: int = Field(1000, ge=1, description="Largest k a request may ask for.")
     max_query_chars: int = Field(2000, ge=1, description="Longest text query accepted.")
     max_history: int = Field(500, ge=1, description="Longest history accepted (the prompt keeps the newest items).")

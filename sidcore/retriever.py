@@ -10,6 +10,13 @@ item's embedding and the request's (its query's MiniLM embedding, and/or the mea
 history), so a tail item that shares a SID with popular ones still comes first when it is the one
 the request is about; ``within="popularity"`` keeps the index's popularity order.
 
+A decoder trained with the next-item loss also says which *item* comes next: its state at a
+history prompt's last ``<item>`` marker against each item (``Decoder.item_logits``). With an
+``item_weight`` W > 0 (by default the decoder's own, chosen on its validation cases) the items of
+a history request's decoded SIDs are ranked by SID score + W x that logit: the two views of the
+next item, the code path and the item, as a product of experts. The candidates are still only the
+items of the decoded SIDs.
+
 Exclusions and filters act inside the decode: a request's ``ItemMask`` (its history unless
 ``exclude_history`` is off, its ``exclude_ids``, its ``filter``) prunes every SID left with no item
 it may return, so the beams go to SIDs it can use and k items come back whenever the index holds
@@ -27,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import torch
 
 from sidcore.cache import Recent
 from sidcore.decoder.bundle import Decoder
@@ -80,7 +88,7 @@ class Query:
 @dataclass(frozen=True)
 class ItemHit:
     item_id: str
-    score: float  # the score of the SID the item came from
+    score: float  # what ranked it: its SID's score, plus item_weight x its item-head logit when fused
     sid: SID
 
 
@@ -155,12 +163,21 @@ class Retriever:
         filter_cache_bytes: memory for cached filter masks (see ``FilterCache``).
         within: order of the items sharing a SID: ``similarity`` to the request (when the decoder
             has item embeddings), or ``popularity``.
+        item_weight: history requests rank their decoded SIDs' items by SID score plus this times
+            the decoder's item-head logit (0: SID scores alone); None: the decoder's own
+            (``DecoderSpec.item_weight``).
     """
 
     def __init__(self, decoder: Decoder, engine: Engine, beam_width: int = 20, max_beam_width: int = 128,
-                 filter_cache_bytes: int = 256 << 20, within: Literal["similarity", "popularity"] = "similarity"):
+                 filter_cache_bytes: int = 256 << 20, within: Literal["similarity", "popularity"] = "similarity",
+                 item_weight: float | None = None):
         if within not in ("similarity", "popularity"):
             raise ValueError(f"within must be similarity or popularity, got {within!r}")
+        self.item_weight = decoder.spec.item_weight if item_weight is None else item_weight
+        if not 0 <= self.item_weight < float("inf"):
+            raise ValueError(f"item_weight must be a finite number >= 0, got {self.item_weight}")
+        if self.item_weight and decoder.inputs.empty:
+            raise ValueError(f"decoder {decoder.version} has no item content, so no item head: item_weight must be 0")
         self.decoder = decoder
         self.engine = engine
         self.beam_width = beam_width
@@ -187,11 +204,17 @@ class Retriever:
         return self._masks.get(trie, build)
 
     def plan(self, q: Query) -> tuple[int, int]:
-        """(beam width, SIDs to finish) for a request; the core's one check of the beam width."""
+        """(beam width, SIDs to finish) for a request; the core's one check of the beam width. A
+        request whose items the item head re-ranks finishes every beam: its candidates."""
         width = q.beam_width or max(self.beam_width, min(q.k, self.max_beam_width))
         if not 1 <= width <= self.max_beam_width:
             raise DataError(f"beam_width must be in [1, {self.max_beam_width}], got {width}")
-        return width, min(q.k, width)
+        return width, width if self.fuses(q) else min(q.k, width)
+
+    def fuses(self, q: Query) -> bool:
+        """Whether ``q``'s items are ranked by SID score and the item head together (a history
+        request, under a positive ``item_weight``)."""
+        return bool(self.item_weight and q.history)
 
     @staticmethod
     def history_rows(trie: Trie, q: Query) -> np.ndarray:
@@ -268,6 +291,8 @@ class Retriever:
         qv = self.query_vectors(queries)
         prompts = [self.prompt(trie, q, None if qv is None else qv[i]) for i, q in enumerate(queries)]
         item_masks = [self.item_mask(snap, q) for q in queries]
+        fused = [i for i, q in enumerate(queries) if self.fuses(q)]
+        states = dict(zip(fused, self.decoder.item_states([prompts[i] for i in fused], None if qv is None else qv[fused]))) if fused else {}
         groups: dict[tuple[int, int], list[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault(self.plan(q), []).append(i)
@@ -285,15 +310,18 @@ class Retriever:
             stats.groups.append(st)
             for i, h in zip(todo, hits):
                 order = self.request_vector(queries[i], None if qv is None else qv[i]) if self.by_similarity else None
-                items = self.items(h, trie, queries[i].k, item_masks[i], order)
+                items = self.items(h, trie, queries[i].k, item_masks[i], order, states.get(i))
                 reason = _shortfall(item_masks[i], queries[i].k, trie.version) if len(items) < queries[i].k else None
                 results[i] = Result(items, h, trie.version, width, reason)
         return results, stats  # type: ignore[return-value]
 
-    def items(self, hits: list[Hit], trie: Trie, k: int, item_mask: ItemMask | None = None, by: np.ndarray | None = None) -> list[ItemHit]:
+    def items(self, hits: list[Hit], trie: Trie, k: int, item_mask: ItemMask | None = None, by: np.ndarray | None = None,
+              state: torch.Tensor | None = None) -> list[ItemHit]:
         """Items of the SIDs in score order, cut at ``k``; each SID's items most similar to ``by``
         first (a unit vector in the decoder's item space; items it has no embedding of come last),
-        or most popular first without it. With an ``item_mask``, only the items it keeps.
+        or most popular first without it. With an ``item_mask``, only the items it keeps. With a
+        prompt ``state`` [H] (``Decoder.item_states``), every SID's items are ranked together by
+        SID score + ``item_weight`` x item-head logit, that order breaking ties.
 
         SIDs outside the index (unconstrained decoding) contribute nothing.
         """
@@ -306,9 +334,12 @@ class Retriever:
                 members = self._by_similarity(members, by)
             for item in members:
                 out.append(ItemHit(item, hit.score, hit.sid))
-                if len(out) == k:
+                if len(out) == k and state is None:
                     return out
-        return out
+        if state is None or not out:
+            return out
+        score = np.array([h.score for h in out]) + self.item_weight * self.decoder.item_logits(state, [h.item_id for h in out])
+        return [dataclasses.replace(out[i], score=float(score[i])) for i in np.argsort(-score, kind="stable")[:k]]
 
     def _by_similarity(self, members: list[str], by: np.ndarray) -> list[str]:
         rows = self.decoder.items.rows(members)

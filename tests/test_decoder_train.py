@@ -200,8 +200,14 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
     assert set(by_penalty) == {"0", "1"} and by_penalty["0"] == summary["val_recall@10"]
     assert decoder.spec.length_penalty == summary["length_penalty"] and by_penalty[f"{decoder.spec.length_penalty:g}"] == max(by_penalty.values())
     for lp, score in by_penalty.items():
-        assert Validation(cases).recall(decoder, trie, float(lp)) == pytest.approx(score, abs=1 / 40 + 1e-9)
-    assert Validation(cases).recall(decoder, trie) == pytest.approx(by_penalty[f"{decoder.spec.length_penalty:g}"], abs=1 / 40 + 1e-9)
+        assert Validation(cases).recall(decoder, trie, float(lp), item_weight=0) == pytest.approx(score, abs=1 / 40 + 1e-9)
+    # then the item head's weight, at the chosen penalty: 0 is that penalty's score, the best is stored and served
+    by_weight = summary["val_recall@10_by_item_weight"]
+    assert set(by_weight) == {"0", "0.25", "0.5", "1"} and by_weight["0"] == by_penalty[f"{decoder.spec.length_penalty:g}"]
+    assert decoder.spec.item_weight == summary["item_weight"] and by_weight[f"{decoder.spec.item_weight:g}"] == max(by_weight.values())
+    for w, score in by_weight.items():
+        assert Validation(cases).recall(decoder, trie, item_weight=float(w)) == pytest.approx(score, abs=1 / 40 + 1e-9)
+    assert Validation(cases).recall(decoder, trie) == pytest.approx(by_weight[f"{decoder.spec.item_weight:g}"], abs=1 / 40 + 1e-9)
     (hits,), _ = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)).decode([decoder.prompt_ids("kettle", [])], 4, 4)
     assert len(hits) == 4
 
@@ -456,6 +462,14 @@ def test_train_options_reach_the_config():
         assert bad.exit_code == 2 and "--length-penalties" in bad.output
     with pytest.raises(DataError, match="length_penalties"):
         TrainConfig(length_penalties=())
+    assert TrainConfig().item_weights == (0.0, 0.25, 0.5, 1.0)
+    ok = CliRunner().invoke(cmd, ["--item-weights", "0,2"])
+    assert ok.exit_code == 0 and seen["cfg"].item_weights == (0.0, 2.0), ok.output
+    for value in ("-1", "0,x", "inf"):
+        bad = CliRunner().invoke(cmd, ["--item-weights", value])
+        assert bad.exit_code == 2 and "--item-weights" in bad.output
+    with pytest.raises(DataError, match="item_weights"):
+        TrainConfig(item_weights=(0.0, -1.0))
     bad = CliRunner().invoke(cmd, ["--query-noise", "-1"])
     assert bad.exit_code == 2 and "--query-noise" in bad.output
     bad = CliRunner().invoke(cmd, ["--view-spans", "-1"])

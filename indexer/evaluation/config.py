@@ -42,6 +42,9 @@ class EvalConfig:
         length_penalty: SID scores divided by ``(length + 1) ** length_penalty`` on the test
             cases, as the service's setting overrides it; None: each decoder's own, chosen on its
             validation cases (``TrainConfig.length_penalties``), as the service serves by default.
+        item_weight: history cases rank their decoded SIDs' items by SID score plus this times
+            the decoder's item-head logit, as the service's setting overrides it; None: each
+            decoder's own, chosen on its validation cases (``TrainConfig.item_weights``).
         batch_size: cases decoded together.
         max_cases: score a seeded sample of this many cases (None: all).
         hallucination_cases: cases decoded with the constraint off (the first ones of the sample).
@@ -65,6 +68,7 @@ class EvalConfig:
     exclude_history: bool = True
     beam_width: int = 20
     length_penalty: float | None = None
+    item_weight: float | None = None
     batch_size: int = 32
     max_cases: int | None = None
     hallucination_cases: int = 500
@@ -90,6 +94,8 @@ class EvalConfig:
             raise DataError("beam_width, batch_size and hallucination_k must be positive")
         if self.length_penalty is not None and not 0 <= self.length_penalty < float("inf"):
             raise DataError(f"length_penalty must be a finite number >= 0, got {self.length_penalty}")
+        if self.item_weight is not None and not 0 <= self.item_weight < float("inf"):
+            raise DataError(f"item_weight must be a finite number >= 0, got {self.item_weight}")
         if self.max_cases is not None and self.max_cases < 1:
             raise DataError("max_cases must be positive")
         object.__setattr__(self, "ks", tuple(sorted(set(self.ks))))

@@ -79,9 +79,13 @@ def _options(epochs_flag: str) -> list:
                      help="Apply the next-item loss to query and view rows too, not only to history rows."),
         click.option("--val-cases", "train_val_cases", type=click.IntRange(min=0), default=d.val_cases, show_default=True,
                      help="Validation cases scored after each decoder epoch (0: no model selection)."),
-        click.option("--length-penalties", "train_length_penalties", callback=_penalties, default=",".join(f"{lp:g}" for lp in d.length_penalties),
+        click.option("--length-penalties", "train_length_penalties", callback=_nonnegative_numbers, default=",".join(f"{lp:g}" for lp in d.length_penalties),
                      show_default=True, help="Length penalties the chosen decoder is scored at on its validation cases, comma-separated; "
                                              "the best is stored with it and served (ties: the first)."),
+        click.option("--item-weights", "train_item_weights", callback=_nonnegative_numbers, default=",".join(f"{w:g}" for w in d.item_weights),
+                     show_default=True, help="Weights of the next-item head's logit beside the SID score that the chosen decoder is "
+                                             "scored at on its validation cases (history requests), comma-separated; the best is "
+                                             "stored with it and served (ties: the first; 0: SID scores alone)."),
         click.option("--sid-init", "train_sid_init", type=click.Choice(["codebook", "random"]), default=d.sid_init, show_default=True,
                      help="SID-token embeddings from the quantizer's codewords, or random."),
         click.option("--item-init", "train_item_init", type=click.Choice(["collab", "random"]), default=d.item_init, show_default=True,
@@ -105,14 +109,14 @@ def _options(epochs_flag: str) -> list:
     ]
 
 
-def _penalties(ctx, param, value: str) -> tuple[float, ...]:
+def _nonnegative_numbers(ctx, param, value: str) -> tuple[float, ...]:
     try:
-        penalties = tuple(float(v) for v in value.split(","))
+        numbers = tuple(float(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
-    if not all(0 <= lp < float("inf") for lp in penalties):
-        raise click.BadParameter(f"{value!r}: each penalty must be a finite number >= 0")
-    return penalties
+    if not all(0 <= x < float("inf") for x in numbers):
+        raise click.BadParameter(f"{value!r}: each value must be a finite number >= 0")
+    return numbers
 
 
 def _checkpoint_folder(ctx, param, value: Path | None) -> Path | None:

@@ -461,6 +461,24 @@ class _Run:
         self.log("length penalty on validation: " + ", ".join(f"{lp:g} -> {s}" for lp, s in scores.items()) + f"; chosen {chosen:g}")
         return {"length_penalty": chosen, "val_recall@10_by_length_penalty": {f"{lp:g}": s for lp, s in scores.items()}}
 
+    def choose_item_weight(self, selection: dict) -> dict:
+        """After the length penalty, the ``cfg.item_weights`` candidate under which the chosen
+        decoder scores best on the validation cases (ties: the first); 0 unless the next-item head
+        was trained (``item_loss`` with history rows, or ``item_loss_queries``):
+        ``{"item_weight": w, "val_recall@10_by_item_weight": {w: score}}``."""
+        candidates, progress = self.cfg.item_weights, selection["progress"]
+        trained = self.cfg.item_loss and (self.cfg.item_loss_queries or self.examples(refit=False)[0])
+        if progress["best"] is None or not trained:
+            return {"item_weight": 0.0, "val_recall@10_by_item_weight": {}}
+        lp = progress["length_penalty"]
+        decoder = self.decoder(selection["model"], selection["inputs"])
+        # The length penalty was chosen with SID scores alone: weight 0's score is its own.
+        scores = {w: progress["val_recall@10_by_length_penalty"].get(f"{lp:g}", progress["best"]["score"]) if w == 0
+                  else round(self.validation.recall(decoder, self.trie, lp, w), 4) for w in candidates}
+        chosen = max(candidates, key=lambda w: (scores[w], -candidates.index(w)))
+        self.log("item weight on validation: " + ", ".join(f"{w:g} -> {s}" for w, s in scores.items()) + f"; chosen {chosen:g}")
+        return {"item_weight": chosen, "val_recall@10_by_item_weight": {f"{w:g}": s for w, s in scores.items()}}
+
     def _stopped(self, st: dict) -> bool:
         return bool(self.cfg.patience) and st["best"] is not None and st["bad"] >= self.cfg.patience
 
@@ -501,6 +519,7 @@ def train_decoder(
     else:
         selection = run.fit("select", cfg.epochs, ckpt, resume)
         selection["progress"].update(run.choose_length_penalty(selection))
+        selection["progress"].update(run.choose_item_weight(selection))
     final = selection
     if cfg.refit and selection["progress"]["best"] is not None:
         final = run.fit("refit", selection["progress"]["best"]["epoch"], ckpt, resume,
@@ -515,6 +534,8 @@ def train_decoder(
         "val_cases": len(run.validation.cases),
         "length_penalty": chosen["length_penalty"],
         "val_recall@10_by_length_penalty": chosen["val_recall@10_by_length_penalty"],
+        "item_weight": chosen["item_weight"],
+        "val_recall@10_by_item_weight": chosen["val_recall@10_by_item_weight"],
         "refit_epochs": final["progress"]["epoch"] if final is not selection else None,
         "curve": chosen["curve"],
         "steps": sum(p["step"] for p in phases),
@@ -531,7 +552,7 @@ def train_decoder(
     config = {"index_version": art.version, "index_fingerprint": art.fingerprint, "train": dataclasses.asdict(cfg),
               "base_model": run.spec.model, "summary": summary}
     with store.new_version("decoder", config) as d:
-        spec = dataclasses.replace(run.spec, length_penalty=chosen["length_penalty"])
+        spec = dataclasses.replace(run.spec, length_penalty=chosen["length_penalty"], item_weight=chosen["item_weight"])
         save_decoder(d, spec, model.to("cpu"), run.tok, run.titles, inputs.to("cpu"), run.items)
     ckpt.remove()
     return store.last_version, summary

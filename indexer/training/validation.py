@@ -30,13 +30,14 @@ class Validation:
     beam_width: int = 20
     batch: int = 32
 
-    def recall(self, decoder: Decoder, trie: Trie, length_penalty: float | None = None) -> float:
-        """``length_penalty``: None scores as the decoder's spec says (plain sums while it trains)."""
+    def recall(self, decoder: Decoder, trie: Trie, length_penalty: float | None = None, item_weight: float | None = None) -> float:
+        """``length_penalty``, ``item_weight``: None scores as the decoder's spec says (plain SID
+        sums while it trains)."""
         if not self.cases:
             return 0.0
         engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab), length_penalty=length_penalty)
         retriever = Retriever(decoder, engine, beam_width=self.beam_width,
-                              max_beam_width=max(self.beam_width, self.k))
+                              max_beam_width=max(self.beam_width, self.k), item_weight=item_weight)
         hits = 0
         for i in range(0, len(self.cases), self.batch):
             chunk = self.cases[i : i + self.batch]

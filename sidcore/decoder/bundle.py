@@ -6,8 +6,8 @@ Store layout of a ``decoder`` version: ``model/`` (transformers save_pretrained,
 ``items.npz`` (the item table: ids and their embeddings, the rows ``PromptInputs`` and within-SID
 ordering address), ``prompt_inputs.safetensors`` (when the prompt adds anything) and
 ``decoder.json`` (the index version it was trained for and that index's quantizer fingerprint,
-SID sizes, the SID token base, the prompt config, the embedder, the length penalty its
-validation cases chose).
+SID sizes, the SID token base, the prompt config, the embedder, the length penalty and item
+weight its validation cases chose).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -52,10 +52,16 @@ class DecoderSpec:
     # What each SID position's distribution is normalised over (``config.SID_SOFTMAX``); ``full`` in
     # decoders older than the choice, which were trained that way.
     sid_softmax: str = "full"
+    # A history request's items rank by their SID's score plus this times the decoder's next-item
+    # head logit (``Decoder.item_logits``): chosen on the validation cases at training
+    # (``TrainConfig.item_weights``); 0 (SID scores alone) in decoders older than that choice.
+    item_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sid_softmax not in SID_SOFTMAX:
             raise DataError(f"sid_softmax must be one of {', '.join(SID_SOFTMAX)}, got {self.sid_softmax!r}")
+        if not 0 <= self.item_weight < float("inf"):
+            raise DataError(f"item_weight must be a finite number >= 0, got {self.item_weight}")
 
     @property
     def vocab(self) -> SIDVocab:
@@ -77,7 +83,7 @@ class DecoderSpec:
     def from_json(cls, d: dict) -> "DecoderSpec":
         return cls(d["index_version"], tuple(d["sizes"]), d["base"], PromptConfig(**d["prompt"]), d["model"],
                    d.get("index_fingerprint", ""), d.get("embedder", ""), d.get("embed_dim", 0), d.get("length_penalty", 0.0),
-                   d.get("sid_softmax", "full"))
+                   d.get("sid_softmax", "full"), d.get("item_weight", 0.0))
 
 
 def make_builder(spec: DecoderSpec, tok: PreTrainedTokenizerFast) -> PromptBuilder:
@@ -138,6 +144,33 @@ class Decoder:
         """float [N, H]: every item-table row as a history marker carries it (the next-item loss's
         item side, ``model.item_outputs``)."""
         return item_outputs(self.inputs, self._item_vectors)
+
+    @cached_property
+    def _served_item_outputs(self) -> torch.Tensor:
+        # Computed once per decoder: the table's projection is the costly part of scoring items.
+        with torch.inference_mode():
+            return self.item_outputs()
+
+    @torch.inference_mode()
+    def item_states(self, prompts: Sequence[Prompt], query_vectors: np.ndarray | None) -> torch.Tensor:
+        """float [R, H]: each prompt's last hidden state, where the next-item loss trained the
+        decoder to say which item comes next (a history prompt ends in the ``<item>`` marker)."""
+        embeds, attn = self.prefill(prompts, query_vectors)
+        out = self.model.model(inputs_embeds=embeds, attention_mask=attn, position_ids=(attn.cumsum(1) - 1).clamp(min=0))
+        return out.last_hidden_state[:, -1]
+
+    @torch.inference_mode()
+    def item_logits(self, state: torch.Tensor, item_ids: Sequence[str]) -> np.ndarray:
+        """float64 [C]: the next-item head's logits of ``item_ids`` given one prompt's state [H]
+        (``item_states``). Items the table does not hold (cold-start inserts, which the head never
+        saw) get the mean of the others' logits, so the head neither lifts nor sinks them."""
+        rows = self.items.rows(item_ids)
+        out = np.zeros(len(rows))
+        known = rows >= 0
+        if known.any():
+            out[known] = (self._served_item_outputs[torch.from_numpy(rows[known])] @ state).double().cpu().numpy()
+            out[~known] = out[known].mean()
+        return out
 
     @torch.inference_mode()
     def prefill(self, prompts: Sequence[Prompt], query_vectors: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
