@@ -144,7 +144,10 @@ def tiny_stack(tmp_path_factory):
     version, _ = build_index(cat, cfg, store, progress=False)
     store.activate("index", version)
     tiny = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
-    decoder_version, _ = train_decoder(store, d / "data", TrainConfig(epochs=3, batch_tokens=1024, val_cases=40, tiny=tiny, text_vocab=300), progress=False)
+    # SID scores alone (item weight 0), so that the order tests read the decoded SIDs; the item
+    # head's re-ranking is tested with an explicit weight (tests/test_retriever.py).
+    cfg = TrainConfig(epochs=3, batch_tokens=1024, val_cases=40, tiny=tiny, text_vocab=300, item_weights=(0.0,))
+    decoder_version, _ = train_decoder(store, d / "data", cfg, progress=False)
     store.activate("decoder", decoder_version)
     decoder = load_decoder(store)
     art = load_index(store, decoder.spec.index_version)
@@ -168,7 +171,8 @@ def tiny_pair(tiny_stack, directory: Path, sizes: tuple[int, ...], seed: int):
     version, _ = build_index(tiny_stack.catalog, cfg, store, progress=False)
     store.activate("index", version)
     tiny = TinyConfig(hidden_size=64, layers=2, heads=2, kv_heads=1, head_dim=32, intermediate_size=128)
-    decoder_version, _ = train_decoder(store, tiny_stack.data_dir, TrainConfig(epochs=3, batch_tokens=1024, val_cases=40, tiny=tiny, text_vocab=300, seed=seed),
+    decoder_version, _ = train_decoder(store, tiny_stack.data_dir, TrainConfig(epochs=3, batch_tokens=1024, val_cases=40, tiny=tiny, text_vocab=300, seed=seed,
+                                                                                  item_weights=(0.0,)),
                                        progress=False)
     store.activate("decoder", decoder_version)
     return store, load_index(store, version), load_decoder(store)

@@ -145,3 +145,18 @@ def test_item_masks_prune_alike_on_both_engines(engines, tiny_stack, prompts):
     want, _ = torch_engine.decode(prompts, beam_width=12, num_sids=8, item_masks=masks)
     assert_same_hits(got, want)
     assert not {h.node for h in got[0]} & {h.node for h in top[0]}  # the excluded SIDs cost no beam
+
+
+def test_the_item_head_reranks_alike_on_both_engines(engines, tiny_stack):
+    """The item head's re-ranking sits in the Retriever, over whichever engine: a history request
+    gets the same items and scores from vLLM as from the torch engine."""
+    from sidcore.retriever import Query, Retriever
+
+    vllm_engine, torch_engine, _ = engines
+    decoder, trie = tiny_stack.decoder, tiny_stack.trie
+    queries = [Query(history=tuple(tiny_stack.art.item_ids[i : i + 3]), k=6) for i in (0, 5, 11)]
+    got, _ = Retriever(decoder, vllm_engine, beam_width=8, max_beam_width=MAX_BEAM, item_weight=0.7).retrieve(trie, queries)
+    want, _ = Retriever(decoder, torch_engine, beam_width=8, max_beam_width=MAX_BEAM, item_weight=0.7).retrieve(trie, queries)
+    for g, w in zip(got, want, strict=True):
+        assert [i.item_id for i in g.items] == [i.item_id for i in w.items] and len(g.items) == 6
+        np.testing.assert_allclose([i.score for i in g.items], [i.score for i in w.items], atol=1e-4)

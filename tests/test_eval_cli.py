@@ -115,6 +115,8 @@ def test_bad_test_files(histories, tmp_path, lines, message):
         (["--base-model", "/nonexistent"], "/nonexistent has no config.json"),
         (["--min-length", "0"], "--min-length"),
         (["--length-penalty", "-1"], "--length-penalty"),
+        (["--item-weight", "-1"], "--item-weight"),
+        (["--item-weights", "0,x"], "--item-weights"),
         (["--collab-views", "together,next"], "--collab-views"),
     ],
 )

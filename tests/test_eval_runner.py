@@ -159,6 +159,25 @@ def test_resume_reuses_finished_runs(evaluated):
             assert again[kind][name].get("recall") == r.get("recall")
 
 
+def test_an_item_weight_override_decodes_again_with_the_same_decoder(evaluated):
+    """Each decoder's rankings use the item weight its validation chose (the report says which);
+    ``item_weight`` overrides it for every method, as the service's setting does, keeping the
+    index and the decoder."""
+    data, report, out, _ = evaluated
+    before = report["methods"]["sa2crq"]
+    assert before["item_weight"] == before["decoder_summary"]["item_weight"]
+    assert set(before["decoder_summary"]["val_recall@10_by_item_weight"]) == {"0", "0.25", "0.5", "1"}
+    logs: list[str] = []
+    cfg = dataclasses.replace(CFG, methods=("sa2crq",), baselines=(), item_weight=2.0)
+    after = run_all(data, cfg, out, progress=False, log=logs.append)["methods"]["sa2crq"]
+    assert not any("building" in m or "training" in m for m in logs)
+    assert after["decoder_version"] == before["decoder_version"] and after["item_weight"] == 2.0
+    ranked = [json.loads(line)["items"] for line in (out / "methods" / "sa2crq" / "ranked.jsonl").open()]
+    assert all(not set(r) & set(c.history) for r, c in zip(ranked, sample_cases(data, CFG.max_cases, CFG.seed).cases))
+    with pytest.raises(Exception, match="item_weight"):
+        EvalConfig(item_weight=-1.0)
+
+
 def test_changed_decoder_budget_keeps_the_index(evaluated):
     """Runs last in this module: it replaces the rq-kmeans run's decoder."""
     import dataclasses

@@ -1,12 +1,16 @@
 """Retriever on its own: beam plans, unknown history ids, one mask per snapshot, items in SID order
-(inside a SID: by similarity to the request, or by popularity)."""
+(inside a SID: by similarity to the request, or by popularity), and the item head's re-ranking."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 
 from sidcore.engines.torch_engine import TorchEngine
+from sidcore.decoder.bundle import DecoderSpec
 from sidcore.errors import DataError
 from sidcore.index.trie import Trie
 from sidcore.retriever import IndexMismatch, Query, Retriever, UnknownItems
@@ -69,3 +73,62 @@ def test_one_mask_per_snapshot_and_layout_checked(retriever, tiny_stack):
     other = Trie.from_items(art.item_ids, art.codes, art.lengths, (*art.sizes[:-1], art.sizes[-1] + 1), version="other")
     with pytest.raises(IndexMismatch, match="codebook sizes"):
         retriever.mask(other)
+
+
+def _head_logits(decoder, prompt) -> dict[str, float]:
+    """The next-item head written out: a full forward over the prompt's input embeddings, its last
+    hidden state against every item-table row's output (projected MiniLM + learned embedding)."""
+    with torch.inference_mode():
+        embeds, attn = decoder.prefill([prompt], None)
+        state = decoder.model.model(inputs_embeds=embeds, attention_mask=attn).last_hidden_state[0, -1]
+        logits = (decoder.item_outputs() @ state).tolist()
+    return dict(zip(decoder.items.ids, logits))
+
+
+def test_the_item_head_reranks_a_history_requests_decoded_items(tiny_stack):
+    """With an item weight W, a history request finishes every beam and ranks all their items by
+    SID score + W x item-head logit (the SIDs' own order breaking ties); W = 0 is the SID order."""
+    decoder, trie = tiny_stack.decoder, tiny_stack.trie
+    history = tuple(tiny_stack.art.item_ids[:4])
+    q = Query(history=history, k=6)
+    plain = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.0)
+    fused = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.7)
+    assert plain.plan(q) == (8, 6) and fused.plan(q) == (8, 8)  # every beam is a candidate
+    assert fused.plan(Query("text only", k=6)) == (8, 6)  # the head is trained on histories only
+
+    (result,), _ = fused.retrieve(trie, [q])
+    (wide,), _ = plain.retrieve(trie, [dataclasses.replace(q, k=1000)])  # every candidate, in SID order
+    sids = {h.sid for h in result.sids}
+    candidates = [i for i in wide.items if i.sid in sids]
+    logit = _head_logits(decoder, fused.prompt(trie, q))
+    score = np.array([i.score + 0.7 * logit[i.item_id] for i in candidates])
+    expected = [candidates[j].item_id for j in np.argsort(-score, kind="stable")[:6]]
+    assert [i.item_id for i in result.items] == expected
+    assert [i.score for i in result.items] == pytest.approx(sorted(score, reverse=True)[:6], abs=1e-4)
+    assert not set(history) & {i.item_id for i in result.items}  # exclusions hold as before
+    assert [i.item_id for i in result.items] != [i.item_id for i in wide.items[:6]], "the head should move something here"
+
+
+def test_the_item_weight_defaults_to_the_decoders_own_and_refuses_bad_values(tiny_stack):
+    decoder = tiny_stack.decoder
+    assert decoder.spec.item_weight == 0.0 and Retriever(decoder, TorchEngine(decoder)).item_weight == 0.0
+    chose = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, item_weight=0.5))
+    assert Retriever(chose, TorchEngine(chose)).item_weight == 0.5
+    assert Retriever(chose, TorchEngine(chose), item_weight=0).item_weight == 0.0
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="item_weight"):
+            Retriever(decoder, TorchEngine(decoder), item_weight=bad)
+    spec = decoder.spec.to_json()
+    assert DecoderSpec.from_json(spec).item_weight == 0.0
+    assert DecoderSpec.from_json({k: v for k, v in spec.items() if k != "item_weight"}).item_weight == 0.0  # decoders saved before
+    with pytest.raises(DataError, match="item_weight"):
+        DecoderSpec.from_json({**spec, "item_weight": -0.5})
+
+
+def test_an_item_the_head_never_saw_gets_the_mean_logit(tiny_stack):
+    """A cold-start insert has no row in the decoder's item table: the head neither lifts nor sinks it."""
+    decoder = tiny_stack.decoder
+    known = list(decoder.items.ids[:3])
+    state = decoder.item_states([decoder.prompt_ids(None, [(known[0], None)])], None)[0]
+    logits = decoder.item_logits(state, [*known, "cold-start-1"])
+    assert logits[3] == pytest.approx(logits[:3].mean()) and len(set(np.round(logits[:3], 6))) == 3

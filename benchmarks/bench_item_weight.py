@@ -1,0 +1,62 @@
+"""What the item head's re-ranking costs a request: ``Retriever.retrieve`` with the decoder's
+item weight against the same retriever at weight 0 (SID scores alone).
+
+Under a weight a history request finishes every beam (its candidates) instead of its first k
+SIDs, runs one more forward pass over its prompt for the head's state, and scores its candidates
+against the item table. For ``--requests`` validation histories (item ``[-2]`` cases), one
+request at a time, k = ``--k`` with the service's default ``--beam``, the two are interleaved so
+both see the same machine noise; prints per-request p50 / p99 ms and their ratio.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_item_weight.py --store eval-games/methods/sa2crq/store --data ../shared/data/games \\
+        [--weight W] [--requests 300]
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from probe_args import probe_parser
+
+from indexer.training.examples import load_training_data
+from indexer.training.validation import sample_cases
+from model_store import Store
+from sidcore.decoder.bundle import load_decoder
+from sidcore.engines.torch_engine import TorchEngine
+from sidcore.index import Trie, TrieMask
+from sidcore.index.artifact import load_index
+from sidcore.retriever import Query, Retriever
+
+
+def main() -> None:
+    ap = probe_parser(__doc__)
+    ap.add_argument("--weight", type=float, help="Default: the decoder's own (DecoderSpec.item_weight), else 0.5.")
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--beam", type=int, default=20)
+    args = ap.parse_args()
+
+    store = Store(args.store)
+    decoder = load_decoder(store)
+    trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
+    weight = args.weight if args.weight is not None else (decoder.spec.item_weight or 0.5)
+    engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab))
+    retrievers = {w: Retriever(decoder, engine, beam_width=args.beam, item_weight=w) for w in (0.0, weight)}
+    cases = sample_cases(load_training_data(args.data).valid, args.requests, args.seed)
+    for r in retrievers.values():  # warm-up: first calls build the mask and the item table
+        r.retrieve(trie, [Query(cases[0].query, cases[0].history, k=args.k)])
+    ms = {w: [] for w in retrievers}
+    for c in cases:
+        for w, r in retrievers.items():
+            t = time.perf_counter()
+            r.retrieve(trie, [Query(c.query, c.history, k=args.k)])
+            ms[w].append(1e3 * (time.perf_counter() - t))
+    print(f"decoder {decoder.version}, {len(cases)} history requests, k={args.k}, beam {args.beam}")
+    for w, v in ms.items():
+        print(f"item weight {w:<5g} p50 {np.percentile(v, 50):6.1f} ms   p99 {np.percentile(v, 99):6.1f} ms   mean {np.mean(v):6.1f} ms")
+    print(f"ratio (weight {weight:g} / 0): p50 {np.percentile(ms[weight], 50) / np.percentile(ms[0.0], 50):.2f}x, "
+          f"mean {np.mean(ms[weight]) / np.mean(ms[0.0]):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
