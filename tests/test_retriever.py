@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sidcore.engines.torch_engine import TorchEngine
 from sidcore.decoder.bundle import DecoderSpec
+from sidcore.engines.torch_engine import TorchEngine
 from sidcore.errors import DataError
 from sidcore.index.trie import Trie
 from sidcore.retriever import IndexMismatch, Query, Retriever, UnknownItems
