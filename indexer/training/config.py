@@ -117,8 +117,8 @@ class TrainConfig:
             decoder is scored at (a history request's decoded items ranked by SID score + W x
             item-head logit, ``Retriever``); the best is stored and served (ties: the first).
             Only where the head was trained (``item_loss`` > 0 with history rows, or
-            ``item_loss_queries``); otherwise 0. On games' validation users 0.5 was ahead of SID
-            scores alone by +0.0125 and +0.0065 at two seeds (stop 50).
+            ``item_loss_queries``); otherwise 0. On games' validation users SA²CRQ's decoders chose
+            0.25 and 1 at two seeds, +0.009 and +0.0065 over SID scores alone (stop 50).
         refit: after selection, retrain from scratch for the best number of epochs with the
             validation items added to the training data.
         train_valid: train on every validation example outside the sample that ``val_cases``

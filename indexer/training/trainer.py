@@ -473,7 +473,7 @@ class _Run:
         lp = progress["length_penalty"]
         decoder = self.decoder(selection["model"], selection["inputs"])
         # The length penalty was chosen with SID scores alone: weight 0's score is its own.
-        scores = {w: progress["val_recall@10_by_length_penalty"].get(f"{lp:g}", progress["best"]["score"]) if w == 0
+        scores = {w: progress["val_recall@10_by_length_penalty"][f"{lp:g}"] if w == 0
                   else round(self.validation.recall(decoder, self.trie, lp, w), 4) for w in candidates}
         chosen = max(candidates, key=lambda w: (scores[w], -candidates.index(w)))
         self.log("item weight on validation: " + ", ".join(f"{w:g} -> {s}" for w, s in scores.items()) + f"; chosen {chosen:g}")
