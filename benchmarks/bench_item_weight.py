@@ -16,15 +16,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from probe_args import probe_parser
+from probe_args import open_store, probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
-from model_store import Store
-from sidcore.decoder.bundle import load_decoder
-from sidcore.engines.torch_engine import TorchEngine
-from sidcore.index import Trie, TrieMask
-from sidcore.index.artifact import load_index
 from sidcore.retriever import Query, Retriever
 
 
@@ -36,11 +31,10 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=20)
     args = ap.parse_args()
 
-    store = Store(args.store)
-    decoder = load_decoder(store)
-    trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
+    served = open_store(args.store)
+    decoder, trie = served.decoder, served.trie
     weight = args.weight if args.weight is not None else (decoder.spec.item_weight or 0.5)
-    engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab))
+    engine = served.retriever(args.beam).engine  # one engine, so both weights share its caches
     retrievers = {w: Retriever(decoder, engine, beam_width=args.beam, item_weight=w) for w in (0.0, weight)}
     cases = sample_cases(load_training_data(args.data).valid, args.requests, args.seed)
     for r in retrievers.values():  # warm-up: first calls build the mask and the item table

@@ -16,15 +16,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from probe_args import open_store
 
 from indexer.data.catalog import load_items
-from model_store import Store
 from sidcore import embed
-from sidcore.decoder.bundle import load_decoder
-from sidcore.engines.torch_engine import TorchEngine
-from sidcore.index import Trie, TrieMask
-from sidcore.index.artifact import load_index
-from sidcore.retriever import Query, Retriever
+from sidcore.retriever import Query
 
 
 def main() -> None:
@@ -35,10 +31,9 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=20)
     args = ap.parse_args()
 
-    store = Store(args.store)
-    decoder = load_decoder(store)
-    trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
-    retriever = Retriever(decoder, TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)), beam_width=args.beam)
+    served = open_store(args.store)
+    decoder, trie = served.decoder, served.trie
+    retriever = served.retriever(args.beam)
     catalog = load_items(next(p for p in (args.data / "items.jsonl", args.data / "corpus.jsonl") if p.is_file()))
     rng = np.random.default_rng(0)
     # Queries a user might type: a few words of an item's text, each one distinct (no cache hits).

@@ -1,9 +1,18 @@
-"""The arguments every validation probe takes: a trained store, its data, and which validation cases."""
+"""What every validation probe shares: its arguments (a trained store, its data, which validation
+cases) and the store opened as the service would serve it."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+
+from model_store import Store
+from sidcore.decoder.bundle import Decoder, load_decoder
+from sidcore.engines.torch_engine import TorchEngine
+from sidcore.index import Trie, TrieMask
+from sidcore.index.artifact import IndexArtifact, load_index
+from sidcore.retriever import Retriever
 
 
 def probe_parser(doc: str) -> argparse.ArgumentParser:
@@ -15,3 +24,25 @@ def probe_parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--cases", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0, help="The decoder's training seed: its validation sample.")
     return ap
+
+
+@dataclass(frozen=True)
+class Served:
+    """A store's active decoder, the index it was trained for, and that index's trie and mask."""
+
+    decoder: Decoder
+    art: IndexArtifact
+    trie: Trie
+    mask: TrieMask
+
+    def retriever(self, beam: int, **kwargs) -> Retriever:
+        """The service's pipeline with the torch engine, ``beam`` beams at most; ``kwargs`` go to
+        ``Retriever`` (e.g. ``item_weight=0`` for the SID scores' own order)."""
+        return Retriever(self.decoder, TorchEngine(self.decoder, self.mask), beam_width=beam, max_beam_width=beam, **kwargs)
+
+
+def open_store(path: Path) -> Served:
+    decoder = load_decoder(Store(path))
+    art = load_index(Store(path), decoder.spec.index_version)
+    trie = Trie.from_artifact(art)
+    return Served(decoder, art, trie, TrieMask(trie, decoder.spec.vocab))

@@ -51,13 +51,10 @@ def next_code_recall(code: np.ndarray, train: list[np.ndarray], targets: np.ndar
 
 def reaches(text: str) -> list[int]:
     """Comma-separated positive reaches of ``--reaches``."""
-    try:
-        values = [int(r) for r in text.split(",") if r.strip()]
-        if all(r >= 1 for r in values):
-            return values
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    parts = [r.strip() for r in text.split(",") if r.strip()]
+    if not all(r.isdecimal() and int(r) >= 1 for r in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return [int(r) for r in parts]
 
 
 def main() -> None:

@@ -19,16 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from probe_args import probe_parser
+from probe_args import open_store, probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
-from model_store import Store
-from sidcore.decoder.bundle import load_decoder
-from sidcore.engines.torch_engine import TorchEngine
-from sidcore.index import Trie, TrieMask
-from sidcore.index.artifact import load_index
-from sidcore.retriever import Query, Retriever
+from sidcore.retriever import Query
 
 
 def main() -> None:
@@ -38,16 +33,15 @@ def main() -> None:
                     help="Weights W of the head's log-probability added to the beams' SID scores.")
     args = ap.parse_args()
 
-    store = Store(args.store)
-    decoder = load_decoder(store)
+    served = open_store(args.store)
+    decoder, art, trie = served.decoder, served.art, served.trie
     if decoder.inputs.empty:
         raise SystemExit("this decoder has no item content (--item-content none): it has no item head to probe")
-    art = load_index(store, decoder.spec.index_version)
-    trie = Trie.from_artifact(art)
     head_of = dict(zip(art.item_ids.tolist(), art.head.tolist()))
     data = load_training_data(args.data)
     cases = sample_cases(data.valid, args.cases, args.seed)
-    retriever = Retriever(decoder, TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)), beam_width=args.beam, max_beam_width=args.beam)
+    # item_weight 0: the beams' own SID order, whatever weight the decoder chose to be served at.
+    retriever = served.retriever(args.beam, item_weight=0)
     names = ["item head", f"SID beams ({args.beam})"] + [f"fused W={w:g}" for w in args.fuse]
     hits = np.zeros((len(cases), len(names)), bool)
     with torch.inference_mode():

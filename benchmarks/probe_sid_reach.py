@@ -15,29 +15,22 @@ decodes k = 100 items with the shipped scoring, then prints per head / tail targ
 from __future__ import annotations
 
 import numpy as np
-from probe_args import probe_parser
+from probe_args import open_store, probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
-from model_store import Store
-from sidcore.decoder.bundle import load_decoder
-from sidcore.engines.torch_engine import TorchEngine
-from sidcore.index import Trie, TrieMask
-from sidcore.index.artifact import load_index
-from sidcore.retriever import Query, Retriever
+from sidcore.retriever import Query
 
 
 def main() -> None:
     ap = probe_parser(__doc__)
     args = ap.parse_args()
 
-    store = Store(args.store)
-    decoder = load_decoder(store)
-    art = load_index(store, decoder.spec.index_version)
-    trie = Trie.from_artifact(art)
+    served = open_store(args.store)
+    decoder, art, trie = served.decoder, served.art, served.trie
     head = dict(zip(art.item_ids.tolist(), art.head.tolist()))
     cases = sample_cases(load_training_data(args.data).valid, args.cases, args.seed)
-    retriever = Retriever(decoder, TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)), beam_width=100, max_beam_width=100)
+    retriever = served.retriever(100)  # as served: the decoder's own item weight
 
     rows = []  # per case: head, item@10, item@100, SID@10, SID kept, items in the target's SID
     for i in range(0, len(cases), 32):
