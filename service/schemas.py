@@ -97,7 +97,8 @@ def retrieve_request_model(s: Settings) -> type[BaseModel]:
                                      description="Item ids the user interacted with, oldest first (newest last).")),
         k=(int, Field(10, ge=1, le=s.max_k, description="Items to return at most.")),
         beam_width=(int | None, Field(None, ge=1, le=s.max_beam_width,
-                                      description=f"Beams; default max({s.beam_width}, k) capped at {s.max_beam_width}.")),
+                                      description=f"Beams; default max({s.beam_width}, k), or max({s.beam_width}, 2k) for a request "
+                                                  f"the item head re-ranks, capped at {s.max_beam_width}.")),
         exclude_history=(bool, Field(True, description="Leave the history's items out of the answer.")),
         exclude_ids=(list[ItemId], Field(default_factory=list, max_length=s.max_exclude_ids,
                                          description="Item ids to leave out (ids the index does not hold are ignored).")),

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
                                                      "above 0 lifts long, dense-region SIDs); default: the decoder's own, chosen on its "
                                                      "validation cases at training (docs/decoder.md).")
     item_weight: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                      description="History requests rank their decoded SIDs' items by SID score + this x the "
+                                      description="History requests (and text requests, where the decoder's head was trained on "
+                                                  "text prompts too) rank their decoded SIDs' items by SID score + this x the "
                                                   "decoder's next-item head logit (0: SID scores alone); default: the decoder's own, "
                                                   "chosen on its validation cases at training (docs/decoder.md).")
     max_k: int = Field(1000, ge=1, description="Largest k a request may ask for.")

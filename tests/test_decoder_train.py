@@ -228,6 +228,22 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
     assert run.dense_loss(model, hidden, batch.labels, batch.queries, qv).item() > term.item()
     assert run.dense_loss(model, hidden, batch.labels, torch.full_like(batch.queries, -1), qv).item() == 0
 
+    # the next-item head trains on text prompts too by default only where there are no histories
+    assert not run.spec.item_head_queries
+    claims = [Example(cat.texts[i], (), cat.item_ids[i]) for i in range(50)]  # a text corpus: queries, no histories
+    text_only = TrainingData(cat, [], claims[:40], claims[40:], [])
+    assert _Run(art, text_only, cfg, None, False, print, tmp_path / "cache").spec.item_head_queries
+    assert not _Run(art, text_only, dataclasses.replace(cfg, item_loss_queries=False), None, False, print, tmp_path / "cache").spec.item_head_queries
+    assert not _Run(art, text_only, dataclasses.replace(cfg, item_loss=0.0), None, False, print, tmp_path / "cache").spec.item_head_queries
+
+
+def test_query_rows_train_the_item_head_by_default_only_without_histories():
+    from indexer.training.config import item_loss_queries_on
+
+    assert TrainConfig().item_loss_queries is None
+    assert [item_loss_queries_on(None, h) for h in (False, True)] == [True, False]
+    assert [item_loss_queries_on(s, h) for s in (True, False) for h in (False, True)] == [True, True, False, False]
+
 
 def test_the_dense_teacher_is_on_by_default_for_codes_of_a_learned_latent_only():
     from indexer.quantizers import ACRQ, RQVAE, ACRQKMeans, RQKMeans
@@ -321,11 +337,13 @@ def test_the_next_item_loss_trains_the_history_positions_toward_the_item_table(i
     assert base["curve"][0]["loss"] + 1.0 < sampled["curve"][0]["loss"] < summary["curve"][0]["loss"]
     # view rows (title -> item) get the term only when asked: their batches then add ~log(33)
     views = dict(FAST, views=True, epochs=1, patience=0, item_loss=1.0, item_negatives=32)
-    _, hist_only = train_decoder(store, d / "data", TrainConfig(**views), data=data, progress=False, checkpoints=tmp_path / "ck4")
-    _, with_views = train_decoder(store, d / "data", TrainConfig(**views, item_loss_queries=True), data=data, progress=False,
-                                  checkpoints=tmp_path / "ck5")
+    hist_version, hist_only = train_decoder(store, d / "data", TrainConfig(**views), data=data, progress=False, checkpoints=tmp_path / "ck4")
+    views_version, with_views = train_decoder(store, d / "data", TrainConfig(**views, item_loss_queries=True), data=data, progress=False,
+                                              checkpoints=tmp_path / "ck5")
     assert with_views["view_rows"] == hist_only["view_rows"] > 0
     assert with_views["curve"][0]["loss"] > hist_only["curve"][0]["loss"] + 0.5
+    # only the head that saw text prompts re-ranks text requests (Retriever.fuses)
+    assert load_decoder(store, views_version).spec.item_head_queries and not load_decoder(store, hist_version).spec.item_head_queries
     with pytest.raises(DataError, match="item_loss needs item content"):
         TrainConfig(prompt=PromptConfig(item_content="none"))
     with pytest.raises(DataError, match="item_loss must be >= 0"):
@@ -450,7 +468,10 @@ def test_train_options_reach_the_config():
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
     assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
     assert cfg.lr == TrainConfig().lr and cfg.dense_levels == 2 and cfg.query_noise == 0.5 and cfg.view_spans == 4
-    assert (cfg.span_pool, cfg.query_repeats, cfg.sid_softmax) == (12, 2, "full")
+    assert (cfg.span_pool, cfg.query_repeats, cfg.sid_softmax, cfg.item_loss_queries) == (12, 2, "full", None)
+    for flag, value in (("--item-loss-queries", True), ("--no-item-loss-queries", False)):
+        ok = CliRunner().invoke(cmd, [flag])
+        assert ok.exit_code == 0 and seen["cfg"].item_loss_queries is value, ok.output
     ok = CliRunner().invoke(cmd, ["--sid-softmax", "layer"])
     assert ok.exit_code == 0 and seen["cfg"].sid_softmax == "layer", ok.output
     assert TrainConfig().length_penalties == (0.0, 1.0)

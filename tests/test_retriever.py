@@ -75,11 +75,11 @@ def test_one_mask_per_snapshot_and_layout_checked(retriever, tiny_stack):
         retriever.mask(other)
 
 
-def _head_logits(decoder, prompt) -> dict[str, float]:
+def _head_logits(decoder, prompt, query_vectors=None) -> dict[str, float]:
     """The next-item head written out: a full forward over the prompt's input embeddings, its last
     hidden state against every item-table row's output (projected MiniLM + learned embedding)."""
     with torch.inference_mode():
-        embeds, attn = decoder.prefill([prompt], None)
+        embeds, attn = decoder.prefill([prompt], query_vectors)
         state = decoder.model.model(inputs_embeds=embeds, attention_mask=attn).last_hidden_state[0, -1]
         logits = (decoder.item_outputs() @ state).tolist()
     return dict(zip(decoder.items.ids, logits))
@@ -93,8 +93,10 @@ def test_the_item_head_reranks_a_history_requests_decoded_items(tiny_stack):
     q = Query(history=history, k=6)
     plain = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.0)
     fused = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.7)
-    assert plain.plan(q) == (8, 6) and fused.plan(q) == (8, 8)  # every beam is a candidate
-    assert fused.plan(Query("text only", k=6)) == (8, 6)  # the head is trained on histories only
+    # every beam is a candidate, and there are twice k of them (FUSED_BEAMS_PER_ITEM) unless the request or the cap says otherwise
+    assert plain.plan(q) == (8, 6) and fused.plan(q) == (12, 12)
+    assert fused.plan(dataclasses.replace(q, beam_width=8)) == (8, 8) and fused.plan(dataclasses.replace(q, k=20)) == (32, 32)
+    assert fused.plan(Query("text only", k=6)) == (8, 6)  # this decoder's head is trained on histories only
 
     (result,), _ = fused.retrieve(trie, [q])
     (wide,), _ = plain.retrieve(trie, [dataclasses.replace(q, k=1000)])  # every candidate, in SID order
@@ -107,6 +109,32 @@ def test_the_item_head_reranks_a_history_requests_decoded_items(tiny_stack):
     assert [i.score for i in result.items] == pytest.approx(sorted(score, reverse=True)[:6], abs=1e-4)
     assert not set(history) & {i.item_id for i in result.items}  # exclusions hold as before
     assert [i.item_id for i in result.items] != [i.item_id for i in wide.items[:6]], "the head should move something here"
+
+
+def test_a_head_trained_on_text_prompts_reranks_text_requests_too(tiny_stack):
+    """``item_head_queries`` (``--item-loss-queries``): a text-only request is fused like a history
+    one, its state the text prompt's last position; decoders without it leave text requests alone."""
+    decoder, trie = tiny_stack.decoder, tiny_stack.trie
+    both = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, item_head_queries=True))
+    q = Query(tiny_stack.catalog.texts[3], k=6)
+    fused = Retriever(both, TorchEngine(both), beam_width=8, max_beam_width=32, item_weight=0.7)
+    plain = Retriever(both, TorchEngine(both), beam_width=8, max_beam_width=32, item_weight=0.0)
+    assert fused.plan(q) == (12, 12) and plain.plan(q) == (8, 6)
+    assert Retriever(decoder, TorchEngine(decoder), beam_width=8, item_weight=0.7).plan(q) == (8, 6)
+
+    (result,), _ = fused.retrieve(trie, [q])
+    (wide,), _ = plain.retrieve(trie, [dataclasses.replace(q, k=1000)])
+    sids = {h.sid for h in result.sids}
+    candidates = [i for i in wide.items if i.sid in sids]
+    qv = fused.query_vectors([q])
+    logit = _head_logits(both, fused.prompt(trie, q, None if qv is None else qv[0]), qv)
+    score = np.array([i.score + 0.7 * logit[i.item_id] for i in candidates])
+    assert [i.item_id for i in result.items] == [candidates[j].item_id for j in np.argsort(-score, kind="stable")[:6]]
+    assert [i.item_id for i in result.items] != [i.item_id for i in wide.items[:6]], "the head should move something here"
+    spec = decoder.spec.to_json()
+    assert DecoderSpec.from_json(spec).item_head_queries is False
+    assert DecoderSpec.from_json({k: v for k, v in spec.items() if k != "item_head_queries"}).item_head_queries is False  # older decoders
+    assert DecoderSpec.from_json(both.spec.to_json()).item_head_queries is True
 
 
 def test_the_item_weight_defaults_to_the_decoders_own_and_refuses_bad_values(tiny_stack):

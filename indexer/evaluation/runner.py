@@ -43,7 +43,7 @@ from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index.artifact import load_index
 from sidcore.index.mask import TrieMask
 from sidcore.index.trie import Trie
-from sidcore.retriever import Query, Retriever
+from sidcore.retriever import FUSED_BEAMS_PER_ITEM, Query, Retriever
 from sidcore.sid import format_sid
 
 
@@ -119,7 +119,8 @@ def open_retriever(store: Store, beam_width: int, max_k: int, length_penalty: fl
     decoder = load_decoder(store)
     trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
     engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab), length_penalty=length_penalty)
-    return Retriever(decoder, engine, beam_width=beam_width, max_beam_width=max(beam_width, max_k), item_weight=item_weight), trie
+    widest = max(beam_width, FUSED_BEAMS_PER_ITEM * max_k)  # what a request the item head re-ranks asks for
+    return Retriever(decoder, engine, beam_width=beam_width, max_beam_width=widest, item_weight=item_weight), trie
 
 
 def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bool = True) -> tuple[dict, list[dict]]:

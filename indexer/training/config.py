@@ -42,10 +42,13 @@ class TrainConfig:
         item_loss: weight of an auxiliary next-item loss (0: off): in history rows, at each
             position that predicts a target's first code, a softmax over the catalog's items,
             scored against the items as history markers carry them (``--item-content``: projected
-            MiniLM and/or learned embedding), as SASRec trains. It shapes the hidden state only;
-            ranking still comes from the SID scores, and no part of it is served.
+            MiniLM and/or learned embedding), as SASRec trains. It shapes the hidden state, and
+            the head it trains re-ranks a history request's decoded items (``item_weights``).
         item_loss_queries: apply ``item_loss`` to query and view rows too (the position that
-            predicts their target's first code), not only to history rows.
+            predicts their target's first code), not only to history rows; the head then
+            re-ranks text-only requests' decoded items as well (``DecoderSpec.item_head_queries``).
+            ``None`` (the default): on where the training data has no histories (a text corpus
+            such as scifact's claims), off where it has them (``item_loss_queries_on``).
         item_negatives: with ``item_loss``, score each batch's targets against themselves and this
             many uniformly drawn items instead of the whole catalog (0: the whole catalog).
         item_later: weight of a term beside ``item_loss`` (0: off): each of those positions also
@@ -114,8 +117,8 @@ class TrainConfig:
             at R@10 at three seeds of three) and hurts histories (games' validation users: 1
             behind by 0.014), so each decoder takes what its own validation says (stop 46).
         item_weights: after the length penalty, the weights W of the next-item head the chosen
-            decoder is scored at (a history request's decoded items ranked by SID score + W x
-            item-head logit, ``Retriever``); the best is stored and served (ties: the first).
+            decoder is scored at (a history request's decoded items, and a text request's under
+            ``item_loss_queries``, ranked by SID score + W x item-head logit, ``Retriever``); the best is stored and served (ties: the first).
             Only where the head was trained (``item_loss`` > 0 with history rows, or
             ``item_loss_queries``); otherwise 0. On games' validation users SA²CRQ's decoders chose
             0.25 and 1 at two seeds, +0.009 and +0.0065 over SID scores alone (stop 50).
@@ -144,7 +147,7 @@ class TrainConfig:
     sid_softmax: Literal["full", "layer"] = "full"
     item_loss: float = 1.0
     item_negatives: int = 2048
-    item_loss_queries: bool = False
+    item_loss_queries: bool | None = None
     item_later: float = 0.0
     sid_later: float = 0.0
     reverse_rows: float = 0.0
@@ -220,6 +223,14 @@ class TrainConfig:
     def pooled_spans(self) -> int:
         """Spans drawn per item: ``span_pool`` when it rotates (above ``view_spans``), else ``view_spans``."""
         return self.span_pool if self.view_spans and self.span_pool > self.view_spans else self.view_spans
+
+
+def item_loss_queries_on(setting: bool | None, has_histories: bool) -> bool:
+    """Whether query and view rows get the next-item loss: ``setting`` when given, else only where
+    there are no histories. On scifact's selection claims the head it trains, fused with the SID
+    scores, lifted Recall@10 from 0.776 to 0.831 (stop 51); where histories train the head, view rows
+    would also pull it toward the item a title names, which no games run has measured."""
+    return setting if setting is not None else not has_histories
 
 
 def dense_teacher_weight(setting: float | None, codes_in_embedding_space: bool) -> float:

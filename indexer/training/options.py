@@ -75,8 +75,9 @@ def _options(epochs_flag: str) -> list:
                      help="Norm of the Gaussian noise added to each training query vector before its soft vectors (0: off)."),
         click.option("--reverse-rows", "train_reverse_rows", type=click.FloatRange(0, 1), default=d.reverse_rows, show_default=True,
                      help="Share of the training histories also trained newest-first each epoch (0: none)."),
-        click.option("--item-loss-queries/--no-item-loss-queries", "train_item_loss_queries", default=d.item_loss_queries, show_default=True,
-                     help="Apply the next-item loss to query and view rows too, not only to history rows."),
+        click.option("--item-loss-queries/--no-item-loss-queries", "train_item_loss_queries", default=None,
+                     help="Apply the next-item loss to query and view rows too, not only to history rows, so its head also re-ranks text requests. "
+                          "Default: on where the data has no histories (a text corpus), off where it has them."),
         click.option("--val-cases", "train_val_cases", type=click.IntRange(min=0), default=d.val_cases, show_default=True,
                      help="Validation cases scored after each decoder epoch (0: no model selection)."),
         click.option("--length-penalties", "train_length_penalties", callback=_nonnegative_numbers, default=",".join(f"{lp:g}" for lp in d.length_penalties),

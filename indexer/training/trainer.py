@@ -33,7 +33,7 @@ from transformers.utils import logging as transformers_logging
 from indexer.collab import collaborative_vectors
 from indexer.quantizers import load_quantizer, quantizer_class
 from indexer.training.checkpoints import Checkpoints
-from indexer.training.config import TrainConfig, dense_teacher_weight
+from indexer.training.config import TrainConfig, dense_teacher_weight, item_loss_queries_on
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.rows import RowMaker, make_batches, window
 from indexer.training.teacher import DenseTeacher, RulesTeacher
@@ -174,10 +174,11 @@ class _Run:
         base = extend_with_sid_tokens(tok, art.sizes)
         self.tok = tok
         self.spec = DecoderSpec(art.version, art.sizes, base, prompt, str(base_model) if base_model else "tiny", art.fingerprint,
-                                embedder, vectors.shape[1] if vectors is not None else DIM, sid_softmax=cfg.sid_softmax)
+                                embedder, vectors.shape[1] if vectors is not None else DIM, sid_softmax=cfg.sid_softmax,
+                                item_head_queries=bool(cfg.item_loss) and item_loss_queries_on(cfg.item_loss_queries, bool(data.sequences)))
         codes = {item: self.spec.codes(art.codes[r, : art.lengths[r]]) for r, item in enumerate(items)}
         self.maker = RowMaker(make_builder(self.spec, tok), codes, titles, self.spec.vocab.end_local,
-                              query_targets=bool(cfg.item_loss) and cfg.item_loss_queries)
+                              query_targets=self.spec.item_head_queries)
         self.soft_id = tok.convert_tokens_to_ids("<soft>")
 
         self.query_row: dict[str, int] = {}
@@ -464,10 +465,10 @@ class _Run:
     def choose_item_weight(self, selection: dict) -> dict:
         """After the length penalty, the ``cfg.item_weights`` candidate under which the chosen
         decoder scores best on the validation cases (ties: the first); 0 unless the next-item head
-        was trained (``item_loss`` with history rows, or ``item_loss_queries``):
+        was trained (``item_loss`` with history rows, or on text prompts too: ``item_head_queries``):
         ``{"item_weight": w, "val_recall@10_by_item_weight": {w: score}}``."""
         candidates, progress = self.cfg.item_weights, selection["progress"]
-        trained = self.cfg.item_loss and (self.cfg.item_loss_queries or self.examples(refit=False)[0])
+        trained = self.cfg.item_loss and (self.spec.item_head_queries or self.examples(refit=False)[0])
         if progress["best"] is None or not trained:
             return {"item_weight": 0.0, "val_recall@10_by_item_weight": {}}
         lp = progress["length_penalty"]

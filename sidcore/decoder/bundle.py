@@ -52,10 +52,15 @@ class DecoderSpec:
     # What each SID position's distribution is normalised over (``config.SID_SOFTMAX``); ``full`` in
     # decoders older than the choice, which were trained that way.
     sid_softmax: str = "full"
-    # A history request's items rank by their SID's score plus this times the decoder's next-item
-    # head logit (``Decoder.item_logits``): chosen on the validation cases at training
+    # A history request's items (and a text request's, under ``item_head_queries``) rank by their
+    # SID's score plus this times the decoder's next-item head logit (``Decoder.item_logits``):
+    # chosen on the validation cases at training
     # (``TrainConfig.item_weights``); 0 (SID scores alone) in decoders older than that choice.
     item_weight: float = 0.0
+    # Whether the next-item head was also trained at text prompts' last position
+    # (``TrainConfig.item_loss_queries``), so ``item_weight`` fuses text-only requests too; False in
+    # decoders older than that option, whose head only saw history prompts.
+    item_head_queries: bool = False
 
     def __post_init__(self) -> None:
         if self.sid_softmax not in SID_SOFTMAX:
@@ -83,7 +88,8 @@ class DecoderSpec:
     def from_json(cls, d: dict) -> "DecoderSpec":
         return cls(d["index_version"], tuple(d["sizes"]), d["base"], PromptConfig(**d["prompt"]), d["model"],
                    d.get("index_fingerprint", ""), d.get("embedder", ""), d.get("embed_dim", 0), d.get("length_penalty", 0.0),
-                   d.get("sid_softmax", "full"), d.get("item_weight", 0.0))
+                   d.get("sid_softmax", "full"), d.get("item_weight", 0.0),
+                   d.get("item_head_queries", False))
 
 
 def make_builder(spec: DecoderSpec, tok: PreTrainedTokenizerFast) -> PromptBuilder:
