@@ -344,6 +344,10 @@ def test_the_next_item_loss_trains_the_history_positions_toward_the_item_table(i
     assert with_views["curve"][0]["loss"] > hist_only["curve"][0]["loss"] + 0.5
     # only the head that saw text prompts re-ranks text requests (Retriever.fuses)
     assert load_decoder(store, views_version).spec.item_head_queries and not load_decoder(store, hist_version).spec.item_head_queries
+    # and such a head is served: its weight is chosen among the positive candidates, whatever 0 scored
+    assert set(with_views["val_recall@10_by_item_weight"]) == {"0", "0.25", "0.5", "1"}
+    positive = {w: v for w, v in with_views["val_recall@10_by_item_weight"].items() if w != "0"}
+    assert with_views["item_weight"] > 0 and positive[f"{with_views['item_weight']:g}"] == max(positive.values())
     with pytest.raises(DataError, match="item_loss needs item content"):
         TrainConfig(prompt=PromptConfig(item_content="none"))
     with pytest.raises(DataError, match="item_loss must be >= 0"):
