@@ -42,7 +42,9 @@ class Served:
 
 
 def open_store(path: Path) -> Served:
-    decoder = load_decoder(Store(path))
-    art = load_index(Store(path), decoder.spec.index_version)
+    """The store at ``path`` as the service would serve it (see ``Served``)."""
+    store = Store(path)
+    decoder = load_decoder(store)
+    art = load_index(store, decoder.spec.index_version)
     trie = Trie.from_artifact(art)
     return Served(decoder, art, trie, TrieMask(trie, decoder.spec.vocab))

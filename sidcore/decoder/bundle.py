@@ -54,8 +54,8 @@ class DecoderSpec:
     sid_softmax: str = "full"
     # A history request's items (and a text request's, under ``item_head_queries``) rank by their
     # SID's score plus this times the decoder's next-item head logit (``Decoder.item_logits``):
-    # chosen on the validation cases at training
-    # (``TrainConfig.item_weights``); 0 (SID scores alone) in decoders older than that choice.
+    # chosen on the validation cases at training (``TrainConfig.item_weights``); 0 (SID scores
+    # alone) in decoders older than that choice.
     item_weight: float = 0.0
     # Whether the next-item head was also trained at text prompts' last position
     # (``TrainConfig.item_loss_queries``), so ``item_weight`` fuses text-only requests too; False in
