@@ -20,6 +20,7 @@ from probe_args import open_store, probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
+from sidcore.engines.torch_engine import TorchEngine
 from sidcore.retriever import Query, Retriever
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     served = open_store(args.store)
     decoder, trie = served.decoder, served.trie
     weight = args.weight if args.weight is not None else (decoder.spec.item_weight or 0.5)
-    engine = served.retriever(args.beam).engine  # one engine, so both weights share its caches
+    engine = TorchEngine(decoder, served.mask)  # one engine, so both weights share its caches
     retrievers = {w: Retriever(decoder, engine, beam_width=args.beam, item_weight=w) for w in (0.0, weight)}
     cases = sample_cases(load_training_data(args.data).valid, args.requests, args.seed)
     for r in retrievers.values():  # warm-up: first calls build the mask and the item table

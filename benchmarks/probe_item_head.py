@@ -49,8 +49,7 @@ def main() -> None:
         for i in range(0, len(cases), 64):
             chunk = cases[i : i + 64]
             queries = [Query(c.query, c.history, k=args.beam) for c in chunk]
-            embeds, attn = decoder.prefill([retriever.prompt(trie, q) for q in queries], decoder.query_vectors([c.query for c in chunk]))
-            state = decoder.model.model(inputs_embeds=embeds, attention_mask=attn, position_ids=(attn.cumsum(1) - 1).clamp(min=0)).last_hidden_state[:, -1]
+            state = decoder.item_states([retriever.prompt(trie, q) for q in queries], decoder.query_vectors([c.query for c in chunk]))  # [R, H]
             scores = state @ items.T  # [R, N]
             for r, c in enumerate(chunk):  # history items left out, as the service does
                 rows = decoder.items.rows(list(c.history))
