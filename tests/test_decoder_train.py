@@ -204,9 +204,15 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
     # then the item head's weight, at the chosen penalty: 0 is that penalty's score, the best is stored and served
     by_weight = summary["val_recall@10_by_item_weight"]
     assert set(by_weight) == {"0", "0.25", "0.5", "1"} and by_weight["0"] == by_penalty[f"{decoder.spec.length_penalty:g}"]
-    assert decoder.spec.item_weight == summary["item_weight"] and by_weight[f"{decoder.spec.item_weight:g}"] == max(by_weight.values())
+    mrr = summary["val_mrr@10_by_item_weight"]
+    assert set(mrr) == set(by_weight) and all(0 <= mrr[w] <= by_weight[w] for w in mrr)
+    # recall first, MRR breaks its ties
+    assert decoder.spec.item_weight == summary["item_weight"]
+    chosen = f"{decoder.spec.item_weight:g}"
+    assert (by_weight[chosen], mrr[chosen]) == max(zip(by_weight.values(), mrr.values()))
     for w, score in by_weight.items():
-        assert Validation(cases).recall(decoder, trie, item_weight=float(w)) == pytest.approx(score, abs=1 / 40 + 1e-9)
+        recall, reciprocal = Validation(cases).measure(decoder, trie, item_weight=float(w))
+        assert recall == pytest.approx(score, abs=1 / 40 + 1e-9) and reciprocal <= recall
     assert Validation(cases).recall(decoder, trie) == pytest.approx(by_weight[f"{decoder.spec.item_weight:g}"], abs=1 / 40 + 1e-9)
     (hits,), _ = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)).decode([decoder.prompt_ids("kettle", [])], 4, 4)
     assert len(hits) == 4

@@ -464,26 +464,27 @@ class _Run:
 
     def choose_item_weight(self, selection: dict) -> dict:
         """After the length penalty, the ``cfg.item_weights`` candidate under which the chosen
-        decoder scores best on the validation cases (ties: the first; a positive one where the head
-        was trained on text prompts, ``item_head_queries``); 0 unless the next-item head was
-        trained (``item_loss`` with history rows, or on text prompts too):
-        ``{"item_weight": w, "val_recall@10_by_item_weight": {w: score}}``."""
+        decoder scores best on the validation cases: Recall@10, ties broken by MRR@10, then the
+        first (a positive one where the head was trained on text prompts, ``item_head_queries``);
+        0 unless the next-item head was trained (``item_loss`` with history rows, or on text
+        prompts too): ``{"item_weight": w, "val_recall@10_by_item_weight": {w: recall},
+        "val_mrr@10_by_item_weight": {w: mrr}}``."""
         candidates, progress = self.cfg.item_weights, selection["progress"]
         trained = self.cfg.item_loss and (self.spec.item_head_queries or self.examples(refit=False)[0])
         if progress["best"] is None or not trained:
-            return {"item_weight": 0.0, "val_recall@10_by_item_weight": {}}
+            return {"item_weight": 0.0, "val_recall@10_by_item_weight": {}, "val_mrr@10_by_item_weight": {}}
         lp = progress["length_penalty"]
         decoder = self.decoder(selection["model"], selection["inputs"])
-        # The length penalty was chosen with SID scores alone: weight 0's score is its own.
-        scores = {w: progress["val_recall@10_by_length_penalty"][f"{lp:g}"] if w == 0
-                  else round(self.validation.recall(decoder, self.trie, lp, w), 4) for w in candidates}
+        scores = {w: tuple(round(v, 4) for v in self.validation.measure(decoder, self.trie, lp, w)) for w in candidates}
         # A head trained on text prompts is chosen among the positive weights: on scifact's 324
         # selection claims weight 0 was 0.06-0.12 behind every positive one at both seeds, while a
         # decoder's own ~60 validation claims, near 0.85 at 20 beams, tie them or split by one claim.
         eligible = [w for w in candidates if w > 0] if self.spec.item_head_queries and any(candidates) else candidates
-        chosen = max(eligible, key=lambda w: (scores[w], -candidates.index(w)))
-        self.log("item weight on validation: " + ", ".join(f"{w:g} -> {s}" for w, s in scores.items()) + f"; chosen {chosen:g}")
-        return {"item_weight": chosen, "val_recall@10_by_item_weight": {f"{w:g}": s for w, s in scores.items()}}
+        chosen = max(eligible, key=lambda w: (*scores[w], -candidates.index(w)))
+        self.log("item weight on validation (R@10, MRR@10): " + ", ".join(f"{w:g} -> {r}, {m}" for w, (r, m) in scores.items())
+                 + f"; chosen {chosen:g}")
+        return {"item_weight": chosen, "val_recall@10_by_item_weight": {f"{w:g}": r for w, (r, _) in scores.items()},
+                "val_mrr@10_by_item_weight": {f"{w:g}": m for w, (_, m) in scores.items()}}
 
     def _stopped(self, st: dict) -> bool:
         return bool(self.cfg.patience) and st["best"] is not None and st["bad"] >= self.cfg.patience
@@ -542,6 +543,7 @@ def train_decoder(
         "val_recall@10_by_length_penalty": chosen["val_recall@10_by_length_penalty"],
         "item_weight": chosen["item_weight"],
         "val_recall@10_by_item_weight": chosen["val_recall@10_by_item_weight"],
+        "val_mrr@10_by_item_weight": chosen.get("val_mrr@10_by_item_weight", {}),  # absent in checkpoints before stop 52
         "refit_epochs": final["progress"]["epoch"] if final is not selection else None,
         "curve": chosen["curve"],
         "steps": sum(p["step"] for p in phases),
