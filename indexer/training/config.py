@@ -119,9 +119,10 @@ class TrainConfig:
         item_weights: after the length penalty, the weights W of the next-item head the chosen
             decoder is scored at (a history request's decoded items, and a text request's under
             ``item_loss_queries``, ranked by SID score + W x item-head logit, ``Retriever``); the
-            best by Recall@10 is stored and served (ties broken by MRR@10, then the first; only the
-            positive ones compete where the head was trained on text prompts). Only where the head was trained (``item_loss`` > 0
-            with history rows, or ``item_loss_queries``); otherwise 0. On games' validation users
+            best by Recall@10 is stored and served (ties broken by MRR@10, then the first; only
+            the positive ones compete where the head was trained on text prompts). Only where the
+            head was trained (``item_loss`` > 0 with history rows, or ``item_loss_queries``);
+            otherwise 0. On games' validation users
             SA²CRQ's decoders chose 0.25 and 1 at two seeds, +0.009 and +0.0065 over SID scores
             alone (stop 50).
         refit: after selection, retrain from scratch for the best number of epochs with the

@@ -37,7 +37,7 @@ from indexer.training.config import TrainConfig, dense_teacher_weight, item_loss
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.rows import RowMaker, make_batches, window
 from indexer.training.teacher import DenseTeacher, RulesTeacher
-from indexer.training.validation import Validation, sample_cases
+from indexer.training.validation import Validation, first_best, sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import Decoder, DecoderSpec, ItemTable, make_builder, save_decoder
 from sidcore.decoder.model import PromptInputs, embed_inputs, item_outputs, layer_sid_loss, load_base_model, new_tiny_model, sid_log_probs, sid_logits
@@ -458,7 +458,7 @@ class _Run:
         # The epochs were scored under the spec's penalty: that candidate's score is the best epoch's.
         scores = {lp: best["score"] if lp == self.spec.length_penalty else round(self.validation.recall(decoder, self.trie, lp), 4)
                   for lp in candidates}
-        chosen = max(candidates, key=lambda lp: (scores[lp], -candidates.index(lp)))
+        chosen = first_best(candidates, {lp: (score,) for lp, score in scores.items()})
         self.log("length penalty on validation: " + ", ".join(f"{lp:g} -> {s}" for lp, s in scores.items()) + f"; chosen {chosen:g}")
         return {"length_penalty": chosen, "val_recall@10_by_length_penalty": {f"{lp:g}": s for lp, s in scores.items()}}
 
@@ -480,7 +480,7 @@ class _Run:
         # selection claims weight 0 was 0.06-0.12 behind every positive one at both seeds, while a
         # decoder's own ~60 validation claims, near 0.85 at 20 beams, tie them or split by one claim.
         eligible = [w for w in candidates if w > 0] if self.spec.item_head_queries and any(candidates) else candidates
-        chosen = max(eligible, key=lambda w: (*scores[w], -candidates.index(w)))
+        chosen = first_best(eligible, scores)
         self.log("item weight on validation (R@10, MRR@10): " + ", ".join(f"{w:g} -> {r}, {m}" for w, (r, m) in scores.items())
                  + f"; chosen {chosen:g}")
         return {"item_weight": chosen, "val_recall@10_by_item_weight": {f"{w:g}": r for w, (r, _) in scores.items()},

@@ -4,6 +4,7 @@ that picks the epoch is the number the service would score."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,12 @@ from sidcore.retriever import Query, Retriever
 def sample_cases(cases: list[Example], n: int, seed: int) -> list[Example]:
     """Up to ``n`` of ``cases``, a seeded sample in their original order: the cases model selection scores."""
     return [cases[i] for i in np.sort(np.random.default_rng(seed).permutation(len(cases))[:n])]
+
+
+def first_best(candidates: Sequence[float], scores: dict[float, tuple[float, ...]]) -> float:
+    """The candidate whose ``scores`` tuple is highest (compared in order: a later score breaks the
+    ties of an earlier one), the earliest among equals."""
+    return max(candidates, key=lambda c: (*scores[c], -candidates.index(c)))
 
 
 @dataclass(frozen=True)
