@@ -172,9 +172,8 @@ class Retriever:
         within: order of the items sharing a SID: ``similarity`` to the request (when the decoder
             has item embeddings), or ``popularity``.
         item_weight: history requests (text requests too, under ``DecoderSpec.item_head_queries``)
-            rank their decoded SIDs' items by SID score plus this times
-            the decoder's item-head logit (0: SID scores alone); None: the decoder's own
-            (``DecoderSpec.item_weight``).
+            rank their decoded SIDs' items by SID score plus this times the decoder's item-head
+            logit (0: SID scores alone); None: the decoder's own (``DecoderSpec.item_weight``).
     """
 
     def __init__(self, decoder: Decoder, engine: Engine, beam_width: int = 20, max_beam_width: int = 128,

@@ -122,9 +122,8 @@ class TrainConfig:
             best by Recall@10 is stored and served (ties broken by MRR@10, then the first; only
             the positive ones compete where the head was trained on text prompts). Only where the
             head was trained (``item_loss`` > 0 with history rows, or ``item_loss_queries``);
-            otherwise 0. On games' validation users
-            SA²CRQ's decoders chose 0.25 and 1 at two seeds, +0.009 and +0.0065 over SID scores
-            alone (stop 50).
+            otherwise 0. On games' validation users SA²CRQ's decoders chose 0.25 and 1 at two
+            seeds, +0.009 and +0.0065 over SID scores alone (stop 50).
         refit: after selection, retrain from scratch for the best number of epochs with the
             validation items added to the training data.
         train_valid: train on every validation example outside the sample that ``val_cases``
