@@ -213,7 +213,7 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
         assert Validation(cases).recall(decoder, trie, float(lp), item_weight=0) == pytest.approx(score, abs=1 / 40 + 1e-9)
     # then the item head's weight, at the chosen penalty: 0 is that penalty's score, the best is stored and served
     by_weight = summary["val_recall@10_by_item_weight"]
-    assert set(by_weight) == {"0", "0.25", "0.5", "1"} and by_weight["0"] == by_penalty[f"{decoder.spec.length_penalty:g}"]
+    assert set(by_weight) == {f"{w:g}" for w in TrainConfig().item_weights} and by_weight["0"] == by_penalty[f"{decoder.spec.length_penalty:g}"]
     mrr = summary["val_mrr@10_by_item_weight"]
     assert set(mrr) == set(by_weight) and all(0 <= mrr[w] <= by_weight[w] for w in mrr)
     # recall first, MRR breaks its ties
@@ -361,7 +361,7 @@ def test_the_next_item_loss_trains_the_history_positions_toward_the_item_table(i
     # only the head that saw text prompts re-ranks text requests (Retriever.fuses)
     assert load_decoder(store, views_version).spec.item_head_queries and not load_decoder(store, hist_version).spec.item_head_queries
     # and such a head is served: its weight is chosen among the positive candidates, whatever 0 scored
-    assert set(with_views["val_recall@10_by_item_weight"]) == {"0", "0.25", "0.5", "1"}
+    assert set(with_views["val_recall@10_by_item_weight"]) == {f"{w:g}" for w in TrainConfig().item_weights}
     positive = {w: v for w, v in with_views["val_recall@10_by_item_weight"].items() if w != "0"}
     assert with_views["item_weight"] > 0 and positive[f"{with_views['item_weight']:g}"] == max(positive.values())
     with pytest.raises(DataError, match="item_loss needs item content"):
@@ -503,7 +503,7 @@ def test_train_options_reach_the_config():
         assert bad.exit_code == 2 and "--length-penalties" in bad.output
     with pytest.raises(DataError, match="length_penalties"):
         TrainConfig(length_penalties=())
-    assert TrainConfig().item_weights == (0.0, 0.25, 0.5, 1.0)
+    assert TrainConfig().item_weights == (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
     ok = CliRunner().invoke(cmd, ["--item-weights", "0,2"])
     assert ok.exit_code == 0 and seen["cfg"].item_weights == (0.0, 2.0), ok.output
     for value in ("-1", "0,x", "inf"):

@@ -123,7 +123,8 @@ class TrainConfig:
             the positive ones compete where the head was trained on text prompts). Only where the
             head was trained (``item_loss`` > 0 with history rows, or ``item_loss_queries``);
             otherwise 0. On games' validation users SA²CRQ's decoders chose 0.25 and 1 at two
-            seeds, +0.009 and +0.0065 over SID scores alone (stop 50).
+            seeds, +0.009 and +0.0065 over SID scores alone (stop 50); 2 and 4 joined when
+            half of stop 52's choices sat at 1, the top of the grid (stop 53).
         refit: after selection, retrain from scratch for the best number of epochs with the
             validation items added to the training data.
         train_valid: train on every validation example outside the sample that ``val_cases``
@@ -168,7 +169,7 @@ class TrainConfig:
     val_cases: int = 2000
     val_beam: int = 20
     length_penalties: tuple[float, ...] = (0.0, 1.0)
-    item_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    item_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
     refit: bool = False
     train_valid: bool = True
     max_steps: int = 0

@@ -85,8 +85,9 @@ def _options(epochs_flag: str) -> list:
                                              "the best is stored with it and served (ties: the first)."),
         click.option("--item-weights", "train_item_weights", callback=_nonnegative_numbers, default=",".join(f"{w:g}" for w in d.item_weights),
                      show_default=True, help="Weights of the next-item head's logit beside the SID score that the chosen decoder is "
-                                             "scored at on its validation cases (history requests), comma-separated; the best is "
-                                             "stored with it and served (ties: the first; 0: SID scores alone)."),
+                                             "scored at on its validation cases (history requests; text requests too where it was trained on "
+                                             "them), comma-separated; the best is stored with it and served (ties: the better MRR@10, "
+                                             "then the first; 0: SID scores alone)."),
         click.option("--sid-init", "train_sid_init", type=click.Choice(["codebook", "random"]), default=d.sid_init, show_default=True,
                      help="SID-token embeddings from the quantizer's codewords, or random."),
         click.option("--item-init", "train_item_init", type=click.Choice(["collab", "random"]), default=d.item_init, show_default=True,
