@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from indexer.evaluation.metrics import mrr_at, recall_at
 from indexer.training.examples import Example
 from sidcore.decoder.bundle import Decoder
 from sidcore.engines.torch_engine import TorchEngine
@@ -51,13 +52,12 @@ class Validation:
         engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab), length_penalty=length_penalty)
         retriever = Retriever(decoder, engine, beam_width=self.beam_width,
                               max_beam_width=max(self.beam_width, self.k), item_weight=item_weight)
-        hits, reciprocal = 0, 0.0
+        hits, reciprocal = 0.0, 0.0
         for i in range(0, len(self.cases), self.batch):
             chunk = self.cases[i : i + self.batch]
             results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=self.k) for c in chunk])
             for c, r in zip(chunk, results):
                 ranked = [h.item_id for h in r.items]
-                if c.target in ranked:
-                    hits += 1
-                    reciprocal += 1 / (ranked.index(c.target) + 1)
+                hits += recall_at(ranked, {c.target}, self.k)
+                reciprocal += mrr_at(ranked, {c.target}, self.k)
         return hits / len(self.cases), reciprocal / len(self.cases)
