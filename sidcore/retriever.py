@@ -119,6 +119,21 @@ class BatchStats:
         return sum(g.steps for g in self.groups)
 
 
+@dataclass
+class Decoded:
+    """A batch decoded under one snapshot, its items not yet ranked (``Retriever.decode``); lists
+    are per request."""
+
+    trie: Trie
+    queries: list[Query]
+    hits: list[list[Hit] | None]  # the decoded SIDs, best first; None where exclusions and filter left no item
+    widths: list[int]  # the beam width each request was planned with
+    item_masks: list[ItemMask | None]
+    orders: list[np.ndarray | None]  # the unit vector each request's SIDs order their items by, or None
+    states: dict[int, torch.Tensor]  # [H] item-head states of the requests the head re-ranks, by position
+    stats: BatchStats = field(default_factory=BatchStats)
+
+
 class FilterCache:
     """Item masks of filters on the latest snapshot, least recently used evicted first, within
     ``max_bytes`` (a mask costs ~ items + moves + 16 x nodes bytes: ~14 MB on a 1M-item trie).
@@ -295,8 +310,13 @@ class Retriever:
         return base.excluding(np.concatenate(out)) if out else base
 
     def retrieve(self, index: Trie | IndexSnapshot, queries: list[Query], constrained: bool = True) -> tuple[list[Result], BatchStats]:
-        """Decode a batch under one snapshot. Requests sharing a plan are decoded together; a
-        request whose exclusions and filter leave no item is answered without decoding."""
+        """Decode a batch under one snapshot and rank its items. Requests sharing a plan are decoded
+        together; a request whose exclusions and filter leave no item is answered without decoding."""
+        decoded = self.decode(index, queries, constrained)
+        return self.rank(decoded), decoded.stats
+
+    def decode(self, index: Trie | IndexSnapshot, queries: list[Query], constrained: bool = True) -> Decoded:
+        """The first half of ``retrieve``: each request's SIDs, and what ranking their items needs."""
         snap = as_snapshot(index)
         trie = snap.trie
         mask = self.mask(trie)
@@ -305,35 +325,44 @@ class Retriever:
         item_masks = [self.item_mask(snap, q) for q in queries]
         fused = [i for i, q in enumerate(queries) if self.fuses(q)]
         states = dict(zip(fused, self.decoder.item_states([prompts[i] for i in fused], None if qv is None else qv[fused]))) if fused else {}
+        orders = [self.request_vector(q, None if qv is None else qv[i]) if self.by_similarity else None for i, q in enumerate(queries)]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault(self.plan(q), []).append(i)
-        results: list[Result | None] = [None] * len(queries)
-        stats = BatchStats()
+        out = Decoded(trie, queries, [None] * len(queries), [0] * len(queries), item_masks, orders, states)
         for (width, num_sids), members in groups.items():
             for i in members:
-                if item_masks[i] is not None and item_masks[i].empty:
-                    results[i] = Result([], [], trie.version, width, _shortfall(item_masks[i], queries[i].k, trie.version))
-            todo = [i for i in members if results[i] is None]
+                out.widths[i] = width
+            todo = [i for i in members if item_masks[i] is None or not item_masks[i].empty]
             if not todo:
                 continue
             hits, st = self.engine.decode([prompts[i] for i in todo], width, num_sids, constrained, mask=mask,
                                           item_masks=[item_masks[i] for i in todo])
-            stats.groups.append(st)
+            out.stats.groups.append(st)
             for i, h in zip(todo, hits):
-                order = self.request_vector(queries[i], None if qv is None else qv[i]) if self.by_similarity else None
-                items = self.items(h, trie, queries[i].k, item_masks[i], order, states.get(i))
-                reason = _shortfall(item_masks[i], queries[i].k, trie.version) if len(items) < queries[i].k else None
-                results[i] = Result(items, h, trie.version, width, reason)
-        return results, stats  # type: ignore[return-value]
+                out.hits[i] = h
+        return out
+
+    def rank(self, decoded: Decoded, item_weight: float | None = None) -> list[Result]:
+        """The second half of ``retrieve``: each request's items from its decoded SIDs. A request
+        the item head re-ranks is ranked with ``item_weight`` (None: this retriever's), so one
+        decode serves every weight that plans the same beams: what choosing a weight on
+        validation cases needs."""
+        trie, results = decoded.trie, []
+        for i, q in enumerate(decoded.queries):
+            hits, item_mask = decoded.hits[i], decoded.item_masks[i]
+            items = [] if hits is None else self.items(hits, trie, q.k, item_mask, decoded.orders[i], decoded.states.get(i), item_weight)
+            reason = _shortfall(item_mask, q.k, trie.version) if len(items) < q.k else None
+            results.append(Result(items, hits or [], trie.version, decoded.widths[i], reason))
+        return results
 
     def items(self, hits: list[Hit], trie: Trie, k: int, item_mask: ItemMask | None = None, by: np.ndarray | None = None,
-              state: torch.Tensor | None = None) -> list[ItemHit]:
+              state: torch.Tensor | None = None, item_weight: float | None = None) -> list[ItemHit]:
         """Items of the SIDs in score order, cut at ``k``; each SID's items most similar to ``by``
         first (a unit vector in the decoder's item space; items it has no embedding of come last),
         or most popular first without it. With an ``item_mask``, only the items it keeps. With a
         prompt ``state`` [H] (``Decoder.item_states``), every SID's items are ranked together by
-        SID score + ``item_weight`` x item-head logit, that order breaking ties.
+        SID score + ``item_weight`` (None: this retriever's) x item-head logit, that order breaking ties.
 
         SIDs outside the index (unconstrained decoding) contribute nothing.
         """
@@ -350,7 +379,8 @@ class Retriever:
                     return out
         if state is None or not out:
             return out
-        score = np.array([h.score for h in out]) + self.item_weight * self.decoder.item_logits(state, [h.item_id for h in out])
+        weight = self.item_weight if item_weight is None else item_weight
+        score = np.array([h.score for h in out]) + weight * self.decoder.item_logits(state, [h.item_id for h in out])
         return [dataclasses.replace(out[i], score=float(score[i])) for i in np.argsort(-score, kind="stable")[:k]]
 
     def _by_similarity(self, members: list[str], by: np.ndarray) -> list[str]:

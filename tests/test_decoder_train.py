@@ -220,9 +220,11 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
     assert decoder.spec.item_weight == summary["item_weight"]
     chosen = f"{decoder.spec.item_weight:g}"
     assert (by_weight[chosen], mrr[chosen]) == max(zip(by_weight.values(), mrr.values()))
+    shared = Validation(cases).measure_weights(decoder, trie, None, [float(w) for w in by_weight])
     for w, score in by_weight.items():
         recall, reciprocal = Validation(cases).measure(decoder, trie, item_weight=float(w))
         assert recall == pytest.approx(score, abs=1 / 40 + 1e-9) and reciprocal <= recall
+        assert shared[float(w)] == (recall, reciprocal)  # one decode for the positive weights, the same figures
     assert Validation(cases).recall(decoder, trie) == pytest.approx(by_weight[f"{decoder.spec.item_weight:g}"], abs=1 / 40 + 1e-9)
     (hits,), _ = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)).decode([decoder.prompt_ids("kettle", [])], 4, 4)
     assert len(hits) == 4

@@ -111,6 +111,25 @@ def test_the_item_head_reranks_a_history_requests_decoded_items(tiny_stack):
     assert [i.item_id for i in result.items] != [i.item_id for i in wide.items[:6]], "the head should move something here"
 
 
+def test_one_decode_ranks_under_any_item_weight(tiny_stack):
+    """``decode`` then ``rank(decoded, W)`` answers as a retriever built with weight W: the positive
+    weights plan the same beams, so choosing a weight needs one decode, not one per weight."""
+    decoder, trie = tiny_stack.decoder, tiny_stack.trie
+    queries = [Query(history=tuple(tiny_stack.art.item_ids[i : i + 3]), k=6) for i in (0, 5, 9)]
+    shared = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.25)
+    decoded = shared.decode(trie, queries)
+    assert decoded.widths == [12, 12, 12] and sorted(decoded.states) == [0, 1, 2]
+    moved = False
+    for w in (0.25, 1.0, 4.0):
+        alone, _ = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=w).retrieve(trie, queries)
+        ranked = shared.rank(decoded, w)
+        assert [[i.item_id for i in r.items] for r in ranked] == [[i.item_id for i in r.items] for r in alone]
+        assert [[i.score for i in r.items] for r in ranked] == [pytest.approx([i.score for i in r.items], abs=1e-6) for r in alone]
+        assert [r.sids for r in ranked] == [r.sids for r in alone]
+        moved |= [i.item_id for i in ranked[0].items] != [i.item_id for i in shared.rank(decoded)[0].items]
+    assert moved, "some weight should reorder the first request's items here"
+
+
 def test_a_head_trained_on_text_prompts_reranks_text_requests_too(tiny_stack):
     """``item_head_queries`` (``--item-loss-queries``): a text-only request is fused like a history
     one, its state the text prompt's last position; decoders without it leave text requests alone."""

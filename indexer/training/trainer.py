@@ -475,7 +475,7 @@ class _Run:
             return {"item_weight": 0.0, "val_recall@10_by_item_weight": {}, "val_mrr@10_by_item_weight": {}}
         lp = progress["length_penalty"]
         decoder = self.decoder(selection["model"], selection["inputs"])
-        scores = {w: tuple(round(v, 4) for v in self.validation.measure(decoder, self.trie, lp, w)) for w in candidates}
+        scores = {w: (round(r, 4), round(m, 4)) for w, (r, m) in self.validation.measure_weights(decoder, self.trie, lp, candidates).items()}
         # A head trained on text prompts is chosen among the positive weights: on scifact's 324
         # selection claims weight 0 was 0.06-0.12 behind every positive one at both seeds, while a
         # decoder's own ~60 validation claims, near 0.85 at 20 beams, tie them or split by one claim.

@@ -47,17 +47,36 @@ class Validation:
                 item_weight: float | None = None) -> tuple[float, float]:
         """(Recall@k, MRR@k): MRR tells apart settings that place the same targets in the top k,
         which ~60 validation claims often do."""
+        weight = decoder.spec.item_weight if item_weight is None else item_weight
+        return self.measure_weights(decoder, trie, length_penalty, [weight])[weight]
+
+    def measure_weights(self, decoder: Decoder, trie: Trie, length_penalty: float | None,
+                        item_weights: Sequence[float]) -> dict[float, tuple[float, float]]:
+        """``measure`` at each item weight. The positive weights plan the same beams, so they share
+        one decode and differ only in how the head re-ranks its items (each weight alone gives the
+        same figures); weight 0 decodes on its own, as a request the head does not re-rank would."""
+        out = {}
+        if 0 in item_weights:
+            out[0.0] = self._measure(decoder, trie, length_penalty, [0.0])[0]
+        positive = [w for w in item_weights if w > 0]
+        if positive:
+            out.update(zip(positive, self._measure(decoder, trie, length_penalty, positive)))
+        return {w: out[w] for w in item_weights}
+
+    def _measure(self, decoder: Decoder, trie: Trie, length_penalty: float | None,
+                 item_weights: list[float]) -> list[tuple[float, float]]:
         if not self.cases:
-            return 0.0, 0.0
+            return [(0.0, 0.0)] * len(item_weights)
         engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab), length_penalty=length_penalty)
         retriever = Retriever(decoder, engine, beam_width=self.beam_width,
-                              max_beam_width=max(self.beam_width, self.k), item_weight=item_weight)
-        hits, reciprocal = 0.0, 0.0
+                              max_beam_width=max(self.beam_width, self.k), item_weight=item_weights[0])
+        hits, reciprocal = np.zeros(len(item_weights)), np.zeros(len(item_weights))
         for i in range(0, len(self.cases), self.batch):
             chunk = self.cases[i : i + self.batch]
-            results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=self.k) for c in chunk])
-            for c, r in zip(chunk, results):
-                ranked = [h.item_id for h in r.items]
-                hits += recall_at(ranked, {c.target}, self.k)
-                reciprocal += mrr_at(ranked, {c.target}, self.k)
-        return hits / len(self.cases), reciprocal / len(self.cases)
+            decoded = retriever.decode(trie, [Query(c.query, c.history, k=self.k) for c in chunk])
+            for j, w in enumerate(item_weights):
+                for c, r in zip(chunk, retriever.rank(decoded, w)):
+                    ranked = [h.item_id for h in r.items]
+                    hits[j] += recall_at(ranked, {c.target}, self.k)
+                    reciprocal[j] += mrr_at(ranked, {c.target}, self.k)
+        return [(hits[j] / len(self.cases), reciprocal[j] / len(self.cases)) for j in range(len(item_weights))]
