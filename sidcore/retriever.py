@@ -180,9 +180,12 @@ class Retriever:
         decoder: the decoder version served (its SID layout must match the trie's).
         engine: the torch or vLLM engine built on ``decoder``.
         beam_width: beams when a request does not say; a request for more than ``beam_width``
-            items gets ``min(k, max_beam_width)`` beams, since k SIDs hold at least k items (twice
-            that for a request the item head re-ranks, ``FUSED_BEAMS_PER_ITEM``).
+            items gets ``min(k, max_beam_width)`` beams, since k SIDs hold at least k items
+            (``fused_beams_per_item`` x k for a request the item head re-ranks).
         max_beam_width: the widest beam a request may ask for.
+        fused_beams_per_item: beams per requested item for a request the item head re-ranks
+            (up to ``max_beam_width``): its candidates, of which the head picks k. More reach
+            further down the SID ranking at a proportional decode cost.
         filter_cache_bytes: memory for cached filter masks (see ``FilterCache``).
         within: order of the items sharing a SID: ``similarity`` to the request (when the decoder
             has item embeddings), or ``popularity``.
@@ -193,7 +196,9 @@ class Retriever:
 
     def __init__(self, decoder: Decoder, engine: Engine, beam_width: int = 20, max_beam_width: int = 128,
                  filter_cache_bytes: int = 256 << 20, within: Literal["similarity", "popularity"] = "similarity",
-                 item_weight: float | None = None):
+                 item_weight: float | None = None, fused_beams_per_item: int = FUSED_BEAMS_PER_ITEM):
+        if fused_beams_per_item < 1:
+            raise ValueError(f"fused_beams_per_item must be >= 1, got {fused_beams_per_item}")
         if within not in ("similarity", "popularity"):
             raise ValueError(f"within must be similarity or popularity, got {within!r}")
         self.item_weight = decoder.spec.item_weight if item_weight is None else item_weight
@@ -205,6 +210,7 @@ class Retriever:
         self.engine = engine
         self.beam_width = beam_width
         self.max_beam_width = max_beam_width
+        self.fused_beams_per_item = fused_beams_per_item
         self.by_similarity = within == "similarity" and decoder.items.vectors is not None
         self._masks: Recent[Trie, TrieMask] = Recent()
         self._everything: Recent[Trie, ItemMask] = Recent()
@@ -229,10 +235,10 @@ class Retriever:
     def plan(self, q: Query) -> tuple[int, int]:
         """(beam width, SIDs to finish) for a request; the core's one check of the beam width. A
         request whose items the item head re-ranks finishes every beam, its candidates, and by
-        default asks for ``FUSED_BEAMS_PER_ITEM`` x k of them, so the head has more than k items
+        default asks for ``fused_beams_per_item`` x k of them, so the head has more than k items
         to choose from."""
         fused = self.fuses(q)
-        width = q.beam_width or max(self.beam_width, min((FUSED_BEAMS_PER_ITEM if fused else 1) * q.k, self.max_beam_width))
+        width = q.beam_width or max(self.beam_width, min((self.fused_beams_per_item if fused else 1) * q.k, self.max_beam_width))
         if not 1 <= width <= self.max_beam_width:
             raise DataError(f"beam_width must be in [1, {self.max_beam_width}], got {width}")
         return width, width if fused else min(q.k, width)

@@ -117,6 +117,7 @@ def test_bad_test_files(histories, tmp_path, lines, message):
         (["--length-penalty", "-1"], "--length-penalty"),
         (["--item-weight", "-1"], "--item-weight"),
         (["--item-weights", "0,x"], "--item-weights"),
+        (["--beams-per-item", "0"], "--beams-per-item"),
         (["--collab-views", "together,next"], "--collab-views"),
     ],
 )

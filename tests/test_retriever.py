@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from indexer.evaluation.cli import eval_cmd
+from indexer.evaluation.config import EvalConfig
+from service.settings import Settings
 from sidcore.decoder.bundle import DecoderSpec
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.errors import DataError
 from sidcore.index.trie import Trie
-from sidcore.retriever import IndexMismatch, Query, Retriever, UnknownItems
+from sidcore.retriever import FUSED_BEAMS_PER_ITEM, IndexMismatch, Query, Retriever, UnknownItems
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +112,22 @@ def test_the_item_head_reranks_a_history_requests_decoded_items(tiny_stack):
     assert [i.score for i in result.items] == pytest.approx(sorted(score, reverse=True)[:6], abs=1e-4)
     assert not set(history) & {i.item_id for i in result.items}  # exclusions hold as before
     assert [i.item_id for i in result.items] != [i.item_id for i in wide.items[:6]], "the head should move something here"
+
+
+def test_beams_per_item_size_a_reranked_requests_candidates(tiny_stack):
+    """``fused_beams_per_item`` x k beams for a request the head re-ranks, up to the widest; the
+    eval, the service and the constant agree on the default."""
+    decoder = tiny_stack.decoder
+    q = Query(history=tuple(tiny_stack.art.item_ids[:4]), k=6)
+    for per_item, plan in ((1, (8, 8)), (2, (12, 12)), (3, (18, 18)), (6, (32, 32))):
+        r = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.7, fused_beams_per_item=per_item)
+        assert r.plan(q) == plan
+    with pytest.raises(ValueError, match="fused_beams_per_item"):
+        Retriever(decoder, TorchEngine(decoder), fused_beams_per_item=0)
+    option = next(p for p in eval_cmd.params if p.name == "beams_per_item")
+    assert option.default == EvalConfig().fused_beams_per_item == Settings().fused_beams_per_item == FUSED_BEAMS_PER_ITEM
+    with pytest.raises(DataError, match="fused_beams_per_item"):
+        EvalConfig(fused_beams_per_item=0)
 
 
 def test_one_decode_ranks_under_any_item_weight(tiny_stack):

@@ -255,3 +255,11 @@ def test_an_api_key_guards_the_read_routes(start_service):
         assert c.retrieve_batch([request(query="y", k=2)])[0].status == 200
     spec = httpx.get(f"{svc.url}/openapi.json").json()
     assert spec["paths"]["/v1/retrieve"]["post"]["security"] == [{"ApiKey": []}]
+
+
+def test_the_beams_per_item_setting_reaches_the_served_retriever(live_service, start_service):
+    """SA2CRQ_FUSED_BEAMS_PER_ITEM sizes the candidates of the requests the item head re-ranks."""
+    from service.settings import Settings
+
+    assert live_service.runtime.served().retriever.fused_beams_per_item == Settings().fused_beams_per_item
+    assert start_service(fused_beams_per_item=3).runtime.served().retriever.fused_beams_per_item == 3
