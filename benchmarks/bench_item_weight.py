@@ -1,14 +1,15 @@
 """What the item head's re-ranking costs a request: ``Retriever.retrieve`` with the decoder's
-item weight against the same retriever at weight 0 (SID scores alone).
+item weight against the same retriever at weight 0 (SID scores alone), at each
+``--beams-per-item`` (the candidates a re-ranked request decodes: that many beams per item).
 
 Under a weight a history request finishes every beam (its candidates) instead of its first k
 SIDs, runs one more forward pass over its prompt for the head's state, and scores its candidates
 against the item table. For ``--requests`` validation histories (item ``[-2]`` cases), one
-request at a time, k = ``--k`` with the service's default ``--beam``, the two are interleaved so
-both see the same machine noise; prints per-request p50 / p99 ms and their ratio.
+request at a time, k = ``--k`` with the service's default ``--beam``, the retrievers are interleaved so
+all see the same machine noise; prints per-request p50 / p99 ms and their ratios to weight 0.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_item_weight.py --store eval-games/methods/sa2crq/store --data ../shared/data/games \\
-        [--weight W] [--requests 300]
+        [--weight W] [--requests 300] [--beams-per-item 2,4]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from probe_args import open_store, probe_parser
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
 from sidcore.engines.torch_engine import TorchEngine
-from sidcore.retriever import Query, Retriever
+from sidcore.retriever import FUSED_BEAMS_PER_ITEM, Query, Retriever
 
 
 def main() -> None:
@@ -30,13 +31,18 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--beam", type=int, default=20)
+    ap.add_argument("--beams-per-item", default=str(FUSED_BEAMS_PER_ITEM), help="Comma-separated; default: the shipped one.")
     args = ap.parse_args()
 
     served = open_store(args.store)
     decoder, trie = served.decoder, served.trie
     weight = args.weight if args.weight is not None else (decoder.spec.item_weight or 0.5)
     engine = TorchEngine(decoder, served.mask)  # one engine, so both weights share its caches
-    retrievers = {w: Retriever(decoder, engine, beam_width=args.beam, item_weight=w) for w in (0.0, weight)}
+    per_item = [int(x) for x in args.beams_per_item.split(",")]
+    widest = max(args.beam, max(per_item) * args.k)
+    retrievers = {"weight 0": Retriever(decoder, engine, beam_width=args.beam, max_beam_width=widest, item_weight=0.0)}
+    retrievers |= {f"weight {weight:g}, {n} beams/item": Retriever(decoder, engine, beam_width=args.beam, max_beam_width=widest,
+                                                                   item_weight=weight, fused_beams_per_item=n) for n in per_item}
     cases = sample_cases(load_training_data(args.data).valid, args.requests, args.seed)
     for r in retrievers.values():  # warm-up: first calls build the mask and the item table
         r.retrieve(trie, [Query(cases[0].query, cases[0].history, k=args.k)])
@@ -46,11 +52,11 @@ def main() -> None:
             t = time.perf_counter()
             r.retrieve(trie, [Query(c.query, c.history, k=args.k)])
             ms[w].append(1e3 * (time.perf_counter() - t))
-    print(f"decoder {decoder.version}, {len(cases)} history requests, k={args.k}, beam {args.beam}")
-    for w, v in ms.items():
-        print(f"item weight {w:<5g} p50 {np.percentile(v, 50):6.1f} ms   p99 {np.percentile(v, 99):6.1f} ms   mean {np.mean(v):6.1f} ms")
-    print(f"ratio (weight {weight:g} / 0): p50 {np.percentile(ms[weight], 50) / np.percentile(ms[0.0], 50):.2f}x, "
-          f"mean {np.mean(ms[weight]) / np.mean(ms[0.0]):.2f}x")
+    print(f"decoder {decoder.version}, {len(cases)} requests, k={args.k}, beam {args.beam}")
+    base = ms["weight 0"]
+    for name, v in ms.items():
+        print(f"{name:<28} p50 {np.percentile(v, 50):6.1f} ms   p99 {np.percentile(v, 99):6.1f} ms   mean {np.mean(v):6.1f} ms   "
+              f"ratio to weight 0: p50 {np.percentile(v, 50) / np.percentile(base, 50):.2f}x, mean {np.mean(v) / np.mean(base):.2f}x")
 
 
 if __name__ == "__main__":

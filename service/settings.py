@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port of `sa2crq serve` (0: any free port).")
     beam_width: int = Field(20, ge=1, description="Beams when a request gives none (raised to k, up to max_beam_width).")
     max_beam_width: int = Field(128, ge=1, description="Widest beam a request may ask for.")
-    fused_beams_per_item: int = Field(2, ge=1, description="Beams per requested item for a request the decoder's item head re-ranks "
+    fused_beams_per_item: int = Field(4, ge=1, description="Beams per requested item for a request the decoder's item head re-ranks "
                                                          "(up to max_beam_width): its candidates, of which the head picks k; "
                                                          "more cost proportionally more decoding (docs/decoder.md).")
     length_penalty: float | None = Field(None, ge=0, allow_inf_nan=False,

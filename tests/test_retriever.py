@@ -95,8 +95,8 @@ def test_the_item_head_reranks_a_history_requests_decoded_items(tiny_stack):
     history = tuple(tiny_stack.art.item_ids[:4])
     q = Query(history=history, k=6)
     plain = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.0)
-    fused = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.7)
-    # every beam is a candidate, and there are twice k of them (FUSED_BEAMS_PER_ITEM) unless the request or the cap says otherwise
+    fused = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.7, fused_beams_per_item=2)
+    # every beam is a candidate, and there are fused_beams_per_item x k of them unless the request or the cap says otherwise
     assert plain.plan(q) == (8, 6) and fused.plan(q) == (12, 12)
     assert fused.plan(dataclasses.replace(q, beam_width=8)) == (8, 8) and fused.plan(dataclasses.replace(q, k=20)) == (32, 32)
     assert fused.plan(Query("text only", k=6)) == (8, 6)  # this decoder's head is trained on histories only
@@ -135,12 +135,13 @@ def test_one_decode_ranks_under_any_item_weight(tiny_stack):
     weights plan the same beams, so choosing a weight needs one decode, not one per weight."""
     decoder, trie = tiny_stack.decoder, tiny_stack.trie
     queries = [Query(history=tuple(tiny_stack.art.item_ids[i : i + 3]), k=6) for i in (0, 5, 9)]
-    shared = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.25)
+    shared = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.25, fused_beams_per_item=2)
     decoded = shared.decode(trie, queries)
     assert decoded.widths == [12, 12, 12] and sorted(decoded.states) == [0, 1, 2]
     moved = False
     for w in (0.25, 1.0, 4.0):
-        alone, _ = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=w).retrieve(trie, queries)
+        alone, _ = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=w,
+                             fused_beams_per_item=2).retrieve(trie, queries)
         ranked = shared.rank(decoded, w)
         assert [[i.item_id for i in r.items] for r in ranked] == [[i.item_id for i in r.items] for r in alone]
         assert [[i.score for i in r.items] for r in ranked] == [pytest.approx([i.score for i in r.items], abs=1e-6) for r in alone]
@@ -155,7 +156,7 @@ def test_a_head_trained_on_text_prompts_reranks_text_requests_too(tiny_stack):
     decoder, trie = tiny_stack.decoder, tiny_stack.trie
     both = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, item_head_queries=True))
     q = Query(tiny_stack.catalog.texts[3], k=6)
-    fused = Retriever(both, TorchEngine(both), beam_width=8, max_beam_width=32, item_weight=0.7)
+    fused = Retriever(both, TorchEngine(both), beam_width=8, max_beam_width=32, item_weight=0.7, fused_beams_per_item=2)
     plain = Retriever(both, TorchEngine(both), beam_width=8, max_beam_width=32, item_weight=0.0)
     assert fused.plan(q) == (12, 12) and plain.plan(q) == (8, 6)
     assert Retriever(decoder, TorchEngine(decoder), beam_width=8, item_weight=0.7).plan(q) == (8, 6)

@@ -54,7 +54,7 @@ def _csv(kind):
               help="History cases rank their decoded SIDs' items by SID score + this x the decoder's item-head logit, as the "
                    "service's SA2CRQ_ITEM_WEIGHT (0: SID scores alone). Default: each decoder's own, chosen on its validation "
                    "cases (--item-weights).")
-@click.option("--beams-per-item", type=click.IntRange(min=1), default=2, show_default=True,  # sidcore.retriever.FUSED_BEAMS_PER_ITEM (tested)
+@click.option("--beams-per-item", type=click.IntRange(min=1), default=4, show_default=True,  # sidcore.retriever.FUSED_BEAMS_PER_ITEM (tested)
               help="Beams per requested item for a case the item head re-ranks, as the service's SA2CRQ_FUSED_BEAMS_PER_ITEM.")
 @click.option("--max-cases", type=click.IntRange(min=1), help="Score a seeded sample of this many test cases.")
 @click.option("--hallucination-cases", type=click.IntRange(min=0), default=500, show_default=True, help="Cases decoded with the constraint off.")
