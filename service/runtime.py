@@ -98,7 +98,8 @@ class Runtime:
         cache_dir = None if s.cache_dir else tempfile.TemporaryDirectory(prefix="sa2crq-decoders-")
         cache = Store(s.cache_dir or cache_dir.name)
         retriever_args = {"beam_width": s.beam_width, "max_beam_width": s.max_beam_width, "filter_cache_bytes": int(s.filter_cache_mb * 2**20),
-                          "item_weight": s.item_weight, "fused_beams_per_item": s.fused_beams_per_item}
+                          "item_weight": s.item_weight, "fused_beams_per_item": s.fused_beams_per_item,
+                          "head_proposals_per_item": s.head_proposals_per_item}
         follower = ReleaseFollower(
             redis_url, s.redis_prefix, lambda decoder: _engine(s, decoder), retriever_args, cache,
             device=s.device if s.engine == "torch" else "cpu", pin=s.release, replica_id=s.replica_id,

@@ -55,6 +55,10 @@ from sidcore.sid import SID
 # against 0.905 at k (stop 51); 0.930 / 0.934 at 4k against 0.928 / 0.927 at 2k (two seeds, stop 54),
 # games level, at ~1.3x the latency of a k = 10 request.
 FUSED_BEAMS_PER_ITEM = 4
+# Items the item head proposes per requested item, beside the beams, for a request it re-ranks:
+# the head's best items whose SIDs the beams missed join the candidates, each SID scored by the
+# decoder as the beams score theirs (``Decoder.sid_scores``). 0: the beams' items alone.
+HEAD_PROPOSALS_PER_ITEM = 0
 
 
 class UnknownItems(DataError):
@@ -132,6 +136,7 @@ class Decoded:
     item_masks: list[ItemMask | None]
     orders: list[np.ndarray | None]  # the unit vector each request's SIDs order their items by, or None
     states: dict[int, torch.Tensor]  # [H] item-head states of the requests the head re-ranks, by position
+    proposed: dict[int, list[Hit]] = field(default_factory=dict)  # SIDs the head proposed beyond the beams, by position
     stats: BatchStats = field(default_factory=BatchStats)
 
 
@@ -187,6 +192,9 @@ class Retriever:
         fused_beams_per_item: beams per requested item for a request the item head re-ranks
             (up to ``max_beam_width``): its candidates, of which the head picks k. More reach
             further down the SID ranking at a proportional decode cost.
+        head_proposals_per_item: for such a request, also the items of the SIDs of the head's
+            best ``head_proposals_per_item`` x k items that the beams missed, each SID scored by
+            the decoder as a beam would be (one extra forward pass over those SIDs); 0: none.
         filter_cache_bytes: memory for cached filter masks (see ``FilterCache``).
         within: order of the items sharing a SID: ``similarity`` to the request (when the decoder
             has item embeddings), or ``popularity``.
@@ -197,9 +205,12 @@ class Retriever:
 
     def __init__(self, decoder: Decoder, engine: Engine, beam_width: int = 20, max_beam_width: int = 128,
                  filter_cache_bytes: int = 256 << 20, within: Literal["similarity", "popularity"] = "similarity",
-                 item_weight: float | None = None, fused_beams_per_item: int = FUSED_BEAMS_PER_ITEM):
+                 item_weight: float | None = None, fused_beams_per_item: int = FUSED_BEAMS_PER_ITEM,
+                 head_proposals_per_item: int = HEAD_PROPOSALS_PER_ITEM):
         if fused_beams_per_item < 1:
             raise ValueError(f"fused_beams_per_item must be >= 1, got {fused_beams_per_item}")
+        if head_proposals_per_item < 0:
+            raise ValueError(f"head_proposals_per_item must be >= 0, got {head_proposals_per_item}")
         if within not in ("similarity", "popularity"):
             raise ValueError(f"within must be similarity or popularity, got {within!r}")
         self.item_weight = decoder.spec.item_weight if item_weight is None else item_weight
@@ -212,9 +223,12 @@ class Retriever:
         self.beam_width = beam_width
         self.max_beam_width = max_beam_width
         self.fused_beams_per_item = fused_beams_per_item
+        self.head_proposals_per_item = head_proposals_per_item
+        self.length_penalty = engine.length_penalty
         self.by_similarity = within == "similarity" and decoder.items.vectors is not None
         self._masks: Recent[Trie, TrieMask] = Recent()
         self._everything: Recent[Trie, ItemMask] = Recent()
+        self._trie_rows: Recent[Trie, np.ndarray] = Recent()
         self.filters = FilterCache(filter_cache_bytes)
 
     def check(self, trie: Trie) -> None:
@@ -348,7 +362,37 @@ class Retriever:
             out.stats.groups.append(st)
             for i, h in zip(todo, hits):
                 out.hits[i] = h
+        if self.head_proposals_per_item:
+            for i in states:
+                if out.hits[i] is not None:
+                    out.proposed[i] = self.propose(trie, queries[i], prompts[i], states[i], out.hits[i], item_masks[i])
         return out
+
+    def propose(self, trie: Trie, q: Query, prompt: Prompt, state: torch.Tensor, hits: list[Hit],
+                item_mask: ItemMask | None) -> list[Hit]:
+        """SIDs of the head's best ``head_proposals_per_item`` x k items (of those ``q`` may return)
+        that ``hits`` lack, best SID score first, each scored by the decoder as the beams score
+        theirs (summed log-probabilities under the engine's length penalty)."""
+        rows = self._trie_rows.get(trie, lambda t: t.rows_of(self.decoder.items.ids))  # decoder item row -> trie row (-1: gone)
+        logits = self.decoder.item_logits_all(state)
+        have = {h.node for h in hits}
+        wanted, nodes = self.head_proposals_per_item * q.k, []
+        for at in np.argsort(-logits, kind="stable"):
+            row = rows[at]
+            if row < 0 or (item_mask is not None and not item_mask.allows(np.array([row]))[0]):
+                continue
+            node = int(trie.item_node[row])
+            if node not in have:
+                have.add(node)
+                nodes.append(node)
+            wanted -= 1
+            if not wanted:
+                break
+        sids = [trie.sid_of(n) for n in nodes]
+        scores = self.decoder.sid_scores(prompt, prompt.query_vector, sids)
+        if self.length_penalty:
+            scores = scores / (np.array([len(s) for s in sids]) + 1) ** self.length_penalty
+        return sorted((Hit(s, float(v), n) for s, v, n in zip(sids, scores, nodes)), key=lambda h: -h.score)
 
     def rank(self, decoded: Decoded, item_weight: float | None = None) -> list[Result]:
         """The second half of ``retrieve``: each request's items from its decoded SIDs. A request
@@ -358,7 +402,8 @@ class Retriever:
         trie, results = decoded.trie, []
         for i, q in enumerate(decoded.queries):
             hits, item_mask = decoded.hits[i], decoded.item_masks[i]
-            items = [] if hits is None else self.items(hits, trie, q.k, item_mask, decoded.orders[i], decoded.states.get(i), item_weight)
+            items = [] if hits is None else self.items(hits + decoded.proposed.get(i, []), trie, q.k, item_mask, decoded.orders[i],
+                                                       decoded.states.get(i), item_weight)
             reason = _shortfall(item_mask, q.k, trie.version) if len(items) < q.k else None
             results.append(Result(items, hits or [], trie.version, decoded.widths[i], reason))
         return results

@@ -118,6 +118,7 @@ def test_bad_test_files(histories, tmp_path, lines, message):
         (["--item-weight", "-1"], "--item-weight"),
         (["--item-weights", "0,x"], "--item-weights"),
         (["--beams-per-item", "0"], "--beams-per-item"),
+        (["--head-proposals", "-1"], "--head-proposals"),
         (["--collab-views", "together,next"], "--collab-views"),
     ],
 )

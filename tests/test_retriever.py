@@ -16,7 +16,7 @@ from sidcore.decoder.bundle import DecoderSpec
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.errors import DataError
 from sidcore.index.trie import Trie
-from sidcore.retriever import FUSED_BEAMS_PER_ITEM, IndexMismatch, Query, Retriever, UnknownItems
+from sidcore.retriever import FUSED_BEAMS_PER_ITEM, HEAD_PROPOSALS_PER_ITEM, IndexMismatch, Query, Retriever, UnknownItems
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +148,52 @@ def test_one_decode_ranks_under_any_item_weight(tiny_stack):
         assert [r.sids for r in ranked] == [r.sids for r in alone]
         moved |= [i.item_id for i in ranked[0].items] != [i.item_id for i in shared.rank(decoded)[0].items]
     assert moved, "some weight should reorder the first request's items here"
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_sid_scores_are_what_the_beams_score(tiny_stack, length_penalty):
+    """``Decoder.sid_scores`` scores a SID as beam search does when it finishes one: the decoded
+    SIDs' own scores come back from one forward pass, under either length penalty."""
+    decoder, trie = tiny_stack.decoder, tiny_stack.trie
+    r = Retriever(decoder, TorchEngine(decoder, length_penalty=length_penalty), beam_width=16, max_beam_width=16, item_weight=0.0)
+    q = Query(history=tuple(tiny_stack.art.item_ids[3:7]), k=16)
+    (result,), _ = r.retrieve(trie, [q])
+    sids = [h.sid for h in result.sids]
+    assert len({len(s) for s in sids}) > 1, "SARQ gives SIDs of several lengths here"
+    scores = decoder.sid_scores(r.prompt(trie, q), None, sids) / (np.array([len(s) for s in sids]) + 1) ** length_penalty
+    assert scores == pytest.approx([h.score for h in result.sids], abs=1e-4)
+
+
+def test_the_head_proposes_items_the_beams_missed(tiny_stack):
+    """Under ``head_proposals_per_item``, the head's best items whose SIDs the beams did not reach
+    join a re-ranked request's candidates, their SIDs scored by the decoder; few beams and a large
+    weight let a proposal into the answer. Bad values are refused."""
+    decoder, trie = tiny_stack.decoder, tiny_stack.trie
+    history = tuple(tiny_stack.art.item_ids[:4])
+    q = Query(history=history, k=3)
+    kwargs = dict(beam_width=3, max_beam_width=3, item_weight=50.0)
+    plain = Retriever(decoder, TorchEngine(decoder), **kwargs)
+    proposing = Retriever(decoder, TorchEngine(decoder), head_proposals_per_item=2, **kwargs)
+    decoded = proposing.decode(trie, [q])
+    beams, proposed = decoded.hits[0], decoded.proposed[0]
+    assert proposed and not {h.node for h in beams} & {h.node for h in proposed}
+    logit = _head_logits(decoder, proposing.prompt(trie, q))
+    allowed = [i for i in sorted(logit, key=logit.get, reverse=True) if i not in history]
+    best = allowed[:6]  # 2 x k of the items the request may return
+    assert {trie.node_of_item(i) for i in best} - {h.node for h in beams} == {h.node for h in proposed}
+    assert [h.score for h in proposed] == pytest.approx(list(decoder.sid_scores(proposing.prompt(trie, q), None, [h.sid for h in proposed])), abs=1e-5)
+    (with_head,) = proposing.rank(decoded)
+    (without,), _ = plain.retrieve(trie, [q])
+    assert without.sids == beams  # proposals change the candidates, never the decode
+    assert [i.item_id for i in with_head.items] != [i.item_id for i in without.items]
+    assert {i.sid for i in with_head.items} & {h.sid for h in proposed}
+    assert not set(history) & {i.item_id for i in with_head.items}
+    with pytest.raises(ValueError, match="head_proposals_per_item"):
+        Retriever(decoder, TorchEngine(decoder), head_proposals_per_item=-1)
+    option = next(p for p in eval_cmd.params if p.name == "head_proposals")
+    assert option.default == EvalConfig().head_proposals_per_item == Settings().head_proposals_per_item == HEAD_PROPOSALS_PER_ITEM
+    with pytest.raises(DataError, match="head_proposals_per_item"):
+        EvalConfig(head_proposals_per_item=-1)
 
 
 def test_a_head_trained_on_text_prompts_reranks_text_requests_too(tiny_stack):

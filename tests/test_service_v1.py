@@ -257,9 +257,12 @@ def test_an_api_key_guards_the_read_routes(start_service):
     assert spec["paths"]["/v1/retrieve"]["post"]["security"] == [{"ApiKey": []}]
 
 
-def test_the_beams_per_item_setting_reaches_the_served_retriever(live_service, start_service):
-    """SA2CRQ_FUSED_BEAMS_PER_ITEM sizes the candidates of the requests the item head re-ranks."""
+def test_the_candidate_settings_reach_the_served_retriever(live_service, start_service):
+    """SA2CRQ_FUSED_BEAMS_PER_ITEM and SA2CRQ_HEAD_PROPOSALS_PER_ITEM size the candidates of the
+    requests the item head re-ranks."""
     from service.settings import Settings
 
-    assert live_service.runtime.served().retriever.fused_beams_per_item == Settings().fused_beams_per_item
-    assert start_service(fused_beams_per_item=3).runtime.served().retriever.fused_beams_per_item == 3
+    served = live_service.runtime.served().retriever
+    assert (served.fused_beams_per_item, served.head_proposals_per_item) == (Settings().fused_beams_per_item, Settings().head_proposals_per_item)
+    changed = start_service(fused_beams_per_item=3, head_proposals_per_item=2).runtime.served().retriever
+    assert (changed.fused_beams_per_item, changed.head_proposals_per_item) == (3, 2)

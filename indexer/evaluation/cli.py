@@ -56,6 +56,8 @@ def _csv(kind):
                    "cases (--item-weights).")
 @click.option("--beams-per-item", type=click.IntRange(min=1), default=4, show_default=True,  # sidcore.retriever.FUSED_BEAMS_PER_ITEM (tested)
               help="Beams per requested item for a case the item head re-ranks, as the service's SA2CRQ_FUSED_BEAMS_PER_ITEM.")
+@click.option("--head-proposals", type=click.IntRange(min=0), default=0, show_default=True,  # sidcore.retriever.HEAD_PROPOSALS_PER_ITEM (tested)
+              help="Items the item head proposes per requested item beside the beams, as the service's SA2CRQ_HEAD_PROPOSALS_PER_ITEM.")
 @click.option("--max-cases", type=click.IntRange(min=1), help="Score a seeded sample of this many test cases.")
 @click.option("--hallucination-cases", type=click.IntRange(min=0), default=500, show_default=True, help="Cases decoded with the constraint off.")
 @click.option("--sasrec-epochs", type=click.IntRange(min=1), default=100, show_default=True,
@@ -68,7 +70,7 @@ def _csv(kind):
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
 def eval_cmd(data_dir, methods, budgets, max_group, min_length, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, anchor_share, collab_weight, collab_views, base_model, train_opts,
-             beam, length_penalty, item_weight, beams_per_item, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
+             beam, length_penalty, item_weight, beams_per_item, head_proposals, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
     """Build each method's index and decoder under one budget, decode the test cases through the
     service's retrieval pipeline, score them next to the baselines, and write OUT/report.json,
     OUT/report.md and plots."""
@@ -101,6 +103,7 @@ def eval_cmd(data_dir, methods, budgets, max_group, min_length, baselines, test,
         length_penalty=length_penalty,
         item_weight=item_weight,
         fused_beams_per_item=beams_per_item,
+        head_proposals_per_item=head_proposals,
         max_cases=max_cases,
         hallucination_cases=hallucination_cases,
         seed=seed,

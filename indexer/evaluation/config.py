@@ -16,7 +16,7 @@ from indexer.sarq import SARQConfig
 from indexer.split import SplitConfig
 from indexer.training.config import TrainConfig
 from sidcore.errors import DataError
-from sidcore.retriever import FUSED_BEAMS_PER_ITEM
+from sidcore.retriever import FUSED_BEAMS_PER_ITEM, HEAD_PROPOSALS_PER_ITEM
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class EvalConfig:
             decoder's own, chosen on its validation cases (``TrainConfig.item_weights``).
         fused_beams_per_item: beams per requested item for a case the item head re-ranks, as
             the service's setting (``Retriever``).
+        head_proposals_per_item: items the item head proposes per requested item beside the
+            beams, for such a case, as the service's setting (``Retriever``).
         batch_size: cases decoded together.
         max_cases: score a seeded sample of this many cases (None: all).
         hallucination_cases: cases decoded with the constraint off (the first ones of the sample).
@@ -73,6 +75,7 @@ class EvalConfig:
     length_penalty: float | None = None
     item_weight: float | None = None
     fused_beams_per_item: int = FUSED_BEAMS_PER_ITEM
+    head_proposals_per_item: int = HEAD_PROPOSALS_PER_ITEM
     batch_size: int = 32
     max_cases: int | None = None
     hallucination_cases: int = 500
@@ -96,6 +99,8 @@ class EvalConfig:
             raise DataError("--budgets applies to sarq and sa2crq, and neither is among the methods")
         if self.fused_beams_per_item < 1:
             raise DataError(f"fused_beams_per_item must be >= 1, got {self.fused_beams_per_item}")
+        if self.head_proposals_per_item < 0:
+            raise DataError(f"head_proposals_per_item must be >= 0, got {self.head_proposals_per_item}")
         if self.beam_width < 1 or self.batch_size < 1 or self.hallucination_k < 1 or self.hallucination_cases < 0:
             raise DataError("beam_width, batch_size and hallucination_k must be positive")
         if self.length_penalty is not None and not 0 <= self.length_penalty < float("inf"):

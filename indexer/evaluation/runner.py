@@ -43,7 +43,7 @@ from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index.artifact import load_index
 from sidcore.index.mask import TrieMask
 from sidcore.index.trie import Trie
-from sidcore.retriever import FUSED_BEAMS_PER_ITEM, Query, Retriever
+from sidcore.retriever import FUSED_BEAMS_PER_ITEM, HEAD_PROPOSALS_PER_ITEM, Query, Retriever
 from sidcore.sid import format_sid
 
 
@@ -114,7 +114,7 @@ def _scores(data: EvalData, rankings: list[list[str]], ks) -> dict:
 
 
 def open_retriever(store: Store, beam_width: int, max_k: int, length_penalty: float | None, item_weight: float | None = None,
-                   fused_beams_per_item: int = FUSED_BEAMS_PER_ITEM):
+                   fused_beams_per_item: int = FUSED_BEAMS_PER_ITEM, head_proposals_per_item: int = HEAD_PROPOSALS_PER_ITEM):
     """The service's pipeline on the store's active decoder and its index: (Retriever, Trie).
     ``length_penalty``, ``item_weight``: None scores as the decoder chose on its validation cases."""
     decoder = load_decoder(store)
@@ -122,7 +122,7 @@ def open_retriever(store: Store, beam_width: int, max_k: int, length_penalty: fl
     engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab), length_penalty=length_penalty)
     widest = max(beam_width, fused_beams_per_item * max_k)  # what a request the item head re-ranks asks for
     return Retriever(decoder, engine, beam_width=beam_width, max_beam_width=widest, item_weight=item_weight,
-                     fused_beams_per_item=fused_beams_per_item), trie
+                     fused_beams_per_item=fused_beams_per_item, head_proposals_per_item=head_proposals_per_item), trie
 
 
 def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bool = True) -> tuple[dict, list[dict]]:
@@ -130,7 +130,8 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
 
     Returns (metrics, per-case records of the items and SIDs returned).
     """
-    retriever, trie = open_retriever(store, cfg.beam_width, cfg.max_k, cfg.length_penalty, cfg.item_weight, cfg.fused_beams_per_item)
+    retriever, trie = open_retriever(store, cfg.beam_width, cfg.max_k, cfg.length_penalty, cfg.item_weight, cfg.fused_beams_per_item,
+                                     cfg.head_proposals_per_item)
     records: list[dict] = []
     t0 = time.perf_counter()
     bar = tqdm(total=len(data.cases), desc="decode", unit="case", disable=not progress)
@@ -161,6 +162,7 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
     metrics["length_penalty"] = retriever.engine.length_penalty
     metrics["item_weight"] = retriever.item_weight
     metrics["fused_beams_per_item"] = retriever.fused_beams_per_item
+    metrics["head_proposals_per_item"] = retriever.head_proposals_per_item
     return metrics, records
 
 
@@ -172,7 +174,7 @@ def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, o
         "index": {"build": build.as_dict(), "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None},
         "train": dataclasses.asdict(cfg.train), "base_model": cfg.as_dict()["base_model"],
         "ks": cfg.ks, "beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty, "item_weight": cfg.item_weight, "exclude_history": cfg.exclude_history,
-        "fused_beams_per_item": cfg.fused_beams_per_item,
+        "fused_beams_per_item": cfg.fused_beams_per_item, "head_proposals_per_item": cfg.head_proposals_per_item,
         "hallucination": [cfg.hallucination_cases, cfg.hallucination_k], "cases": cases_digest(data),
     }
     run = _RunDir(out / "methods" / name, fingerprint)

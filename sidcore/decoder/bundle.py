@@ -21,11 +21,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
+from transformers import DynamicCache, PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 from model_store import Store
 from sidcore.decoder.config import SID_SOFTMAX
-from sidcore.decoder.model import PromptInputs, as_float_tensor, embed_inputs, item_outputs
+from sidcore.decoder.model import PromptInputs, as_float_tensor, embed_inputs, item_outputs, sid_log_probs
 from sidcore.decoder.prompt import MARKERS, HistoryItem, Prompt, PromptBuilder, PromptConfig
 from sidcore.decoder.tokenizer import load_tokenizer
 from sidcore.decoder.vocab import SIDVocab
@@ -177,6 +177,41 @@ class Decoder:
             out[known] = (self._served_item_outputs[torch.from_numpy(rows[known])] @ state).double().cpu().numpy()
             out[~known] = out[known].mean()
         return out
+
+    @torch.inference_mode()
+    def item_logits_all(self, state: torch.Tensor) -> np.ndarray:
+        """float32 [N]: the next-item head's logit of every item-table row given one prompt's state [H]."""
+        return (self._served_item_outputs @ state).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def sid_scores(self, prompt: Prompt, query_vector: np.ndarray | None, sids: Sequence[Sequence[int]]) -> np.ndarray:
+        """float64 [C]: each SID's summed log-probability given one prompt (its codes, then
+        ``<sid_end>``), as beam search scores a SID it finishes, before any length penalty: the
+        score of a SID the beams did not reach. The prompt is run once; its keys and values serve
+        one pass over all C SIDs."""
+        if not sids:
+            return np.zeros(0)
+        vocab, C, P = self.spec.vocab, len(sids), len(prompt)
+        longest = max(map(len, sids))
+        targets = torch.full((C, longest + 1), vocab.end_local, dtype=torch.long)  # local ids; padding is never read
+        for c, sid in enumerate(sids):
+            targets[c, : len(sid) + 1] = torch.tensor(vocab.sid_tokens(sid)) - vocab.base
+        embeds, _ = self.prefill([prompt], None if query_vector is None else query_vector[None])
+        device = embeds.device
+        cache = DynamicCache(config=self.model.config)
+        first = self.model.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True).last_hidden_state[:, -1]  # [1, H]
+        cache.batch_repeat_interleave(C)
+        codes = self.model.model.embed_tokens(targets[:, :longest].to(device) + vocab.base)  # [C, longest, H]
+        rest = self.model.model(inputs_embeds=codes, past_key_values=cache, use_cache=True,
+                                position_ids=torch.arange(P, P + longest, device=device)[None].expand(C, -1)).last_hidden_state
+        hidden = torch.cat([first[:, None].expand(C, 1, -1), rest], 1)  # [C, longest + 1, H]
+        total = torch.zeros(C, dtype=torch.float64)
+        lengths = torch.tensor([len(s) for s in sids])
+        for j in range(longest + 1):  # hidden[:, j] predicts SID position j
+            layer = j if self.spec.sid_softmax == "layer" else None
+            logp = sid_log_probs(self.model, hidden[:, j], vocab, layer).cpu()
+            total += torch.where(j <= lengths, logp.gather(1, targets[:, j : j + 1]).squeeze(1), 0).double()
+        return total.numpy()
 
     @torch.inference_mode()
     def prefill(self, prompts: Sequence[Prompt], query_vectors: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:

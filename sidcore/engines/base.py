@@ -68,6 +68,7 @@ class Engine(ABC):
     """Decodes prompts into ranked SIDs under a trie mask; ``close`` releases what it holds."""
 
     name: str
+    length_penalty: float  # SID scores are divided by (length + 1) ** this
 
     @abstractmethod
     def decode(
