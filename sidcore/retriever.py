@@ -15,8 +15,10 @@ history prompt's last ``<item>`` marker against each item (``Decoder.item_logits
 with it on text prompts too (``item_loss_queries``) says so at a text prompt's last position. With
 an ``item_weight`` W > 0 (by default the decoder's own, chosen on its validation cases) the items
 of such a request's decoded SIDs are ranked by SID score + W x that logit: the two views of the
-next item, the code path and the item, as a product of experts. The candidates are still only the
-items of the decoded SIDs, of ``FUSED_BEAMS_PER_ITEM`` x k beams by default.
+next item, the code path and the item, as a product of experts. The candidates are the items of
+the decoded SIDs, of ``FUSED_BEAMS_PER_ITEM`` x k beams by default, and, under
+``head_proposals_per_item``, of the SIDs of the head's own best items that the beams missed, each
+such SID scored by the decoder as a beam would be (``Decoder.sid_scores``).
 
 Exclusions and filters act inside the decode: a request's ``ItemMask`` (its history unless
 ``exclude_history`` is off, its ``exclude_ids``, its ``filter``) prunes every SID left with no item
@@ -362,7 +364,7 @@ class Retriever:
             out.stats.groups.append(st)
             for i, h in zip(todo, hits):
                 out.hits[i] = h
-        if self.head_proposals_per_item:
+        if self.head_proposals_per_item and constrained:  # unconstrained decoding is a probe of the beams alone
             for i in states:
                 if out.hits[i] is not None:
                     out.proposed[i] = self.propose(trie, queries[i], prompts[i], states[i], out.hits[i], item_masks[i])
@@ -377,7 +379,7 @@ class Retriever:
         logits = self.decoder.item_logits_all(state)
         have = {h.node for h in hits}
         wanted, nodes = self.head_proposals_per_item * q.k, []
-        for at in np.argsort(-logits, kind="stable"):
+        for at in _best_first(logits, 4 * wanted + len(q.history) + len(q.exclude_ids)):
             row = rows[at]
             if row < 0 or (item_mask is not None and not item_mask.allows(np.array([row]))[0]):
                 continue
@@ -441,6 +443,20 @@ class Retriever:
         known = rows >= 0
         sim[known] = self.decoder.items.vectors[rows[known]] @ by
         return [members[i] for i in np.argsort(-sim, kind="stable")]
+
+
+def _best_first(scores: np.ndarray, likely: int):
+    """Indices of ``scores`` [N] from the highest, sorting only the ``likely`` best unless the
+    caller reads past them (a filter that keeps few items): one partition of a large catalog."""
+    if likely >= len(scores):
+        yield from np.argsort(-scores, kind="stable")
+        return
+    top = np.argpartition(-scores, likely)[:likely]
+    yield from top[np.argsort(-scores[top], kind="stable")]
+    rest = np.ones(len(scores), bool)
+    rest[top] = False
+    rest = np.flatnonzero(rest)
+    yield from rest[np.argsort(-scores[rest], kind="stable")]
 
 
 def _shortfall(item_mask: ItemMask | None, k: int, version: str) -> str | None:

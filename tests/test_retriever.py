@@ -245,3 +245,14 @@ def test_an_item_the_head_never_saw_gets_the_mean_logit(tiny_stack):
     state = decoder.item_states([decoder.prompt_ids(None, [(known[0], None)])], None)[0]
     logits = decoder.item_logits(state, [*known, "cold-start-1"])
     assert logits[3] == pytest.approx(logits[:3].mean()) and len(set(np.round(logits[:3], 6))) == 3
+
+
+def test_best_first_reads_past_the_likely_best_in_order():
+    """The head's proposals walk its items from the best; a filter that keeps few items reads past
+    the partitioned ``likely`` best, still in order."""
+    from sidcore.retriever import _best_first
+
+    scores = np.random.default_rng(0).normal(size=50)
+    expected = np.argsort(-scores, kind="stable").tolist()
+    for likely in (3, 10, 50, 80):
+        assert list(_best_first(scores, likely)) == expected
