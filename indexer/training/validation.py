@@ -15,7 +15,7 @@ from sidcore.decoder.bundle import Decoder
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index.mask import TrieMask
 from sidcore.index.trie import Trie
-from sidcore.retriever import Query, Retriever
+from sidcore.retriever import HEAD_PROPOSALS_PER_ITEM, Query, Retriever
 
 
 def sample_cases(cases: list[Example], n: int, seed: int) -> list[Example]:
@@ -31,12 +31,14 @@ def first_best(candidates: Sequence[float], scores: dict[float, tuple[float, ...
 
 @dataclass(frozen=True)
 class Validation:
-    """``cases`` validation examples scored at Recall@``k`` with ``beam_width`` beams, ``batch`` at a time."""
+    """``cases`` validation examples scored at Recall@``k`` with ``beam_width`` beams, ``batch`` at a
+    time; a re-ranked case also takes the item head's proposals, as the service does by default."""
 
     cases: list[Example]
     k: int = 10
     beam_width: int = 20
     batch: int = 32
+    head_proposals_per_item: int = HEAD_PROPOSALS_PER_ITEM
 
     def recall(self, decoder: Decoder, trie: Trie, length_penalty: float | None = None, item_weight: float | None = None) -> float:
         """Recall@k. ``length_penalty``, ``item_weight``: None scores as the decoder's spec says
@@ -69,7 +71,8 @@ class Validation:
             return [(0.0, 0.0)] * len(item_weights)
         engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab), length_penalty=length_penalty)
         retriever = Retriever(decoder, engine, beam_width=self.beam_width,
-                              max_beam_width=max(self.beam_width, self.k), item_weight=item_weights[0])
+                              max_beam_width=max(self.beam_width, self.k), item_weight=item_weights[0],
+                              head_proposals_per_item=self.head_proposals_per_item)
         hits, reciprocal = np.zeros(len(item_weights)), np.zeros(len(item_weights))
         for i in range(0, len(self.cases), self.batch):
             chunk = self.cases[i : i + self.batch]
