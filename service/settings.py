@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     fused_beams_per_item: int = Field(4, ge=1, description="Beams per requested item for a request the decoder's item head re-ranks "
                                                          "(up to max_beam_width): its candidates, of which the head picks k; "
                                                          "more cost proportionally more decoding (docs/decoder.md).")
-    head_proposals_per_item: int = Field(0, ge=0, description="Items the item head proposes per requested item beside the beams, for a "
+    head_proposals_per_item: int = Field(1, ge=0, description="Items the item head proposes per requested item beside the beams, for a "
                                                                "request it re-ranks: the head's best items whose SIDs the beams missed, "
                                                                "each SID scored by the decoder (0: the beams' items alone; docs/decoder.md).")
     length_penalty: float | None = Field(None, ge=0, allow_inf_nan=False,

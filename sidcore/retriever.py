@@ -60,7 +60,7 @@ FUSED_BEAMS_PER_ITEM = 4
 # Items the item head proposes per requested item, beside the beams, for a request it re-ranks:
 # the head's best items whose SIDs the beams missed join the candidates, each SID scored by the
 # decoder as the beams score theirs (``Decoder.sid_scores``). 0: the beams' items alone.
-HEAD_PROPOSALS_PER_ITEM = 0
+HEAD_PROPOSALS_PER_ITEM = 1
 
 
 class UnknownItems(DataError):

@@ -95,7 +95,8 @@ def test_the_item_head_reranks_a_history_requests_decoded_items(tiny_stack):
     history = tuple(tiny_stack.art.item_ids[:4])
     q = Query(history=history, k=6)
     plain = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.0)
-    fused = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.7, fused_beams_per_item=2)
+    fused = Retriever(decoder, TorchEngine(decoder), beam_width=8, max_beam_width=32, item_weight=0.7, fused_beams_per_item=2,
+                      head_proposals_per_item=0)
     # every beam is a candidate, and there are fused_beams_per_item x k of them unless the request or the cap says otherwise
     assert plain.plan(q) == (8, 6) and fused.plan(q) == (12, 12)
     assert fused.plan(dataclasses.replace(q, beam_width=8)) == (8, 8) and fused.plan(dataclasses.replace(q, k=20)) == (32, 32)
@@ -172,7 +173,7 @@ def test_the_head_proposes_items_the_beams_missed(tiny_stack):
     history = tuple(tiny_stack.art.item_ids[:4])
     q = Query(history=history, k=3)
     kwargs = dict(beam_width=3, max_beam_width=3, item_weight=50.0)
-    plain = Retriever(decoder, TorchEngine(decoder), **kwargs)
+    plain = Retriever(decoder, TorchEngine(decoder), head_proposals_per_item=0, **kwargs)
     proposing = Retriever(decoder, TorchEngine(decoder), head_proposals_per_item=2, **kwargs)
     decoded = proposing.decode(trie, [q])
     beams, proposed = decoded.hits[0], decoded.proposed[0]
@@ -202,7 +203,8 @@ def test_a_head_trained_on_text_prompts_reranks_text_requests_too(tiny_stack):
     decoder, trie = tiny_stack.decoder, tiny_stack.trie
     both = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, item_head_queries=True))
     q = Query(tiny_stack.catalog.texts[3], k=6)
-    fused = Retriever(both, TorchEngine(both), beam_width=8, max_beam_width=32, item_weight=0.7, fused_beams_per_item=2)
+    fused = Retriever(both, TorchEngine(both), beam_width=8, max_beam_width=32, item_weight=0.7, fused_beams_per_item=2,
+                      head_proposals_per_item=0)
     plain = Retriever(both, TorchEngine(both), beam_width=8, max_beam_width=32, item_weight=0.0)
     assert fused.plan(q) == (12, 12) and plain.plan(q) == (8, 6)
     assert Retriever(decoder, TorchEngine(decoder), beam_width=8, item_weight=0.7).plan(q) == (8, 6)

@@ -56,7 +56,7 @@ def _csv(kind):
                    "cases (--item-weights).")
 @click.option("--beams-per-item", type=click.IntRange(min=1), default=4, show_default=True,  # sidcore.retriever.FUSED_BEAMS_PER_ITEM (tested)
               help="Beams per requested item for a case the item head re-ranks, as the service's SA2CRQ_FUSED_BEAMS_PER_ITEM.")
-@click.option("--head-proposals", type=click.IntRange(min=0), default=0, show_default=True,  # sidcore.retriever.HEAD_PROPOSALS_PER_ITEM (tested)
+@click.option("--head-proposals", type=click.IntRange(min=0), default=1, show_default=True,  # sidcore.retriever.HEAD_PROPOSALS_PER_ITEM (tested)
               help="Items the item head proposes per requested item beside the beams, as the service's SA2CRQ_HEAD_PROPOSALS_PER_ITEM.")
 @click.option("--max-cases", type=click.IntRange(min=1), help="Score a seeded sample of this many test cases.")
 @click.option("--hallucination-cases", type=click.IntRange(min=0), default=500, show_default=True, help="Cases decoded with the constraint off.")
