@@ -109,7 +109,7 @@ class ItemHit:
 @dataclass(frozen=True)
 class Result:
     items: list[ItemHit]
-    sids: list[Hit]  # the decoded SIDs, best first, before the cut at k items
+    sids: list[Hit]  # the SIDs the beams decoded, best first, before the cut at k items (not the head's proposals)
     index_version: str
     beam_width: int
     reason: str | None = None  # why fewer than k items came back, when exclusions or a filter explain it
