@@ -172,7 +172,10 @@ def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, o
         build = dataclasses.replace(build, collab_weight=0.0)  # no histories, nothing collaborative to add
     fingerprint = {
         "index": {"build": build.as_dict(), "data": str(data.data_dir.resolve()), "vectors": data.catalog.vectors is not None},
-        "train": dataclasses.asdict(cfg.train), "base_model": cfg.as_dict()["base_model"],
+        # the item weight is chosen on validation cases scored with the served proposals (``Validation``):
+        # a decoder chosen under another default is retrained, not reused
+        "train": dataclasses.asdict(cfg.train) | {"validation_head_proposals": HEAD_PROPOSALS_PER_ITEM},
+        "base_model": cfg.as_dict()["base_model"],
         "ks": cfg.ks, "beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty, "item_weight": cfg.item_weight, "exclude_history": cfg.exclude_history,
         "fused_beams_per_item": cfg.fused_beams_per_item, "head_proposals_per_item": cfg.head_proposals_per_item,
         "hallucination": [cfg.hallucination_cases, cfg.hallucination_k], "cases": cases_digest(data),
