@@ -43,6 +43,7 @@ from sidcore.cache import Recent
 from sidcore.decoder.bundle import Decoder
 from sidcore.decoder.prompt import Prompt
 from sidcore.engines.base import DecodeStats, Engine, Hit
+from sidcore.engines.beam import penalised
 from sidcore.errors import DataError, UnavailableError
 from sidcore.index.attributes import Filter
 from sidcore.index.item_mask import ItemMask
@@ -226,7 +227,6 @@ class Retriever:
         self.max_beam_width = max_beam_width
         self.fused_beams_per_item = fused_beams_per_item
         self.head_proposals_per_item = head_proposals_per_item
-        self.length_penalty = engine.length_penalty
         self.by_similarity = within == "similarity" and decoder.items.vectors is not None
         self._masks: Recent[Trie, TrieMask] = Recent()
         self._everything: Recent[Trie, ItemMask] = Recent()
@@ -391,9 +391,8 @@ class Retriever:
             if not wanted:
                 break
         sids = [trie.sid_of(n) for n in nodes]
-        scores = self.decoder.sid_scores(prompt, prompt.query_vector, sids)
-        if self.length_penalty:
-            scores = scores / (np.array([len(s) for s in sids]) + 1) ** self.length_penalty
+        scores = penalised(self.decoder.sid_scores(prompt, prompt.query_vector, sids), np.array([len(s) for s in sids]),
+                           self.engine.length_penalty)
         return sorted((Hit(s, float(v), n) for s, v, n in zip(sids, scores, nodes)), key=lambda h: -h.score)
 
     def rank(self, decoded: Decoded, item_weight: float | None = None) -> list[Result]:

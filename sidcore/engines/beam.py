@@ -26,6 +26,11 @@ from sidcore.index.mask import INVALID, TrieMask
 NEG = float("-inf")
 
 
+def penalised(score, length, length_penalty: float):
+    """A SID's summed log-probability (float or array) over ``(length + 1) ** length_penalty``."""
+    return score / (length + 1) ** length_penalty if length_penalty else score
+
+
 class BeamSearch:
     """``item_masks``: per request, the items it may return (None: all); constrained decoding only."""
 
@@ -73,10 +78,10 @@ class BeamSearch:
         return ok.expand(self.R * self.W, self.S)
 
     def _final(self, score: float, length: int) -> float:
-        return score / (length + 1) ** self.length_penalty if self.length_penalty else score
+        return penalised(score, length, self.length_penalty)
 
     def _bound(self, live: float) -> float:
-        return live / (self.L + 1) ** self.length_penalty if self.length_penalty else live
+        return penalised(live, self.L, self.length_penalty)
 
     def advance(self, logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Take one step from masked log-probs [R*W, S] (-inf = not allowed or not known).
