@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from indexer.collab import DEFAULT_VIEWS, check_views, collaborative_vectors
+from indexer.collab import DIM as COLLAB_DIM
 from indexer.data.catalog import Catalog
 from indexer.dedup import dedup_suffix
 from indexer.quantizers import REGISTRY, QuantizerConfig
@@ -56,7 +57,7 @@ class BuildConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     dedup: bool = False
     collab_weight: float = 0.0
-    collab_dim: int = 64
+    collab_dim: int = COLLAB_DIM
     collab_views: tuple[str, ...] = DEFAULT_VIEWS
 
     def __post_init__(self) -> None:

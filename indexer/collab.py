@@ -38,10 +38,11 @@ DEFAULT_VIEWS = ("together", "after", "before")
 # With all three views the screen prefers shorter reaches (2: +0.014) by lumping items into fewer
 # codes, and a decoder on reach 2 was +0.0065 and -0.0035 on validation at two seeds (stops 48-49), so 5 stays.
 AFTER_WINDOW = 5
+DIM = 64  # per view: what the index appends to the text embedding, and what ``collab`` decoder item content projects
 AFTER_DECAY = 0.7
 
 
-def collaborative_vectors(item_ids: Sequence[str], sequences: Sequence[Sequence[str]], dim: int = 64, seed: int = 0,
+def collaborative_vectors(item_ids: Sequence[str], sequences: Sequence[Sequence[str]], dim: int = DIM, seed: int = 0,
                           views: Sequence[str] = DEFAULT_VIEWS, reach: int = AFTER_WINDOW) -> tuple[np.ndarray, dict]:
     """float32 [len(item_ids), dim * len(views)] vectors (zeros for items in no pair) and a few statistics.
 

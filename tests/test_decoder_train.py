@@ -13,6 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from indexer.build import BuildConfig, build_index
+from indexer.collab import DIM as COLLAB_DIM
+from indexer.collab import collaborative_vectors
 from indexer.data.catalog import count_popularity, load_items
 from indexer.data.synthetic import SyntheticConfig, generate, write
 from indexer.quantizers import QuantizerConfig, load_quantizer
@@ -21,10 +23,10 @@ from indexer.training.examples import Example, TrainingData, extend_sequences, l
 from indexer.training.options import train_config, train_options
 from indexer.training.rows import RowMaker
 from indexer.training.trainer import _Run, codebook_init, collab_init, item_views, later_pairs, train_decoder
-from indexer.training.validation import Validation, first_best
+from indexer.training.validation import Validation, first_best, sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import DecoderSpec, load_decoder, make_builder
-from sidcore.decoder.model import TinyConfig, embed_inputs, new_tiny_model
+from sidcore.decoder.model import PromptInputs, TinyConfig, embed_inputs, new_tiny_model
 from sidcore.decoder.prompt import PromptConfig
 from sidcore.decoder.tokenizer import extend_with_sid_tokens, train_text_tokenizer
 from sidcore.engines.torch_engine import TorchEngine
@@ -397,6 +399,44 @@ def test_a_layer_softmax_decoder_trains_stores_its_choice_and_serves_it(indexed,
         TrainConfig(sid_softmax="level")
     with pytest.raises(DataError, match="sid_softmax must be one of full, layer"):
         dataclasses.replace(decoder.spec, sid_softmax="level")
+
+
+def test_collab_item_content_projects_the_items_collaborative_vectors_and_is_served(indexed, tmp_path):
+    """``minilm+collab+id`` appends each item's collaborative vectors (from the run's training
+    sequences) to what the content map projects: they are stored with the decoder, the loaded one
+    scores validation as the run did, and its item head reads them. Data without histories, or
+    a content map without its vectors' width, refuses."""
+    d, store, art, data = indexed
+    cfg = TrainConfig(epochs=1, patience=0, prompt=PromptConfig(item_content="minilm+collab+id"), **FAST)
+    version, summary = train_decoder(store, d / "data", cfg, data=data, progress=False, checkpoints=tmp_path / "ck")
+    decoder = load_decoder(store, version)
+    expected, _ = collaborative_vectors(decoder.items.ids, data.sequences, COLLAB_DIM, cfg.seed)
+    stored = decoder.items.collab
+    assert stored.shape == (300, 3 * COLLAB_DIM) and np.abs(expected).sum() > 0
+    # each view's block: unit rows where the item has pairs, zeros where not (stored as float16;
+    # the factors themselves can rotate between two ARPACK calls on this small catalog's tied values,
+    # so the served decoder must read the stored ones: it scores validation as the run did, below)
+    for view in range(3):
+        block = slice(view * COLLAB_DIM, (view + 1) * COLLAB_DIM)
+        norms, has = np.linalg.norm(stored[:, block], axis=1), np.abs(expected[:, block]).sum(1) > 0
+        np.testing.assert_allclose(norms[has], 1, atol=1e-2)
+        assert not norms[~has].any()
+    assert decoder.inputs.content.in_features == 16 + 3 * COLLAB_DIM and decoder.items.vectors.shape == (300, 16)
+    trie = Trie.from_artifact(art)
+    chosen = summary["val_recall@10_by_item_weight"][f"{decoder.spec.item_weight:g}"]
+    cases = sample_cases(data.valid, cfg.val_cases, cfg.seed)
+    assert Validation(cases).recall(decoder, trie) == pytest.approx(chosen, abs=1e-4)  # the summary keeps 4 digits
+    # the head scores items by their collaborative vectors too: without them its outputs move
+    before = decoder.item_outputs()
+    decoder.items.collab = np.zeros_like(decoder.items.collab)
+    decoder.__post_init__()
+    assert not torch.allclose(before, decoder.item_outputs())
+    with pytest.raises(DataError, match="needs training histories"):
+        _Run(art, TrainingData(data.catalog, [], data.queries, data.valid, data.test), cfg, None, False, print, None)
+    with pytest.raises(ValueError, match="collab content needs"):
+        PromptInputs(hidden=64, embed_dim=16, soft_vectors=0, item_content="minilm+collab+id", num_items=3)
+    with pytest.raises(ValueError, match="collab content needs"):
+        PromptInputs(hidden=64, embed_dim=16, soft_vectors=0, item_content="minilm+id", num_items=3, collab_dim=8)
 
 
 def test_later_pairs_join_each_target_position_to_the_later_targets_of_its_row():

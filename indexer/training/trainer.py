@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
+from indexer.collab import DIM as COLLAB_DIM
 from indexer.collab import collaborative_vectors
 from indexer.quantizers import load_quantizer, quantizer_class
 from indexer.training.checkpoints import Checkpoints
@@ -153,7 +154,7 @@ class _Run:
             vectors, embedder = np.asarray(cat.vectors, dtype=np.float32)[[cat.index_of[i] for i in items]], "vectors"
         else:
             vectors, embedder = embed_texts([cat.texts[cat.index_of[i]] for i in items], cache_dir, progress=progress), MODEL_NAME
-        self.items = ItemTable(items, vectors)
+        self.items = ItemTable(items, vectors, self._collab(items, data, cfg) if "collab" in cfg.prompt.item_content else None)
         self.embeds_queries = embedder != "vectors"
         prompt = cfg.prompt
         if prompt.soft_vectors and not self.embeds_queries:
@@ -187,7 +188,7 @@ class _Run:
             qtexts = list(dict.fromkeys([e.query for e in data.queries if e.query] + [v for v, _ in self.views]))
             self.query_row = {t: r for r, t in enumerate(qtexts)}
             self.query_vectors = torch.from_numpy(embed_texts(qtexts, cache_dir, progress=progress)).to(self.device)
-        self.item_vectors = torch.from_numpy(vectors).to(self.device) if "minilm" in prompt.item_content else None
+        self.item_vectors = torch.from_numpy(self.items.content()).to(self.device) if "minilm" in prompt.item_content else None
         self.dense: DenseTeacher | None = None
         self.dense_weight = dense_teacher_weight(cfg.dense_teacher, quantizer_class(art.path).in_embedding_space)
         if self.dense_weight and self.query_vectors is not None:
@@ -202,6 +203,15 @@ class _Run:
         self.teacher: RulesTeacher | None = None  # the phase's, with ``rules_teacher``
         self.base_model = base_model
 
+    def _collab(self, items: list[str], data: TrainingData, cfg: TrainConfig) -> np.ndarray:
+        """The items' collaborative vectors for ``collab`` item content, from the sequences this run
+        trains on (never a held-out item), the indexer's views and width per view."""
+        if not data.sequences:
+            raise DataError(f"item content {cfg.prompt.item_content} needs training histories (interactions); this data has none")
+        vectors, stats = collaborative_vectors(items, data.sequences, COLLAB_DIM, cfg.seed)
+        self.log(f"item content: collaborative vectors ({stats['dim']} wide) for {stats['items_with_vectors']} of {len(items)} items")
+        return vectors
+
     # -- model --------------------------------------------------------------------------------
     def new_model(self, refit: bool):
         cfg = self.cfg
@@ -211,8 +221,9 @@ class _Run:
             model = new_tiny_model(cfg.tiny, len(self.tok), self.tok.pad_token_id, cfg.seed)
         if cfg.sid_init == "codebook":
             codebook_init(model, self.art, self.spec.base)
+        collab_dim = self.items.collab.shape[1] if self.items.collab is not None else 0
         inputs = PromptInputs(model.config.hidden_size, self.spec.embed_dim, self.spec.prompt.soft_vectors, self.spec.prompt.item_content,
-                              len(self.items.ids))
+                              len(self.items.ids), collab_dim)
         if cfg.item_init == "collab" and inputs.item is not None:
             sequences = self.examples(refit)[0]
             if sequences:

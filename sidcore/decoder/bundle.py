@@ -100,13 +100,22 @@ def make_builder(spec: DecoderSpec, tok: PreTrainedTokenizerFast) -> PromptBuild
 
 @dataclass
 class ItemTable:
-    """The items a decoder knows: row per item id, and their embeddings (float32 [N, D], or None)."""
+    """The items a decoder knows: row per item id, their embeddings (float32 [N, D], or None), and
+    for ``collab`` item content their collaborative vectors (float32 [N, C], frozen at training)."""
 
     ids: list[str]
     vectors: np.ndarray | None
+    collab: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.row = {item: i for i, item in enumerate(self.ids)}
+
+    def content(self) -> np.ndarray | None:
+        """float32 [N, D + C]: what ``minilm`` item content projects, the collaborative vectors
+        appended where the table has them (the similarity order inside a SID reads ``vectors`` alone)."""
+        if self.vectors is None or self.collab is None:
+            return self.vectors
+        return np.concatenate([self.vectors, self.collab], 1)
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Int64 rows, -1 for ids the table does not hold (cold-start items)."""
@@ -128,7 +137,7 @@ class Decoder:
         self.builder = make_builder(self.spec, self.tokenizer)
         self.soft_id = self.tokenizer.convert_tokens_to_ids("<soft>")
         device = next(self.model.parameters()).device
-        self._item_vectors = as_float_tensor(self.items.vectors, device) if "minilm" in self.spec.prompt.item_content else None
+        self._item_vectors = as_float_tensor(self.items.content(), device) if "minilm" in self.spec.prompt.item_content else None
 
     def history(self, history: Sequence[tuple[str, Sequence[int] | None]]) -> list[HistoryItem]:
         """``history``: (item id, its SID or None if unknown), oldest first."""
@@ -240,7 +249,8 @@ def save_decoder(directory: Path, spec: DecoderSpec, model: Qwen3ForCausalLM, to
     tok.save_pretrained(directory / "tokenizer")
     (directory / "titles.json").write_text(json.dumps(titles))
     vectors = items.vectors.astype(np.float16) if items.vectors is not None else np.zeros((len(items.ids), 0), dtype=np.float16)
-    np.savez(directory / ITEMS_FILE, ids=np.asarray(items.ids), vectors=vectors)
+    collab = {} if items.collab is None else {"collab": items.collab.astype(np.float16)}
+    np.savez(directory / ITEMS_FILE, ids=np.asarray(items.ids), vectors=vectors, **collab)
     if not inputs.empty:
         inputs.save(directory / PROMPT_INPUTS_FILE)
     (directory / "decoder.json").write_text(json.dumps(spec.to_json(), indent=2))
@@ -253,8 +263,10 @@ def load_decoder(store: Store, version: str | None = None, device: str = "cpu") 
     tok = load_tokenizer(v.path / "tokenizer")
     with np.load(v.file(ITEMS_FILE), allow_pickle=False) as z:
         ids, vectors = z["ids"].tolist(), z["vectors"]
-    items = ItemTable(ids, vectors.astype(np.float32) if vectors.shape[1] else None)
-    inputs = PromptInputs(model.config.hidden_size, spec.embed_dim, spec.prompt.soft_vectors, spec.prompt.item_content, len(ids))
+        collab = z["collab"].astype(np.float32) if "collab" in z.files else None
+    items = ItemTable(ids, vectors.astype(np.float32) if vectors.shape[1] else None, collab)
+    inputs = PromptInputs(model.config.hidden_size, spec.embed_dim, spec.prompt.soft_vectors, spec.prompt.item_content, len(ids),
+                          collab.shape[1] if collab is not None else 0)
     if not inputs.empty:
         inputs.load(v.file(PROMPT_INPUTS_FILE))
     return Decoder(v.id, spec, model, tok, v.json("titles.json"), v.path, inputs.to(device).eval(), items)

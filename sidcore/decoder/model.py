@@ -104,16 +104,21 @@ class PromptInputs(nn.Module):
         hidden: the decoder's width.
         embed_dim: width of the MiniLM embeddings (384).
         soft_vectors: input vectors a query's embedding becomes at its ``<soft>`` slots (0: none).
-        item_content: ``none``, ``minilm``, ``id`` or ``minilm+id`` (see ``PromptConfig``).
+        item_content: ``none``, ``minilm``, ``id``, ``minilm+id`` or ``minilm+collab+id`` (see ``PromptConfig``).
         num_items: rows of the item table (for ``id`` content).
+        collab_dim: width of each item's collaborative vectors, which ``collab`` content projects
+            beside its MiniLM embedding (one linear map over the two, concatenated).
     """
 
-    def __init__(self, hidden: int, embed_dim: int, soft_vectors: int, item_content: str, num_items: int):
+    def __init__(self, hidden: int, embed_dim: int, soft_vectors: int, item_content: str, num_items: int, collab_dim: int = 0):
         super().__init__()
+        parts = item_content.split("+")
+        if ("collab" in parts) != (collab_dim > 0):
+            raise ValueError(f"item content {item_content!r} with collab_dim {collab_dim}: collab content needs its vectors' width, and only it")
         self.hidden, self.soft_vectors = hidden, soft_vectors
         self.soft = nn.Linear(embed_dim, soft_vectors * hidden) if soft_vectors else None
-        self.content = nn.Linear(embed_dim, hidden, bias=False) if "minilm" in item_content else None
-        self.item = nn.Embedding(num_items, hidden) if "id" in item_content.split("+") else None
+        self.content = nn.Linear(embed_dim + collab_dim, hidden, bias=False) if "minilm" in parts else None
+        self.item = nn.Embedding(num_items, hidden) if "id" in parts else None
         for module in (self.soft, self.content, self.item):
             if module is not None:
                 nn.init.normal_(module.weight, std=0.02)
@@ -147,7 +152,8 @@ def embed_inputs(
             ``query_vectors[b]``.
         query_vectors: float [B, D] MiniLM embedding of each row's query (zeros where none).
         content_rows: long [B, T] item-table row whose content the position carries, -1 for none.
-        item_vectors: float [N, D] MiniLM embedding of every item-table row (for ``minilm`` content).
+        item_vectors: float [N, D (+ C)] MiniLM embedding of every item-table row, its collaborative
+            vectors appended for ``collab`` content (``ItemTable.content``).
     """
     x = model.model.embed_tokens(ids)
     if inputs.empty:
@@ -172,7 +178,8 @@ def item_outputs(inputs: PromptInputs, item_vectors: torch.Tensor | None, rows: 
     embedding plus learned embedding, as on a history item's marker).
 
     Args:
-        item_vectors: float [N, D] MiniLM embedding of every item-table row (for ``minilm`` content).
+        item_vectors: float [N, D (+ C)] MiniLM embedding of every item-table row, its collaborative
+            vectors appended for ``collab`` content (``ItemTable.content``).
         rows: long [R] the rows wanted; None: all N.
     """
     parts = []

@@ -28,7 +28,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 MARKERS = ("<query>", "<soft>", "<history>", "<item>")
-CONTENT = ("none", "minilm", "id", "minilm+id")
+CONTENT = ("none", "minilm", "id", "minilm+id", "minilm+collab+id")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class PromptConfig:
             at both seeds and at 10 on most of them (docs/evaluation.md).
         item_content: what each history item adds at the marker after it: its projected MiniLM
             embedding (``minilm``), a learned per-item embedding (``id``), both, or ``none``.
+            ``minilm+collab+id`` also projects the item's collaborative vectors (``indexer.collab``'s
+            three views over the training sequences, frozen) with its MiniLM embedding: what users'
+            histories say about the item, which the next-item head then scores items by too.
     """
 
     history_items: int = 20
@@ -54,7 +57,7 @@ class PromptConfig:
     title_tokens: int = 8
     query_tokens: int = 0
     soft_vectors: int = 8
-    item_content: Literal["none", "minilm", "id", "minilm+id"] = "minilm+id"
+    item_content: Literal["none", "minilm", "id", "minilm+id", "minilm+collab+id"] = "minilm+id"
 
     def __post_init__(self) -> None:
         if self.history_mode not in ("title+sid", "title", "sid"):
