@@ -204,8 +204,8 @@ class _Run:
         self.base_model = base_model
 
     def _collab(self, items: list[str], data: TrainingData, cfg: TrainConfig) -> np.ndarray:
-        """The items' collaborative vectors for ``collab`` item content, from the sequences this run
-        trains on (never a held-out item), the indexer's views and width per view."""
+        """The items' collaborative vectors for ``collab`` item content, from the training sequences
+        (no validation or test item: fixed before a phase adds any), the indexer's views and width per view."""
         if not data.sequences:
             raise DataError(f"item content {cfg.prompt.item_content} needs training histories (interactions); this data has none")
         vectors, stats = collaborative_vectors(items, data.sequences, COLLAB_DIM, cfg.seed)
