@@ -412,7 +412,7 @@ def test_collab_item_content_projects_the_items_collaborative_vectors_and_is_ser
     decoder = load_decoder(store, version)
     expected, _ = collaborative_vectors(decoder.items.ids, data.sequences, COLLAB_DIM, cfg.seed)
     stored = decoder.items.collab
-    assert stored.shape == (300, 3 * COLLAB_DIM) and np.abs(expected).sum() > 0
+    assert stored.shape == (300, 3 * COLLAB_DIM) and decoder.items.collab_dim == 3 * COLLAB_DIM and np.abs(expected).sum() > 0
     # each view's block: unit rows where the item has pairs, zeros where not (stored as float16;
     # the factors themselves can rotate between two ARPACK calls on this small catalog's tied values,
     # so the served decoder must read the stored ones: it scores validation as the run did, below)

@@ -221,9 +221,8 @@ class _Run:
             model = new_tiny_model(cfg.tiny, len(self.tok), self.tok.pad_token_id, cfg.seed)
         if cfg.sid_init == "codebook":
             codebook_init(model, self.art, self.spec.base)
-        collab_dim = self.items.collab.shape[1] if self.items.collab is not None else 0
         inputs = PromptInputs(model.config.hidden_size, self.spec.embed_dim, self.spec.prompt.soft_vectors, self.spec.prompt.item_content,
-                              len(self.items.ids), collab_dim)
+                              len(self.items.ids), self.items.collab_dim)
         if cfg.item_init == "collab" and inputs.item is not None:
             sequences = self.examples(refit)[0]
             if sequences:

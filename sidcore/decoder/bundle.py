@@ -110,6 +110,11 @@ class ItemTable:
     def __post_init__(self) -> None:
         self.row = {item: i for i, item in enumerate(self.ids)}
 
+    @property
+    def collab_dim(self) -> int:
+        """Width C of the collaborative vectors ``PromptInputs`` projects, 0 without them."""
+        return 0 if self.collab is None else self.collab.shape[1]
+
     def content(self) -> np.ndarray | None:
         """float32 [N, D + C]: what ``minilm`` item content projects, the collaborative vectors
         appended where the table has them (the similarity order inside a SID reads ``vectors`` alone)."""
@@ -266,7 +271,7 @@ def load_decoder(store: Store, version: str | None = None, device: str = "cpu") 
         collab = z["collab"].astype(np.float32) if "collab" in z.files else None
     items = ItemTable(ids, vectors.astype(np.float32) if vectors.shape[1] else None, collab)
     inputs = PromptInputs(model.config.hidden_size, spec.embed_dim, spec.prompt.soft_vectors, spec.prompt.item_content, len(ids),
-                          collab.shape[1] if collab is not None else 0)
+                          items.collab_dim)
     if not inputs.empty:
         inputs.load(v.file(PROMPT_INPUTS_FILE))
     return Decoder(v.id, spec, model, tok, v.json("titles.json"), v.path, inputs.to(device).eval(), items)
