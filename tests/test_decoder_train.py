@@ -471,6 +471,21 @@ def test_the_later_items_terms_add_to_the_losses_and_refuse_bad_settings(indexed
         TrainConfig(rules_teacher=-1.0)
 
 
+def test_the_item_level_rules_teacher_adds_a_soft_loss_over_the_drawn_items_and_its_best_ones(indexed, tmp_path):
+    d, store, _, data = indexed
+    fast = {k: v for k, v in FAST.items() if k != "val_cases"}
+    # 16 drawn items: the teacher's best items join the softmax, which then still spreads over them
+    runs = {w: train_decoder(store, d / "data", TrainConfig(epochs=1, patience=0, item_loss=1.0, item_negatives=16, val_cases=0,
+                                                            rules_teacher_items=w, **fast),
+                             data=data, progress=False, checkpoints=tmp_path / f"w{w}")[1]["curve"][0]["loss"]
+            for w in (0.0, 1.0)}
+    assert runs[1.0] > runs[0.0] + 1.0
+    with pytest.raises(DataError, match="needs --item-loss"):
+        TrainConfig(item_loss=0.0, rules_teacher_items=1.0)
+    with pytest.raises(DataError, match="rules_teacher_items must be >= 0"):
+        TrainConfig(rules_teacher_items=-1.0)
+
+
 def test_reverse_rows_add_newest_first_copies_of_the_histories(indexed, tmp_path):
     d, store, _, data = indexed
     fast = {k: v for k, v in FAST.items() if k != "val_cases"}

@@ -32,3 +32,18 @@ def test_the_teacher_spreads_the_rules_scores_over_first_codes_and_leaves_the_pr
     assert goal[0].tolist() == pytest.approx([0, 3 / 4, 1 / 4, 0])
     # after 0 then 3: item 3's only partner is 0, which the user already has, so no target
     assert goal[1].sum() == 0
+
+
+def test_item_scores_take_the_rows_own_later_pairs_out_of_the_counts():
+    cfg = RulesTeacherConfig(window=1, decay=1.0, reverse=1.0, last=1, recency=1.0, beta=1.0)
+    teacher = RulesTeacher(SEQS, np.array([0, 1, 1, 2]), 4, cfg)
+    # the row is SEQS[0] itself: item 0, then item 1
+    content = np.array([[-1, 0, -1, 1, -1]])
+    first = np.array([[False, True, False, True, False]])
+    # item 0's row: 1 followed it twice, 2 once, 3 came before it once; total 4 (beta 1)
+    assert teacher.item_scores(content, first).toarray()[0].tolist() == pytest.approx([0, 2 / 4, 1 / 4, 1 / 4])
+    scores = teacher.item_scores(content, first, own_future=True).toarray()
+    # this row's own 0 -> 1 pair is one of the two
+    assert scores[0].tolist() == pytest.approx([0, 1 / 4, 1 / 4, 1 / 4])
+    # after 0 then 1: item 1's only partner is 0, which the row already has
+    assert scores[1].sum() == 0

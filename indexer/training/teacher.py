@@ -11,6 +11,12 @@ the rules rank), summed per first code and normalised. A soft cross-entropy agai
 decoder's distribution there joins the SID loss. Training only: ranking stays the decoder's SID
 scores, and no count is served.
 
+The same scores, kept per item (``item_scores``), can be distilled into the decoder's next-item head
+instead: summed per first code the counts know little more than the decoder does (their first code
+is in its top 10 about as often), while per item they hold what the 128-wide head cannot memorise.
+There a row's own later items are taken out of the counts first, since the counts were made from
+the row's own sequence and the request the head serves never holds the pairs to its future.
+
 **The dense teacher**: MiniLM's ranking of the catalog for a query or view text. On a text corpus
 most documents are cited by no training query and reach the decoder only through their own views;
 dense retrieval reaches them through the embedding space's neighbourhoods. The teacher hands the
@@ -65,36 +71,62 @@ class RulesTeacher:
     def __init__(self, sequences: list[np.ndarray], first_code: np.ndarray, num_local: int, cfg: RulesTeacherConfig = RulesTeacherConfig()):
         n = len(first_code)
         self.cfg = cfg
-        self.counts = normalise_rows(transitions(sequences, n, cfg.window, cfg.decay, cfg.reverse), cfg.beta)
+        raw = transitions(sequences, n, cfg.window, cfg.decay, cfg.reverse)
+        self.counts = normalise_rows(raw, cfg.beta)
+        # what ``normalise_rows`` multiplied each item's row by, to take a row's own pairs out again
+        self.row_scale = np.maximum(np.asarray(raw.sum(1)).ravel(), 1e-9) ** -cfg.beta
         self.codes = sp.csr_matrix((np.ones(n), (np.arange(n), first_code)), shape=(n, num_local))
 
-    def targets(self, content: np.ndarray, first: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def item_scores(self, content: np.ndarray, first: np.ndarray, own_future: bool = False) -> sp.csr_matrix:
         """For content [B, T] (item row each ``<item>`` marker carries, -1 elsewhere) and first
-        [B, T] (bool: the positions that predict a target's first code), the teacher's
-        distribution over the SID range at each of the P first positions, row-major (float32
-        [P, num_local]), and which of them has one (bool [P]: a prefix whose items never co-occur
-        with anything has none)."""
+        [B, T] (bool: the positions that predict a target's first code), the rules' score of
+        every item at each of the P first positions, row-major (csr [P, N]): the newest items of
+        the row so far vote with their normalised counts, and the row's items so far score 0.
+        With ``own_future`` the pairs from each voter to the row's later items (the next item
+        included) are taken out of the counts, as if the row's sequence had ended there."""
+        cfg = self.cfg
         votes_r, votes_c, votes_w, own_r, own_c = [], [], [], [], []
+        less_r, less_c, less_w = [], [], []
         p = 0
         for b in range(content.shape[0]):
-            items = []
+            row = [int(c) for c in content[b] if c >= 0]
+            seen = 0
             for t in range(content.shape[1]):
-                if content[b, t] >= 0:
-                    items.append(int(content[b, t]))
-                if first[b, t]:
-                    recent, w = recent_votes(items, self.cfg.last, self.cfg.recency)
-                    votes_r += [p] * len(recent)
-                    votes_c += recent
-                    votes_w += w.tolist()
-                    own_r += [p] * len(items)
-                    own_c += items
-                    p += 1
+                seen += int(content[b, t] >= 0)
+                if not first[b, t]:
+                    continue
+                items = row[:seen]
+                recent, w = recent_votes(items, cfg.last, cfg.recency)
+                votes_r += [p] * len(recent)
+                votes_c += recent
+                votes_w += w.tolist()
+                own_r += [p] * len(items)
+                own_c += items
+                if own_future:
+                    for back, (a, wa) in enumerate(zip(recent, w)):
+                        at = seen - 1 - back  # the voter's place in the row
+                        for f in range(seen, min(len(row), at + cfg.window + 1)):
+                            less_r.append(p)
+                            less_c.append(row[f])
+                            less_w.append(wa * self.row_scale[a] * cfg.decay ** (f - at - 1))
+                p += 1
         n = self.counts.shape[0]
         votes = sp.csr_matrix((votes_w, (votes_r, votes_c)), shape=(p, n))
         own = sp.csr_matrix((np.ones(len(own_r)), (own_r, own_c)), shape=(p, n))
         scores = votes @ self.counts
+        if own_future:
+            scores = scores - sp.csr_matrix((less_w, (less_r, less_c)), shape=(p, n))
+            scores.data = np.maximum(scores.data, 0.0)  # float error where a pair was the row's alone
         scores = scores - scores.multiply(own.astype(bool))
-        per_code = np.asarray((scores @ self.codes).todense(), dtype=np.float32)
+        scores.eliminate_zeros()
+        return scores.tocsr()
+
+    def targets(self, content: np.ndarray, first: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """For content and first as ``item_scores`` takes them, the teacher's distribution over
+        the SID range at each of the P first positions, row-major (float32 [P, num_local]), and
+        which of them has one (bool [P]: a prefix whose items never co-occur with anything has
+        none)."""
+        per_code = np.asarray((self.item_scores(content, first) @ self.codes).todense(), dtype=np.float32)
         total = per_code.sum(1, keepdims=True)
         has = total[:, 0] > 0
         return torch.from_numpy(per_code / np.maximum(total, 1e-12)), torch.from_numpy(has)

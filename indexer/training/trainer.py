@@ -34,7 +34,7 @@ from indexer.collab import DIM as COLLAB_DIM
 from indexer.collab import collaborative_vectors
 from indexer.quantizers import load_quantizer, quantizer_class
 from indexer.training.checkpoints import Checkpoints
-from indexer.training.config import TrainConfig, dense_teacher_weight, item_loss_queries_on
+from indexer.training.config import RULES_TEACHER_TOP, TrainConfig, dense_teacher_weight, item_loss_queries_on
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.rows import RowMaker, make_batches, window
 from indexer.training.teacher import DenseTeacher, RulesTeacher
@@ -200,7 +200,7 @@ class _Run:
         self.trie = Trie.from_artifact(art)
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
-        self.teacher: RulesTeacher | None = None  # the phase's, with ``rules_teacher``
+        self.teacher: RulesTeacher | None = None  # the phase's, with ``rules_teacher`` or ``rules_teacher_items``
         self.base_model = base_model
 
     def _collab(self, items: list[str], data: TrainingData, cfg: TrainConfig) -> np.ndarray:
@@ -320,9 +320,12 @@ class _Run:
                 first = targets >= 0  # within ``at``: each such position predicts its target's first code
                 loss = loss + self.cfg.sid_later * later_loss(logits[first[at]], labels[first], first)
             if self.cfg.item_loss:
-                loss = loss + self.cfg.item_loss * self.item_loss(inputs, hidden, targets)
-            if self.teacher is not None:
+                item_loss, drawn = self.item_loss(inputs, hidden, targets)
+                loss = loss + self.cfg.item_loss * item_loss
+            if self.cfg.rules_teacher:
                 loss = loss + self.cfg.rules_teacher * self.teacher_loss(logits, at, batch)
+            if self.cfg.rules_teacher_items:
+                loss = loss + self.cfg.rules_teacher_items * self.item_teacher_loss(inputs, hidden, targets, batch, drawn)
             if self.dense is not None:
                 loss = loss + self.dense_weight * self.dense_loss(model, hidden, labels, q, qv)
         return loss
@@ -361,14 +364,41 @@ class _Run:
         logp = logits[first.to(dev)[at]].float().log_softmax(-1)[has.to(dev)]
         return -(goal[has].to(dev) * logp).sum(-1).mean()
 
-    def item_loss(self, inputs, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def item_teacher_loss(self, inputs, hidden: torch.Tensor, targets: torch.Tensor, batch, drawn: torch.Tensor | None) -> torch.Tensor:
+        """Soft cross-entropy of the next-item head at the positions whose targets [B, T] are >= 0
+        (hidden [B, T, H]) against the rules teacher's item scores there, the row's own later
+        items taken out (the mean over the positions the teacher scores anything at; 0 when none).
+        The softmax runs over ``drawn`` (the item term's rows, None: the whole catalog) plus each
+        position's ``RULES_TEACHER_TOP`` best-scored items, so the teacher's mass is mostly inside."""
+        first = batch.targets >= 0
+        if not first.any():
+            return hidden.new_zeros(())
+        scores = self.teacher.item_scores(batch.content.numpy(), first.numpy(), own_future=True)
+        dev = hidden.device
+        if drawn is None:
+            rows = np.arange(scores.shape[1])
+        else:
+            best = [r.indices[np.argsort(-r.data)[:RULES_TEACHER_TOP]] for r in scores]
+            rows = np.unique(np.concatenate([drawn.cpu().numpy(), *best]))
+        goal = np.asarray(scores[:, rows].todense(), dtype=np.float32)
+        has = goal.sum(1) > 0
+        if not has.any():
+            return hidden.new_zeros(())
+        goal = torch.from_numpy(goal[has] / goal[has].sum(1, keepdims=True)).to(dev)
+        keep = torch.from_numpy(has).to(dev)
+        items = item_outputs(inputs, self.item_vectors, torch.from_numpy(rows).to(dev))
+        logp = (hidden[first.to(dev)][keep] @ items.T).float().log_softmax(-1)
+        return -(goal * logp).sum(-1).mean()
+
+    def item_loss(self, inputs, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The next-item term: hidden [B, T, H] at the positions whose targets [B, T] are >= 0,
         against the item table (or the batch's targets plus ``item_negatives`` drawn rows); with
         ``item_later``, plus that weight times the mean over (position, later target of its row)
-        pairs of the same softmax's loss."""
+        pairs of the same softmax's loss. Returns the term and the item rows its softmax ran over
+        (long [R]; None: the whole table)."""
         first = targets >= 0
         if not first.any():
-            return hidden.new_zeros(())
+            return hidden.new_zeros(()), None
         rows, goal = None, targets[first]
         n, k = len(self.items.ids), self.cfg.item_negatives
         if k and k < n:
@@ -381,7 +411,7 @@ class _Run:
         loss = F.cross_entropy(logits, goal)
         if self.cfg.item_later:
             loss = loss + self.cfg.item_later * later_loss(logits, goal, first)
-        return loss
+        return loss, rows
 
     # -- one phase: selection (validation every epoch) or refit (a fixed number of epochs) -------
     def fit(self, phase: str, epochs: int, ckpt: Checkpoints, resume: dict | None, keep: dict | None = None) -> dict:
@@ -392,7 +422,7 @@ class _Run:
         refit = phase == "refit"
         validate = not refit and bool(self.validation.cases)
         model, inputs = self.new_model(refit)
-        self.teacher = self.rules_teacher(refit) if cfg.rules_teacher else None
+        self.teacher = self.rules_teacher(refit) if cfg.rules_teacher or cfg.rules_teacher_items else None
         steps_per_epoch = len(self.batches(np.random.default_rng(cfg.seed + 1), refit))
         total = cfg.epochs * steps_per_epoch
         opt, sched = self.optimizer(model, inputs, total)
