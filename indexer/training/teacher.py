@@ -87,36 +87,32 @@ class RulesTeacher:
         cfg = self.cfg
         votes_r, votes_c, votes_w, own_r, own_c = [], [], [], [], []
         less_r, less_c, less_w = [], [], []
-        p = 0
-        for b in range(content.shape[0]):
-            row = [int(c) for c in content[b] if c >= 0]
-            seen = 0
-            for t in range(content.shape[1]):
-                seen += int(content[b, t] >= 0)
-                if not first[b, t]:
-                    continue
-                items = row[:seen]
-                recent, w = recent_votes(items, cfg.last, cfg.recency)
-                votes_r += [p] * len(recent)
-                votes_c += recent
-                votes_w += w.tolist()
-                own_r += [p] * len(items)
-                own_c += items
-                if own_future:
-                    for back, (a, wa) in enumerate(zip(recent, w)):
-                        at = seen - 1 - back  # the voter's place in the row
-                        for f in range(seen, min(len(row), at + cfg.window + 1)):
-                            less_r.append(p)
-                            less_c.append(row[f])
-                            less_w.append(wa * self.row_scale[a] * cfg.decay ** (f - at - 1))
-                p += 1
+        seen_at = np.cumsum(content >= 0, axis=1)  # the row's items up to each position
+        rows = [c[c >= 0].tolist() for c in content]
+        for p, (b, t) in enumerate(zip(*np.nonzero(first))):
+            row, seen = rows[b], int(seen_at[b, t])
+            items = row[:seen]
+            recent, w = recent_votes(items, cfg.last, cfg.recency)
+            votes_r += [p] * len(recent)
+            votes_c += recent
+            votes_w += w.tolist()
+            own_r += [p] * len(items)
+            own_c += items
+            if own_future:
+                for back, (a, wa) in enumerate(zip(recent, w)):
+                    at = seen - 1 - back  # the voter's place in the row
+                    for f in range(seen, min(len(row), at + cfg.window + 1)):
+                        less_r.append(p)
+                        less_c.append(row[f])
+                        less_w.append(wa * self.row_scale[a] * cfg.decay ** (f - at - 1))
+        p = int(first.sum())
         n = self.counts.shape[0]
         votes = sp.csr_matrix((votes_w, (votes_r, votes_c)), shape=(p, n))
         own = sp.csr_matrix((np.ones(len(own_r)), (own_r, own_c)), shape=(p, n))
         scores = votes @ self.counts
         if own_future:
             scores = scores - sp.csr_matrix((less_w, (less_r, less_c)), shape=(p, n))
-            scores.data = np.maximum(scores.data, 0.0)  # float error where a pair was the row's alone
+            scores.data = np.maximum(scores.data, 0.0)  # a pair only the row holds cancels to float error
         scores = scores - scores.multiply(own.astype(bool))
         scores.eliminate_zeros()
         return scores.tocsr()

@@ -322,10 +322,10 @@ class _Run:
             if self.cfg.item_loss:
                 item_loss, drawn = self.item_loss(inputs, hidden, targets)
                 loss = loss + self.cfg.item_loss * item_loss
-            if self.cfg.rules_teacher:
+            if self.cfg.rules_teacher and self.teacher is not None:
                 loss = loss + self.cfg.rules_teacher * self.teacher_loss(logits, at, batch)
-            if self.cfg.rules_teacher_items:
-                loss = loss + self.cfg.rules_teacher_items * self.item_teacher_loss(inputs, hidden, targets, batch, drawn)
+            if self.cfg.rules_items_weight and self.teacher is not None:
+                loss = loss + self.cfg.rules_items_weight * self.item_teacher_loss(inputs, hidden, targets, batch, drawn)
             if self.dense is not None:
                 loss = loss + self.dense_weight * self.dense_loss(model, hidden, labels, q, qv)
         return loss
@@ -422,7 +422,8 @@ class _Run:
         refit = phase == "refit"
         validate = not refit and bool(self.validation.cases)
         model, inputs = self.new_model(refit)
-        self.teacher = self.rules_teacher(refit) if cfg.rules_teacher or cfg.rules_teacher_items else None
+        # without histories (a text corpus) the rules have nothing to count: no teacher, no term
+        self.teacher = self.rules_teacher(refit) if (cfg.rules_teacher or cfg.rules_items_weight) and self.examples(refit)[0] else None
         steps_per_epoch = len(self.batches(np.random.default_rng(cfg.seed + 1), refit))
         total = cfg.epochs * steps_per_epoch
         opt, sched = self.optimizer(model, inputs, total)
