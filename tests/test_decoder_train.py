@@ -481,7 +481,7 @@ def test_the_item_level_rules_teacher_adds_a_soft_loss_over_the_drawn_items_and_
             for w in (0.0, 1.0)}
     assert runs[1.0] > runs[0.0] + 1.0
     # on by default beside the next-item loss, off without it
-    assert (TrainConfig().rules_items_weight, TrainConfig(item_loss=0.0).rules_items_weight) == (1.0, 0.0)
+    assert (TrainConfig().rules_items_weight, TrainConfig(item_loss=0.0).rules_items_weight) == (2.0, 0.0)
     with pytest.raises(DataError, match="needs --item-loss"):
         TrainConfig(item_loss=0.0, rules_teacher_items=1.0)
     with pytest.raises(DataError, match="rules_teacher_items must be >= 0"):
@@ -538,14 +538,14 @@ def test_train_options_reach_the_config():
     def cmd(train_opts):
         seen["cfg"] = train_config(train_opts, seed=3)
 
-    ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5", "--rules-teacher-items", "2",
+    ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5", "--rules-teacher-items", "0.5",
                                   "--dense-levels", "2", "--query-noise", "0.5", "--view-spans", "4", "--span-pool", "12", "--query-repeats", "2", "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
                                   "--hidden-size", "256", "--layers", "4", "--heads", "8", "--intermediate-size", "768"])
     assert ok.exit_code == 0, ok.output
     cfg = seen["cfg"]
     assert (cfg.tiny.hidden_size, cfg.tiny.layers, cfg.tiny.heads, cfg.tiny.intermediate_size) == (256, 4, 8, 768)
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
-    assert (cfg.rules_teacher_items, cfg.rules_items_weight) == (2.0, 2.0)
+    assert (cfg.rules_teacher_items, cfg.rules_items_weight) == (0.5, 0.5)
     assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
     assert cfg.lr == TrainConfig().lr and cfg.dense_levels == 2 and cfg.query_noise == 0.5 and cfg.view_spans == 4
     assert (cfg.span_pool, cfg.query_repeats, cfg.sid_softmax, cfg.item_loss_queries) == (12, 2, "full", None)

@@ -73,14 +73,15 @@ class TrainConfig:
             rules' scores of every item given the row's items so far, summed per first code
             (``indexer.training.teacher``). The rules' exact per-pair memory as a target; training only.
         rules_teacher_items: weight of a distillation term beside ``item_loss`` (0: off; ``None``,
-            the default since stop 59: 1 with ``item_loss``, else 0; it acts only where the training
+            the default since stop 59: 2 with ``item_loss``, else 0; it acts only where the training
             data has histories, ``rules_items_weight``): at each history
             position that predicts a target, a soft cross-entropy of the next-item head's softmax
             against the count-based rules' score of each item given the row so far, the row's own
             later items taken out of the counts. The softmax runs over the item term's drawn items
             and the batch's targets plus the teacher's ``RULES_TEACHER_TOP`` best items of each
-            position. On games' validation users it lifted Recall@10 after the item weight from
-            0.1210 / 0.1225 to 0.132 / 0.131 at seeds 0 / 1 (docs/evaluation.md). Training only.
+            position. On games' validation users, after the item weight, weight 1 lifted Recall@10
+            from 0.1210 / 0.1225 to 0.132 / 0.131 at seeds 0 / 1, weight 2 to 0.1425 / 0.1315
+            (docs/evaluation.md). Training only.
         dense_teacher: weight of a distillation term beside the SID loss (0: off; ``None``: 1 where
             the codes come from a learned latent (RQ-VAE and its ACRQ forms), 0 where they are
             k-means of the item vectors themselves, whose codebook-started SID embeddings already
@@ -247,7 +248,7 @@ class TrainConfig:
         there is a next-item head to distil into."""
         if self.rules_teacher_items is not None:
             return self.rules_teacher_items
-        return 1.0 if self.item_loss else 0.0
+        return 2.0 if self.item_loss else 0.0
 
     @property
     def pooled_spans(self) -> int:
