@@ -244,7 +244,7 @@ class TrainConfig:
 
     @property
     def rules_items_weight(self) -> float:
-        """The item-level rules teacher's weight: ``rules_teacher_items`` when given, else 1 where
+        """The item-level rules teacher's weight: ``rules_teacher_items`` when given, else 2 where
         there is a next-item head to distil into."""
         if self.rules_teacher_items is not None:
             return self.rules_teacher_items

@@ -319,13 +319,14 @@ class _Run:
             if self.cfg.sid_later:
                 first = targets >= 0  # within ``at``: each such position predicts its target's first code
                 loss = loss + self.cfg.sid_later * later_loss(logits[first[at]], labels[first], first)
+            drawn = None  # the item rows the next-item softmax ran over (None: the whole table)
             if self.cfg.item_loss:
                 item_loss, drawn = self.item_loss(inputs, hidden, targets)
                 loss = loss + self.cfg.item_loss * item_loss
             if self.cfg.rules_teacher and self.teacher is not None:
                 loss = loss + self.cfg.rules_teacher * self.teacher_loss(logits, at, batch)
             if self.cfg.rules_items_weight and self.teacher is not None:
-                loss = loss + self.cfg.rules_items_weight * self.item_teacher_loss(inputs, hidden, targets, batch, drawn)
+                loss = loss + self.cfg.rules_items_weight * self.item_teacher_loss(inputs, hidden, batch, drawn)
             if self.dense is not None:
                 loss = loss + self.dense_weight * self.dense_loss(model, hidden, labels, q, qv)
         return loss
@@ -364,12 +365,13 @@ class _Run:
         logp = logits[first.to(dev)[at]].float().log_softmax(-1)[has.to(dev)]
         return -(goal[has].to(dev) * logp).sum(-1).mean()
 
-    def item_teacher_loss(self, inputs, hidden: torch.Tensor, targets: torch.Tensor, batch, drawn: torch.Tensor | None) -> torch.Tensor:
-        """Soft cross-entropy of the next-item head at the positions whose targets [B, T] are >= 0
-        (hidden [B, T, H]) against the rules teacher's item scores there, the row's own later
-        items taken out (the mean over the positions the teacher scores anything at; 0 when none).
-        The softmax runs over ``drawn`` (the item term's rows, None: the whole catalog) plus each
-        position's ``RULES_TEACHER_TOP`` best-scored items, so the teacher's mass is mostly inside."""
+    def item_teacher_loss(self, inputs, hidden: torch.Tensor, batch, drawn: torch.Tensor | None) -> torch.Tensor:
+        """Soft cross-entropy of the next-item head at the positions whose ``batch.targets`` [B, T]
+        are >= 0 (hidden [B, T, H]) against the rules teacher's item scores there, the row's own
+        later items taken out (the mean over the positions the teacher scores anything at; 0 when
+        none). The softmax runs over ``drawn`` (long [R], the item term's rows; None: the whole
+        catalog) plus each position's ``RULES_TEACHER_TOP`` best-scored items, the teacher's
+        scores renormalised over the same items."""
         first = batch.targets >= 0
         if not first.any():
             return hidden.new_zeros(())
