@@ -380,7 +380,8 @@ class _Run:
         if drawn is None:
             rows = np.arange(scores.shape[1])
         else:
-            best = [r.indices[np.argsort(-r.data)[:RULES_TEACHER_TOP]] for r in scores]
+            ends, data, indices = scores.indptr, scores.data, scores.indices
+            best = [indices[a:b][np.argsort(-data[a:b])[:RULES_TEACHER_TOP]] for a, b in zip(ends[:-1], ends[1:])]
             rows = np.unique(np.concatenate([drawn.cpu().numpy(), *best]))
         goal = np.asarray(scores[:, rows].todense(), dtype=np.float32)
         has = goal.sum(1) > 0
