@@ -32,13 +32,17 @@ def transitions(seqs: list[np.ndarray], n: int, window: int, decay: float, rever
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
 
 
+def row_scale(C: sp.csr_matrix, beta: float) -> np.ndarray:
+    """float [N]: what ``normalise_rows`` multiplies each row of C by, 1 / total ** beta."""
+    return 1.0 / np.maximum(np.asarray(C.sum(1)).ravel(), 1e-9) ** beta
+
+
 def normalise_rows(C: sp.csr_matrix, beta: float) -> sp.csr_matrix:
     """Each row of C divided by its total to the power ``beta`` (0: unchanged), so a popular item's
     many pairs do not outvote a rare item's few."""
     if not beta:
         return C
-    totals = np.asarray(C.sum(1)).ravel()
-    return (sp.diags(1.0 / np.maximum(totals, 1e-9) ** beta) @ C).tocsr()
+    return (sp.diags(row_scale(C, beta)) @ C).tocsr()
 
 
 def recent_votes(history: Sequence[int], last: int, recency: float) -> tuple[list[int], np.ndarray]:

@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from indexer.cooccurrence import normalise_rows, recent_votes, transitions
+from indexer.cooccurrence import normalise_rows, recent_votes, row_scale, transitions
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,7 @@ class RulesTeacher:
         self.cfg = cfg
         raw = transitions(sequences, n, cfg.window, cfg.decay, cfg.reverse)
         self.counts = normalise_rows(raw, cfg.beta)
-        # what ``normalise_rows`` multiplied each item's row by, to take a row's own pairs out again
-        self.row_scale = np.maximum(np.asarray(raw.sum(1)).ravel(), 1e-9) ** -cfg.beta
+        self.row_scale = row_scale(raw, cfg.beta)  # to take a row's own pairs out of ``counts`` again
         self.codes = sp.csr_matrix((np.ones(n), (np.arange(n), first_code)), shape=(n, num_local))
 
     def item_scores(self, content: np.ndarray, first: np.ndarray, own_future: bool = False) -> sp.csr_matrix:
