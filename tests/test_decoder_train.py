@@ -455,12 +455,15 @@ def test_the_later_items_terms_add_to_the_losses_and_refuse_bad_settings(indexed
     runs = {name: train_decoder(store, d / "data", TrainConfig(epochs=1, patience=0, item_loss=1.0, item_negatives=0, val_cases=0, **extra, **fast),
                                 data=data, progress=False, checkpoints=tmp_path / name)[1]["curve"][0]["loss"]
             for name, extra in {"plain": {}, "items": {"item_later": 1.0}, "codes": {"sid_later": 1.0},
-                                "teacher": {"rules_teacher": 1.0}}.items()}
+                                "teacher": {"rules_teacher": 1.0}, "levels": {"rules_teacher": 1.0, "rules_levels": 3},
+                                "layer": {"sid_softmax": "layer"}, "layer levels": {"sid_softmax": "layer", "rules_teacher": 1.0, "rules_levels": 3}}.items()}
     # every later item is another ~log(300 items) nats at the start, every later first code (or
     # the teacher's spread over first codes) ~log(28 codes)
     assert runs["items"] > runs["plain"] + 2.0
     assert runs["codes"] > runs["plain"] + 1.0
     assert runs["teacher"] > runs["plain"] + 1.0
+    assert runs["levels"] > runs["teacher"] + 0.5  # the deeper positions' spreads under the gold prefix add on
+    assert runs["layer levels"] > runs["layer"] + 1.0  # each level's target over that layer's ids alone
     with pytest.raises(DataError, match="needs --item-loss"):
         TrainConfig(item_loss=0.0, item_later=1.0)
     with pytest.raises(DataError, match="item_later must be >= 0"):
@@ -469,6 +472,8 @@ def test_the_later_items_terms_add_to_the_losses_and_refuse_bad_settings(indexed
         TrainConfig(sid_later=float("inf"))
     with pytest.raises(DataError, match="rules_teacher must be >= 0"):
         TrainConfig(rules_teacher=-1.0)
+    with pytest.raises(DataError, match="rules_levels must be >= 1"):
+        TrainConfig(rules_levels=0)
 
 
 def test_the_item_level_rules_teacher_adds_a_soft_loss_over_the_drawn_items_and_its_best_ones(indexed, tmp_path):
@@ -539,13 +544,13 @@ def test_train_options_reach_the_config():
         seen["cfg"] = train_config(train_opts, seed=3)
 
     ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5", "--rules-teacher-items", "0.5",
-                                  "--dense-levels", "2", "--query-noise", "0.5", "--view-spans", "4", "--span-pool", "12", "--query-repeats", "2", "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
+                                  "--rules-levels", "3", "--dense-levels", "2", "--query-noise", "0.5", "--view-spans", "4", "--span-pool", "12", "--query-repeats", "2", "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
                                   "--hidden-size", "256", "--layers", "4", "--heads", "8", "--intermediate-size", "768"])
     assert ok.exit_code == 0, ok.output
     cfg = seen["cfg"]
     assert (cfg.tiny.hidden_size, cfg.tiny.layers, cfg.tiny.heads, cfg.tiny.intermediate_size) == (256, 4, 8, 768)
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
-    assert (cfg.rules_teacher_items, cfg.rules_items_weight) == (0.5, 0.5)
+    assert (cfg.rules_teacher_items, cfg.rules_items_weight, cfg.rules_levels) == (0.5, 0.5, 3)
     assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
     assert cfg.lr == TrainConfig().lr and cfg.dense_levels == 2 and cfg.query_noise == 0.5 and cfg.view_spans == 4
     assert (cfg.span_pool, cfg.query_repeats, cfg.sid_softmax, cfg.item_loss_queries) == (12, 2, "full", None)

@@ -1,12 +1,17 @@
-"""The rules teacher's soft first-code targets, by hand on a four-item catalog."""
+"""The rules teacher's item scores and soft SID targets, by hand on a four-item catalog."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from indexer.cooccurrence import normalise_rows, transitions
 from indexer.training.teacher import RulesTeacher, RulesTeacherConfig
 
 SEQS = [np.array(s) for s in ([0, 1], [0, 1], [0, 2], [3, 0])]
+# local ids of a 7-wide SID range: first codes 0-2, second 3-4, third 5, <sid_end> 6. Items 1 and
+# 2 share first code 1 and part at the second; item 3's SID is one code longer.
+END = 6
+CODES = np.array([[0, 3, END, -1], [1, 3, END, -1], [1, 4, END, -1], [2, 3, 5, END]])
 
 
 def test_transitions_count_followers_within_the_window_and_the_reverse_pairs():
@@ -19,24 +24,38 @@ def test_transitions_count_followers_within_the_window_and_the_reverse_pairs():
     assert rows[0].tolist() == pytest.approx([0, 2 / 3, 1 / 3, 0])
 
 
-def test_the_teacher_spreads_the_rules_scores_over_first_codes_and_leaves_the_prefix_out():
-    # items 1 and 2 share first code 1; item 3 has code 2, item 0 code 0 (local ids of a 4-wide range)
+def test_item_scores_follow_the_newest_item_and_leave_the_prefix_out():
     cfg = RulesTeacherConfig(window=1, decay=1.0, reverse=1.0, last=1, recency=1.0, beta=0.0)
-    teacher = RulesTeacher(SEQS, np.array([0, 1, 1, 2]), 4, cfg)
-    # one row: <item> markers at 1 and 3 carry items 0 and then 3; both predict a first code
-    content = np.array([[-1, 0, -1, 3, -1]])
+    teacher = RulesTeacher(SEQS, CODES, 7, cfg)
+    # one row: <item> markers at 1 and 3 carry items 0 and then 2; both predict a target
+    content = np.array([[-1, 0, -1, 2, -1]])
     first = np.array([[False, True, False, True, False]])
-    goal, has = teacher.targets(content, first)
-    assert goal.shape == (2, 4) and has.tolist() == [True, False]
-    # after item 0: items 1 (twice) and 2 followed it, item 3 came before it once (reverse 1)
-    assert goal[0].tolist() == pytest.approx([0, 3 / 4, 1 / 4, 0])
-    # after 0 then 3: item 3's only partner is 0, which the user already has, so no target
-    assert goal[1].sum() == 0
+    scores = teacher.item_scores(content, first).toarray()
+    # after item 0: item 1 followed it twice, item 2 once, item 3 came before it once (reverse 1)
+    assert scores[0].tolist() == pytest.approx([0, 2, 1, 1])
+    # after 0 then 2: item 2's only partner is 0, which the user already has
+    assert scores[1].sum() == 0
+
+
+def test_targets_sum_the_scores_per_code_under_the_gold_prefix():
+    teacher = RulesTeacher(SEQS, CODES, 7, RulesTeacherConfig())
+    scores = sp.csr_matrix(np.array([[0, 2, 1, 1], [0, 2, 1, 1]], dtype=np.float64))
+    gold = np.array([1, 0])  # the first position's target is item 1, the second's item 0
+    goal, has = teacher.targets(scores, gold, 0)
+    assert goal.shape == (2, 7) and has.tolist() == [True, True]
+    assert goal[0].tolist() == pytest.approx([0, 3 / 4, 1 / 4, 0, 0, 0, 0])  # items 1 and 2 share code 1
+    goal, has = teacher.targets(scores, gold, 1)
+    # under item 1's prefix (code 1): items 1 and 2, parting at codes 3 and 4; nothing scored starts with item 0's code 0
+    assert has.tolist() == [True, False] and goal[0].tolist() == pytest.approx([0, 0, 0, 2 / 3, 1 / 3, 0, 0])
+    goal, has = teacher.targets(scores, gold, 2)
+    assert has.tolist() == [True, False] and goal[0].tolist() == pytest.approx([0, 0, 0, 0, 0, 0, 1])  # item 1's SID ends
+    # item 1's SID has ended before level 3, though item 3's reaches it
+    assert teacher.targets(scores, gold, 3)[1].tolist() == [False, False]
 
 
 def test_item_scores_take_the_rows_own_later_pairs_out_of_the_counts():
     cfg = RulesTeacherConfig(window=1, decay=1.0, reverse=1.0, last=1, recency=1.0, beta=1.0)
-    teacher = RulesTeacher(SEQS, np.array([0, 1, 1, 2]), 4, cfg)
+    teacher = RulesTeacher(SEQS, CODES, 7, cfg)
     # the row is SEQS[0] itself: item 0, then item 1
     content = np.array([[-1, 0, -1, 1, -1]])
     first = np.array([[False, True, False, True, False]])

@@ -70,8 +70,13 @@ class TrainConfig:
             which the count-based rules use (their ``reverse`` weight) and forward rows never show.
         rules_teacher: weight of a distillation term beside the SID loss (0: off): at each history
             position that predicts a target's first code, a soft cross-entropy against the count-based
-            rules' scores of every item given the row's items so far, summed per first code
-            (``indexer.training.teacher``). The rules' exact per-pair memory as a target; training only.
+            rules' scores of every item given the row's items so far, the row's own later items taken
+            out of the counts, summed per first code (``indexer.training.teacher``). The rules'
+            exact per-pair memory as a target of the beams; training only.
+        rules_levels: SID positions ``rules_teacher`` targets, first code first: at level l > 0 its
+            target is the rules' scores of the items that start with the target's gold prefix,
+            summed per code at l (``<sid_end>`` where a SID ends), so the teacher orders a first
+            code's members too. 1: the first code only.
         rules_teacher_items: weight of a distillation term beside ``item_loss`` (0: off; ``None``,
             the default since stop 59: 2 with ``item_loss``, else 0; it acts only where the training
             data has histories, ``rules_items_weight``): at each history
@@ -171,6 +176,7 @@ class TrainConfig:
     sid_later: float = 0.0
     reverse_rows: float = 0.0
     rules_teacher: float = 0.0
+    rules_levels: int = 1
     rules_teacher_items: float | None = None
     dense_teacher: float | None = None
     dense_temperature: float = 0.05
@@ -223,8 +229,9 @@ class TrainConfig:
                 raise DataError(f"{name} must be >= 0, got {value}")
         if not self.dense_temperature > 0:
             raise DataError(f"dense_temperature must be > 0, got {self.dense_temperature}")
-        if self.dense_levels < 1:
-            raise DataError(f"dense_levels must be >= 1, got {self.dense_levels}")
+        for name, value in {"dense_levels": self.dense_levels, "rules_levels": self.rules_levels}.items():
+            if value < 1:
+                raise DataError(f"{name} must be >= 1, got {value}")
         if self.item_later and not self.item_loss:
             raise DataError("item_later scores later items with the next-item softmax: it needs --item-loss > 0")
         if self.rules_teacher_items and not self.item_loss:
@@ -233,8 +240,8 @@ class TrainConfig:
             raise DataError("item_loss needs item content to score items against: use --item-content minilm, id or minilm+id, or --item-loss 0")
         if self.sid_softmax not in SID_SOFTMAX:
             raise DataError(f"sid_softmax must be one of {', '.join(SID_SOFTMAX)}, got {self.sid_softmax!r}")
-        if self.sid_softmax == "layer" and (self.sid_later or self.rules_teacher):
-            raise DataError("sid_later and rules_teacher read the full SID range's logits: use them with sid_softmax full")
+        if self.sid_softmax == "layer" and self.sid_later:
+            raise DataError("sid_later reads the full SID range's logits: use it with sid_softmax full")
         if self.sid_init not in ("codebook", "random"):
             raise DataError(f"sid_init must be codebook or random, got {self.sid_init!r}")
         if self.item_init not in ("collab", "random"):

@@ -64,6 +64,8 @@ def _options(epochs_flag: str) -> list:
                      help="Weight of a term that asks each history target's first-code position for the first codes of the row's later items too (0: off)."),
         click.option("--rules-teacher", "train_rules_teacher", type=click.FloatRange(min=0), default=d.rules_teacher, show_default=True,
                      help="Weight of a term that distils the count-based rules' scores, summed per first code, into each history target's first-code position (0: off)."),
+        click.option("--rules-levels", "train_rules_levels", type=click.IntRange(min=1), default=d.rules_levels, show_default=True,
+                     help="SID positions the rules teacher (--rules-teacher) targets, first code first (deeper ones: given the gold prefix)."),
         click.option("--rules-teacher-items", "train_rules_teacher_items", type=click.FloatRange(min=0), default=None,
                      help="Weight of a term that distils the count-based rules' scores per item into the next-item head, where histories train it "
                           "(0: off; needs --item-loss > 0). Default: 2 with the next-item loss, else 0."),

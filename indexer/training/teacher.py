@@ -1,21 +1,20 @@
 """Teachers: soft SID targets that other retrievers hand the decoder in training.
 
-**The rules teacher**: soft first-code targets from sequential co-occurrence counts.
+**The rules teacher**: soft SID targets from sequential co-occurrence counts.
 
 The count-based rules baseline beats the decoder on games through exact per-pair memory: for any
 of a user's newest items it knows which items followed (and preceded) it anywhere in the training
 sequences. The decoder sees each pair only in the rows that hold it. The teacher hands it the
-rules' whole answer as a target: at each history position that predicts a target's first code,
-the rules' scores of every item given the row's items so far (the user's own items left out, as
-the rules rank), summed per first code and normalised. A soft cross-entropy against the
-decoder's distribution there joins the SID loss. Training only: ranking stays the decoder's SID
-scores, and no count is served.
+rules' whole answer as a target: at each history position that predicts a target, the rules'
+scores of every item given the row's items so far (the user's own items left out, as the rules
+rank). The counts were made from the row's own sequence, while the request the decoder serves
+never holds the pairs to its future, so the row's own later items are taken out of them first.
 
-The same scores, kept per item (``item_scores``), can be distilled into the decoder's next-item head
-instead: summed per first code the counts know little more than the decoder does (their first code
-is in its top 10 about as often), while per item they hold what the 128-wide head cannot memorise.
-There a row's own later items are taken out of the counts first, since the counts were made from
-the row's own sequence and the request the head serves never holds the pairs to its future.
+The scores reach the decoder two ways. Kept per item (``item_scores``), they are distilled into the
+next-item head, which cannot memorise them in its 128 dimensions. Summed per SID code
+(``targets``), they are distilled into the SID positions the beams read: the first code, and at
+deeper positions the items that share the target's gold prefix, summed per code there. Training
+only: ranking stays the decoder's scores, and no count is served.
 
 **The dense teacher**: MiniLM's ranking of the catalog for a query or view text. On a text corpus
 most documents are cited by no training query and reach the decoder only through their own views;
@@ -59,22 +58,23 @@ class RulesTeacherConfig:
 
 
 class RulesTeacher:
-    """Soft first-code targets for the target positions of a batch.
+    """The rules' scores at the target positions of a batch, per item and per SID code.
 
     Args:
         sequences: the training sequences, as rows of the decoder's item table.
-        first_code: long [N] local id of each item's first SID code.
-        num_local: width of the decoder's SID range (the targets' last dimension).
+        codes: long [N, S] each item's local SID codes, then ``<sid_end>``, then -1 to the width
+            S (the longest SID + 1), as ``DenseTeacher`` takes them.
+        num_local: width of the decoder's SID range (the per-code targets' last dimension).
         cfg: the rule.
     """
 
-    def __init__(self, sequences: list[np.ndarray], first_code: np.ndarray, num_local: int, cfg: RulesTeacherConfig = RulesTeacherConfig()):
-        n = len(first_code)
+    def __init__(self, sequences: list[np.ndarray], codes: np.ndarray, num_local: int, cfg: RulesTeacherConfig = RulesTeacherConfig()):
+        n = len(codes)
         self.cfg = cfg
         raw = transitions(sequences, n, cfg.window, cfg.decay, cfg.reverse)
         self.counts = normalise_rows(raw, cfg.beta)
         self.row_scale = row_scale(raw, cfg.beta)  # to take a row's own pairs out of ``counts`` again
-        self.codes = sp.csr_matrix((np.ones(n), (np.arange(n), first_code)), shape=(n, num_local))
+        self.codes, self.num_local = codes, num_local
 
     def item_scores(self, content: np.ndarray, first: np.ndarray, own_future: bool = False) -> sp.csr_matrix:
         """For content [B, T] (item row each ``<item>`` marker carries, -1 elsewhere) and first
@@ -116,14 +116,23 @@ class RulesTeacher:
         scores.eliminate_zeros()
         return scores.tocsr()
 
-    def targets(self, content: np.ndarray, first: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """For content and first as ``item_scores`` takes them, the teacher's distribution over
-        the SID range at each of the P first positions, row-major (float32 [P, num_local]), and
-        which of them has one (bool [P]: a prefix whose items never co-occur with anything has
-        none)."""
-        per_code = np.asarray((self.item_scores(content, first) @ self.codes).todense(), dtype=np.float32)
+    def targets(self, scores: sp.csr_matrix, gold: np.ndarray, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's distribution over the SID range at SID position ``level`` of each of P
+        targets (float32 [P, num_local]), from ``scores`` (csr [P, N], ``item_scores`` at the P
+        target positions) and ``gold`` (long [P], each target's item row): at level 0 the scores
+        summed per first code; at level l > 0 those of the items that start with the target's
+        gold prefix of length l, summed per code at l (``<sid_end>`` where a SID ends there); each
+        row normalised. Also which rows have one (bool [P]: none where no scored item shares the
+        prefix, or the target's SID has ended before ``level``)."""
+        coo = scores.tocoo()
+        r, c, w = coo.row, coo.col, coo.data
+        keep = self.codes[c, level] >= 0
+        if level:
+            keep &= (self.codes[c, :level] == self.codes[gold[r], :level]).all(1)
+        r, c, w = r[keep], c[keep], w[keep]
+        per_code = sp.csr_matrix((w, (r, self.codes[c, level])), shape=(len(gold), self.num_local)).toarray().astype(np.float32)
         total = per_code.sum(1, keepdims=True)
-        has = total[:, 0] > 0
+        has = (total[:, 0] > 0) & (self.codes[gold, level] >= 0)
         return torch.from_numpy(per_code / np.maximum(total, 1e-12)), torch.from_numpy(has)
 
 

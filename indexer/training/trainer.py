@@ -191,12 +191,13 @@ class _Run:
         self.item_vectors = torch.from_numpy(self.items.content()).to(self.device) if "minilm" in prompt.item_content else None
         self.dense: DenseTeacher | None = None
         self.dense_weight = dense_teacher_weight(cfg.dense_teacher, quantizer_class(art.path).in_embedding_space)
+        # each item's local SID codes, then <sid_end>, then -1 to the longest SID + 1 (the teachers' layout)
+        self.code_table = np.full((len(items), max(len(c) for c in codes.values()) + 1), -1, dtype=np.int64)
+        for r, item in enumerate(items):
+            self.code_table[r, : len(codes[item]) + 1] = [*codes[item], self.spec.vocab.end_local]
         if self.dense_weight and self.query_vectors is not None:
-            table = torch.full((len(items), max(len(c) for c in codes.values()) + 1), -1, dtype=torch.long)
-            for r, item in enumerate(items):
-                table[r, : len(codes[item]) + 1] = torch.tensor([*codes[item], self.spec.vocab.end_local])
-            self.dense = DenseTeacher(torch.from_numpy(vectors).to(self.device), table.to(self.device), self.spec.vocab.num_local,
-                                      cfg.dense_temperature)
+            self.dense = DenseTeacher(torch.from_numpy(vectors).to(self.device), torch.from_numpy(self.code_table).to(self.device),
+                                      self.spec.vocab.num_local, cfg.dense_temperature)
         self.trie = Trie.from_artifact(art)
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
@@ -292,8 +293,7 @@ class _Run:
         """The teacher over the sequences the phase trains on (so never a scored validation item)."""
         row = self.items.row
         sequences = [np.array([row[i] for i in s], dtype=np.int64) for s in self.examples(refit)[0]]
-        first = np.array([self.maker.codes[i][0] for i in self.items.ids], dtype=np.int64)
-        return RulesTeacher(sequences, first, self.spec.vocab.num_local)
+        return RulesTeacher(sequences, self.code_table, self.spec.vocab.num_local)
 
     def batches(self, rng: np.random.Generator, refit: bool):
         return make_batches(self.rows(rng, refit), self.cfg.batch_tokens, self.cfg.max_batch_rows, self.tok.pad_token_id,
@@ -323,10 +323,13 @@ class _Run:
             if self.cfg.item_loss:
                 item_loss, drawn = self.item_loss(inputs, hidden, targets)
                 loss = loss + self.cfg.item_loss * item_loss
-            if self.cfg.rules_teacher and self.teacher is not None:
-                loss = loss + self.cfg.rules_teacher * self.teacher_loss(logits, at, batch)
-            if self.cfg.rules_items_weight and self.teacher is not None:
-                loss = loss + self.cfg.rules_items_weight * self.item_teacher_loss(inputs, hidden, batch, drawn)
+            if self.teacher is not None and (batch.targets >= 0).any():
+                # the rules' scores at the history targets, the row's own later pairs taken out
+                scores = self.teacher.item_scores(batch.content.numpy(), (batch.targets >= 0).numpy(), own_future=True)
+                if self.cfg.rules_teacher:
+                    loss = loss + self.cfg.rules_teacher * self.teacher_loss(model, hidden, batch, scores)
+                if self.cfg.rules_items_weight:
+                    loss = loss + self.cfg.rules_items_weight * self.item_teacher_loss(inputs, hidden, batch, drawn, scores)
             if self.dense is not None:
                 loss = loss + self.dense_weight * self.dense_loss(model, hidden, labels, q, qv)
         return loss
@@ -353,29 +356,36 @@ class _Run:
             loss = loss - torch.where(goal > 0, goal * logp, 0.0).sum(-1).mean()
         return loss
 
-    def teacher_loss(self, logits: torch.Tensor, at: torch.Tensor, batch) -> torch.Tensor:
-        """Soft cross-entropy of the SID logits [A, num_local] at the labelled positions ``at``
-        [B, T] against the rules teacher, at the history targets' first-code positions that have
-        a teacher distribution (the mean over them; 0 when none has)."""
+    def teacher_loss(self, model, hidden: torch.Tensor, batch, scores) -> torch.Tensor:
+        """Soft cross-entropy of the SID log-probabilities at each history target's first
+        ``rules_levels`` SID positions (hidden [B, T, H]; a target's labels are contiguous from
+        the position ``batch.targets`` marks) against the rules teacher given the gold prefix
+        (``RulesTeacher.targets`` of ``scores``, csr [P, N]: its item scores at the P marked
+        positions, row-major): per level the mean over the targets that have one, summed over
+        levels; 0 where none has."""
         first = batch.targets >= 0
-        goal, has = self.teacher.targets(batch.content.numpy(), first.numpy())
-        if not has.any():
-            return logits.new_zeros(())
-        dev = logits.device
-        logp = logits[first.to(dev)[at]].float().log_softmax(-1)[has.to(dev)]
-        return -(goal[has].to(dev) * logp).sum(-1).mean()
+        b, t = first.nonzero(as_tuple=True)
+        gold = batch.targets[first].numpy()
+        dev = hidden.device
+        loss = hidden.new_zeros((), dtype=torch.float32)
+        for level in range(min(self.cfg.rules_levels, self.code_table.shape[1])):
+            goal, has = self.teacher.targets(scores, gold, level)
+            if not has.any():
+                continue
+            at = hidden[b[has].to(dev), (t[has] + level).to(dev)]
+            logp = sid_log_probs(model, at, self.spec.vocab, level if self.cfg.sid_softmax == "layer" else None)
+            goal = goal[has].to(dev)
+            loss = loss - torch.where(goal > 0, goal * logp, 0.0).sum(-1).mean()
+        return loss
 
-    def item_teacher_loss(self, inputs, hidden: torch.Tensor, batch, drawn: torch.Tensor | None) -> torch.Tensor:
+    def item_teacher_loss(self, inputs, hidden: torch.Tensor, batch, drawn: torch.Tensor | None, scores) -> torch.Tensor:
         """Soft cross-entropy of the next-item head at the positions whose ``batch.targets`` [B, T]
-        are >= 0 (hidden [B, T, H]) against the rules teacher's item scores there, the row's own
-        later items taken out (the mean over the positions the teacher scores anything at; 0 when
+        are >= 0 (hidden [B, T, H]) against the rules teacher's item scores there (``scores``,
+        csr [P, N], row-major; the mean over the positions the teacher scores anything at; 0 when
         none). The softmax runs over ``drawn`` (long [R], the item term's rows; None: the whole
         catalog) plus each position's ``RULES_TEACHER_TOP`` best-scored items, the teacher's
         scores renormalised over the same items."""
         first = batch.targets >= 0
-        if not first.any():
-            return hidden.new_zeros(())
-        scores = self.teacher.item_scores(batch.content.numpy(), first.numpy(), own_future=True)
         dev = hidden.device
         if drawn is None:
             rows = np.arange(scores.shape[1])
