@@ -35,7 +35,7 @@ def main() -> None:
     row = data.catalog.index_of
     n = len(data.catalog)
     sequences = [np.array([row[i] for i in s], dtype=np.int64) for s in data.train_sequences if len(s) >= 2]
-    teacher = RulesTeacher(sequences, np.zeros((n, 1), dtype=np.int64), 1)  # item scores only: no SID layout is read
+    teacher = RulesTeacher(sequences, n)
     h = TrainConfig().prompt.history_items
     rng = np.random.default_rng(args.seed)
     picked = [sequences[i][-(h + 1):] for i in rng.choice(len(sequences), min(args.rows, len(sequences)), replace=False)]

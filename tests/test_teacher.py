@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from indexer.cooccurrence import normalise_rows, transitions
-from indexer.training.teacher import RulesTeacher, RulesTeacherConfig
+from indexer.training.teacher import RulesTeacher, RulesTeacherConfig, code_targets
 
 SEQS = [np.array(s) for s in ([0, 1], [0, 1], [0, 2], [3, 0])]
 # local ids of a 7-wide SID range: first codes 0-2, second 3-4, third 5, <sid_end> 6. Items 1 and
@@ -26,7 +26,7 @@ def test_transitions_count_followers_within_the_window_and_the_reverse_pairs():
 
 def test_item_scores_follow_the_newest_item_and_leave_the_prefix_out():
     cfg = RulesTeacherConfig(window=1, decay=1.0, reverse=1.0, last=1, recency=1.0, beta=0.0)
-    teacher = RulesTeacher(SEQS, CODES, 7, cfg)
+    teacher = RulesTeacher(SEQS, 4, cfg)
     # one row: <item> markers at 1 and 3 carry items 0 and then 2; both predict a target
     content = np.array([[-1, 0, -1, 2, -1]])
     first = np.array([[False, True, False, True, False]])
@@ -38,24 +38,23 @@ def test_item_scores_follow_the_newest_item_and_leave_the_prefix_out():
 
 
 def test_targets_sum_the_scores_per_code_under_the_gold_prefix():
-    teacher = RulesTeacher(SEQS, CODES, 7, RulesTeacherConfig())
     scores = sp.csr_matrix(np.array([[0, 2, 1, 1], [0, 2, 1, 1]], dtype=np.float64))
     gold = np.array([1, 0])  # the first position's target is item 1, the second's item 0
-    goal, has = teacher.targets(scores, gold, 0)
+    goal, has = code_targets(scores, gold, CODES, 7, 0)
     assert goal.shape == (2, 7) and has.tolist() == [True, True]
     assert goal[0].tolist() == pytest.approx([0, 3 / 4, 1 / 4, 0, 0, 0, 0])  # items 1 and 2 share code 1
-    goal, has = teacher.targets(scores, gold, 1)
+    goal, has = code_targets(scores, gold, CODES, 7, 1)
     # under item 1's prefix (code 1): items 1 and 2, parting at codes 3 and 4; nothing scored starts with item 0's code 0
     assert has.tolist() == [True, False] and goal[0].tolist() == pytest.approx([0, 0, 0, 2 / 3, 1 / 3, 0, 0])
-    goal, has = teacher.targets(scores, gold, 2)
+    goal, has = code_targets(scores, gold, CODES, 7, 2)
     assert has.tolist() == [True, False] and goal[0].tolist() == pytest.approx([0, 0, 0, 0, 0, 0, 1])  # item 1's SID ends
     # item 1's SID has ended before level 3, though item 3's reaches it
-    assert teacher.targets(scores, gold, 3)[1].tolist() == [False, False]
+    assert code_targets(scores, gold, CODES, 7, 3)[1].tolist() == [False, False]
 
 
 def test_item_scores_take_the_rows_own_later_pairs_out_of_the_counts():
     cfg = RulesTeacherConfig(window=1, decay=1.0, reverse=1.0, last=1, recency=1.0, beta=1.0)
-    teacher = RulesTeacher(SEQS, CODES, 7, cfg)
+    teacher = RulesTeacher(SEQS, 4, cfg)
     # the row is SEQS[0] itself: item 0, then item 1
     content = np.array([[-1, 0, -1, 1, -1]])
     first = np.array([[False, True, False, True, False]])

@@ -12,7 +12,7 @@ never holds the pairs to its future, so the row's own later items are taken out 
 
 The scores reach the decoder two ways. Kept per item (``item_scores``), they are distilled into the
 next-item head, which cannot memorise them in its 128 dimensions. Summed per SID code
-(``targets``), they are distilled into the SID positions the beams read: the first code, and at
+(``code_targets``), they are distilled into the SID positions the beams read: the first code, and at
 deeper positions the items that share the target's gold prefix, summed per code there. Training
 only: ranking stays the decoder's scores, and no count is served.
 
@@ -58,23 +58,19 @@ class RulesTeacherConfig:
 
 
 class RulesTeacher:
-    """The rules' scores at the target positions of a batch, per item and per SID code.
+    """The rules' scores of every item at the target positions of a batch.
 
     Args:
         sequences: the training sequences, as rows of the decoder's item table.
-        codes: long [N, S] each item's local SID codes, then ``<sid_end>``, then -1 to the width
-            S (the longest SID + 1), as ``DenseTeacher`` takes them.
-        num_local: width of the decoder's SID range (the per-code targets' last dimension).
+        num_items: rows of the decoder's item table (N).
         cfg: the rule.
     """
 
-    def __init__(self, sequences: list[np.ndarray], codes: np.ndarray, num_local: int, cfg: RulesTeacherConfig = RulesTeacherConfig()):
-        n = len(codes)
+    def __init__(self, sequences: list[np.ndarray], num_items: int, cfg: RulesTeacherConfig = RulesTeacherConfig()):
         self.cfg = cfg
-        raw = transitions(sequences, n, cfg.window, cfg.decay, cfg.reverse)
+        raw = transitions(sequences, num_items, cfg.window, cfg.decay, cfg.reverse)
         self.counts = normalise_rows(raw, cfg.beta)
         self.row_scale = row_scale(raw, cfg.beta)  # to take a row's own pairs out of ``counts`` again
-        self.codes, self.num_local = codes, num_local
 
     def item_scores(self, content: np.ndarray, first: np.ndarray, own_future: bool = False) -> sp.csr_matrix:
         """For content [B, T] (item row each ``<item>`` marker carries, -1 elsewhere) and first
@@ -116,24 +112,26 @@ class RulesTeacher:
         scores.eliminate_zeros()
         return scores.tocsr()
 
-    def targets(self, scores: sp.csr_matrix, gold: np.ndarray, level: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The teacher's distribution over the SID range at SID position ``level`` of each of P
-        targets (float32 [P, num_local]), from ``scores`` (csr [P, N], ``item_scores`` at the P
-        target positions) and ``gold`` (long [P], each target's item row): at level 0 the scores
-        summed per first code; at level l > 0 those of the items that start with the target's
-        gold prefix of length l, summed per code at l (``<sid_end>`` where a SID ends there); each
-        row normalised. Also which rows have one (bool [P]: none where no scored item shares the
-        prefix, or the target's SID has ended before ``level``)."""
-        coo = scores.tocoo()
-        r, c, w = coo.row, coo.col, coo.data
-        keep = self.codes[c, level] >= 0
-        if level:
-            keep &= (self.codes[c, :level] == self.codes[gold[r], :level]).all(1)
-        r, c, w = r[keep], c[keep], w[keep]
-        per_code = sp.csr_matrix((w, (r, self.codes[c, level])), shape=(len(gold), self.num_local)).toarray().astype(np.float32)
-        total = per_code.sum(1, keepdims=True)
-        has = (total[:, 0] > 0) & (self.codes[gold, level] >= 0)
-        return torch.from_numpy(per_code / np.maximum(total, 1e-12)), torch.from_numpy(has)
+
+def code_targets(scores: sp.csr_matrix, gold: np.ndarray, codes: np.ndarray, num_local: int, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rules teacher's distribution over the SID range at SID position ``level`` of each of P
+    targets (float32 [P, num_local]), from ``scores`` (csr [P, N], ``RulesTeacher.item_scores`` at
+    the P target positions), ``gold`` (long [P], each target's item row) and ``codes`` (long
+    [N, S], each item's local SID codes, then ``<sid_end>``, then -1, as ``DenseTeacher`` takes
+    them): at level 0 the scores summed per first code; at level l > 0 those of the items that
+    start with the target's gold prefix of length l, summed per code at l (``<sid_end>`` where a
+    SID ends there); each row normalised. Also which rows have one (bool [P]: none where no
+    scored item shares the prefix, or the target's SID has ended before ``level``)."""
+    coo = scores.tocoo()
+    r, c, w = coo.row, coo.col, coo.data
+    keep = codes[c, level] >= 0
+    if level:
+        keep &= (codes[c, :level] == codes[gold[r], :level]).all(1)
+    r, c, w = r[keep], c[keep], w[keep]
+    per_code = sp.csr_matrix((w, (r, codes[c, level])), shape=(len(gold), num_local)).toarray().astype(np.float32)
+    total = per_code.sum(1, keepdims=True)
+    has = (total[:, 0] > 0) & (codes[gold, level] >= 0)
+    return torch.from_numpy(per_code / np.maximum(total, 1e-12)), torch.from_numpy(has)
 
 
 class DenseTeacher:

@@ -37,7 +37,7 @@ from indexer.training.checkpoints import Checkpoints
 from indexer.training.config import RULES_TEACHER_TOP, TrainConfig, dense_teacher_weight, item_loss_queries_on
 from indexer.training.examples import Example, TrainingData, extend_sequences, load_training_data, text_views
 from indexer.training.rows import RowMaker, make_batches, window
-from indexer.training.teacher import DenseTeacher, RulesTeacher
+from indexer.training.teacher import DenseTeacher, RulesTeacher, code_targets
 from indexer.training.validation import Validation, first_best, sample_cases
 from model_store import Store
 from sidcore.decoder.bundle import Decoder, DecoderSpec, ItemTable, make_builder, save_decoder
@@ -293,7 +293,7 @@ class _Run:
         """The teacher over the sequences the phase trains on (so never a scored validation item)."""
         row = self.items.row
         sequences = [np.array([row[i] for i in s], dtype=np.int64) for s in self.examples(refit)[0]]
-        return RulesTeacher(sequences, self.code_table, self.spec.vocab.num_local)
+        return RulesTeacher(sequences, len(self.items.ids))
 
     def batches(self, rng: np.random.Generator, refit: bool):
         return make_batches(self.rows(rng, refit), self.cfg.batch_tokens, self.cfg.max_batch_rows, self.tok.pad_token_id,
@@ -323,13 +323,14 @@ class _Run:
             if self.cfg.item_loss:
                 item_loss, drawn = self.item_loss(inputs, hidden, targets)
                 loss = loss + self.cfg.item_loss * item_loss
-            if self.teacher is not None and (batch.targets >= 0).any():
+            marked = batch.targets >= 0  # the positions that predict a target's first code
+            if self.teacher is not None and marked.any():
                 # the rules' scores at the history targets, the row's own later pairs taken out
-                scores = self.teacher.item_scores(batch.content.numpy(), (batch.targets >= 0).numpy(), own_future=True)
+                scores = self.teacher.item_scores(batch.content.numpy(), marked.numpy(), own_future=True)
                 if self.cfg.rules_teacher:
-                    loss = loss + self.cfg.rules_teacher * self.teacher_loss(model, hidden, batch, scores)
+                    loss = loss + self.cfg.rules_teacher * self.teacher_loss(model, hidden, batch.targets, marked, scores)
                 if self.cfg.rules_items_weight:
-                    loss = loss + self.cfg.rules_items_weight * self.item_teacher_loss(inputs, hidden, batch, drawn, scores)
+                    loss = loss + self.cfg.rules_items_weight * self.item_teacher_loss(inputs, hidden, marked, drawn, scores)
             if self.dense is not None:
                 loss = loss + self.dense_weight * self.dense_loss(model, hidden, labels, q, qv)
         return loss
@@ -356,20 +357,19 @@ class _Run:
             loss = loss - torch.where(goal > 0, goal * logp, 0.0).sum(-1).mean()
         return loss
 
-    def teacher_loss(self, model, hidden: torch.Tensor, batch, scores) -> torch.Tensor:
+    def teacher_loss(self, model, hidden: torch.Tensor, targets: torch.Tensor, marked: torch.Tensor, scores) -> torch.Tensor:
         """Soft cross-entropy of the SID log-probabilities at each history target's first
-        ``rules_levels`` SID positions (hidden [B, T, H]; a target's labels are contiguous from
-        the position ``batch.targets`` marks) against the rules teacher given the gold prefix
-        (``RulesTeacher.targets`` of ``scores``, csr [P, N]: its item scores at the P marked
-        positions, row-major): per level the mean over the targets that have one, summed over
-        levels; 0 where none has."""
-        first = batch.targets >= 0
-        b, t = first.nonzero(as_tuple=True)
-        gold = batch.targets[first].numpy()
+        ``rules_levels`` SID positions (hidden [B, T, H]; targets [B, T] item rows; a target's
+        labels are contiguous from the position ``marked`` [B, T] marks) against the rules
+        teacher given the gold prefix (``code_targets`` of ``scores``, csr [P, N]: its item
+        scores at the P marked positions, row-major): per level the mean over the targets that
+        have one, summed over levels; 0 where none has."""
+        b, t = marked.nonzero(as_tuple=True)
+        gold = targets[marked].numpy()
         dev = hidden.device
         loss = hidden.new_zeros((), dtype=torch.float32)
         for level in range(min(self.cfg.rules_levels, self.code_table.shape[1])):
-            goal, has = self.teacher.targets(scores, gold, level)
+            goal, has = code_targets(scores, gold, self.code_table, self.spec.vocab.num_local, level)
             if not has.any():
                 continue
             at = hidden[b[has].to(dev), (t[has] + level).to(dev)]
@@ -378,14 +378,13 @@ class _Run:
             loss = loss - torch.where(goal > 0, goal * logp, 0.0).sum(-1).mean()
         return loss
 
-    def item_teacher_loss(self, inputs, hidden: torch.Tensor, batch, drawn: torch.Tensor | None, scores) -> torch.Tensor:
-        """Soft cross-entropy of the next-item head at the positions whose ``batch.targets`` [B, T]
-        are >= 0 (hidden [B, T, H]) against the rules teacher's item scores there (``scores``,
+    def item_teacher_loss(self, inputs, hidden: torch.Tensor, marked: torch.Tensor, drawn: torch.Tensor | None, scores) -> torch.Tensor:
+        """Soft cross-entropy of the next-item head at the positions ``marked`` [B, T] (hidden
+        [B, T, H]) against the rules teacher's item scores there (``scores``,
         csr [P, N], row-major; the mean over the positions the teacher scores anything at; 0 when
         none). The softmax runs over ``drawn`` (long [R], the item term's rows; None: the whole
         catalog) plus each position's ``RULES_TEACHER_TOP`` best-scored items, the teacher's
         scores renormalised over the same items."""
-        first = batch.targets >= 0
         dev = hidden.device
         if drawn is None:
             rows = np.arange(scores.shape[1])
@@ -400,7 +399,7 @@ class _Run:
         goal = torch.from_numpy(goal[has] / goal[has].sum(1, keepdims=True)).to(dev)
         keep = torch.from_numpy(has).to(dev)
         items = item_outputs(inputs, self.item_vectors, torch.from_numpy(rows).to(dev))
-        logp = (hidden[first.to(dev)][keep] @ items.T).float().log_softmax(-1)
+        logp = (hidden[marked.to(dev)][keep] @ items.T).float().log_softmax(-1)
         return -(goal * logp).sum(-1).mean()
 
     def item_loss(self, inputs, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
