@@ -87,6 +87,10 @@ class TrainConfig:
             position. On games' validation users, after the item weight, weight 1 lifted Recall@10
             from 0.1210 / 0.1225 to 0.132 / 0.131 at seeds 0 / 1, weight 2 to 0.1425 / 0.1315
             (docs/evaluation.md). Training only.
+        rules_items_end: the item-level teacher's weight at the last planned step, as a share of
+            ``rules_teacher_items`` (its weight at the first), linear in between (1: constant). The
+            teacher hands the head the rules' memory early; a lower weight late lets the data's own
+            next items decide what the chosen epoch keeps.
         dense_teacher: weight of a distillation term beside the SID loss (0: off; ``None``: 1 where
             the codes come from a learned latent (RQ-VAE and its ACRQ forms), 0 where they are
             k-means of the item vectors themselves, whose codebook-started SID embeddings already
@@ -178,6 +182,7 @@ class TrainConfig:
     rules_teacher: float = 0.0
     rules_levels: int = 1
     rules_teacher_items: float | None = None
+    rules_items_end: float = 1.0
     dense_teacher: float | None = None
     dense_temperature: float = 0.05
     dense_levels: int = 1
@@ -227,6 +232,8 @@ class TrainConfig:
                             "query_noise": self.query_noise}.items():
             if value < 0 or not value < float("inf"):
                 raise DataError(f"{name} must be >= 0, got {value}")
+        if not 0 <= self.rules_items_end <= 1:
+            raise DataError(f"rules_items_end must be in [0, 1], got {self.rules_items_end}")
         if not self.dense_temperature > 0:
             raise DataError(f"dense_temperature must be > 0, got {self.dense_temperature}")
         for name, value in {"dense_levels": self.dense_levels, "rules_levels": self.rules_levels}.items():

@@ -202,6 +202,7 @@ class _Run:
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
         self.teacher: RulesTeacher | None = None  # the phase's, with ``rules_teacher`` or ``rules_teacher_items``
+        self.items_weight = cfg.rules_items_weight  # the item-level teacher's at this step (``rules_items_end``)
         self.base_model = base_model
 
     def _collab(self, items: list[str], data: TrainingData, cfg: TrainConfig) -> np.ndarray:
@@ -330,7 +331,7 @@ class _Run:
                 if self.cfg.rules_teacher:
                     loss = loss + self.cfg.rules_teacher * self.teacher_loss(model, hidden, batch.targets, marked, scores)
                 if self.cfg.rules_items_weight:
-                    loss = loss + self.cfg.rules_items_weight * self.item_teacher_loss(inputs, hidden, marked, drawn, scores)
+                    loss = loss + self.items_weight * self.item_teacher_loss(inputs, hidden, marked, drawn, scores)
             if self.dense is not None:
                 loss = loss + self.dense_weight * self.dense_loss(model, hidden, labels, q, qv)
         return loss
@@ -459,6 +460,8 @@ class _Run:
             losses = []
             bar = tqdm(batches, desc=f"{phase} epoch {epoch}/{epochs}", unit="step", disable=not self.progress, leave=False)
             for batch in bar:
+                # linear from the teacher's weight to ``rules_items_end`` of it over the planned steps, as the LR's schedule plans them
+                self.items_weight = cfg.rules_items_weight * (1 - (1 - cfg.rules_items_end) * min(st["step"] / total, 1.0))
                 loss = self.loss(model, inputs, batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
