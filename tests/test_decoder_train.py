@@ -488,7 +488,7 @@ def test_the_item_level_rules_teacher_adds_a_soft_loss_over_the_drawn_items_and_
     # decayed to 0 over the epoch, the term weighs about half as much on the epoch's mean
     assert runs[0.0, 1.0] + 0.25 < runs[1.0, 0.0] < runs[1.0, 1.0] - 0.25
     # on by default beside the next-item loss, off without it
-    assert (TrainConfig().rules_items_weight, TrainConfig(item_loss=0.0).rules_items_weight) == (2.0, 0.0)
+    assert (TrainConfig().rules_items_weight, TrainConfig(item_loss=0.0).rules_items_weight) == (4.0, 0.0)
     with pytest.raises(DataError, match="needs --item-loss"):
         TrainConfig(item_loss=0.0, rules_teacher_items=1.0)
     with pytest.raises(DataError, match="rules_teacher_items must be >= 0"):

@@ -78,14 +78,15 @@ class TrainConfig:
             summed per code at l (``<sid_end>`` where a SID ends), so the teacher orders a first
             code's members too. 1: the first code only.
         rules_teacher_items: weight of a distillation term beside ``item_loss`` (0: off; ``None``,
-            the default since stop 59: 2 with ``item_loss``, else 0; it acts only where the training
+            the default: 4 with ``item_loss`` since stop 61, 2 at stops 59-60, else 0; it acts only where the training
             data has histories, ``rules_items_weight``): at each history
             position that predicts a target, a soft cross-entropy of the next-item head's softmax
             against the count-based rules' score of each item given the row so far, the row's own
             later items taken out of the counts. The softmax runs over the item term's drawn items
             and the batch's targets plus the teacher's ``RULES_TEACHER_TOP`` best items of each
             position. On games' validation users, after the item weight, weight 1 lifted Recall@10
-            from 0.1210 / 0.1225 to 0.132 / 0.131 at seeds 0 / 1, weight 2 to 0.1425 / 0.1315
+            from 0.1210 / 0.1225 to 0.132 / 0.131 at seeds 0 / 1, weight 2 to 0.1425 / 0.1315;
+            weight 4 was ahead of 2 by +0.0025, +0.002 and +0.0055 at seeds 0, 1 and 2
             (docs/evaluation.md). Training only.
         rules_items_end: the item-level teacher's weight at the last planned step, as a share of
             ``rules_teacher_items`` (its weight at the first), linear in between (1: constant). The
@@ -258,11 +259,11 @@ class TrainConfig:
 
     @property
     def rules_items_weight(self) -> float:
-        """The item-level rules teacher's weight: ``rules_teacher_items`` when given, else 2 where
+        """The item-level rules teacher's weight: ``rules_teacher_items`` when given, else 4 where
         there is a next-item head to distil into."""
         if self.rules_teacher_items is not None:
             return self.rules_teacher_items
-        return 2.0 if self.item_loss else 0.0
+        return 4.0 if self.item_loss else 0.0
 
     @property
     def pooled_spans(self) -> int:

@@ -68,7 +68,7 @@ def _options(epochs_flag: str) -> list:
                      help="SID positions the rules teacher (--rules-teacher) targets, first code first (deeper ones: given the gold prefix)."),
         click.option("--rules-teacher-items", "train_rules_teacher_items", type=click.FloatRange(min=0), default=None,
                      help="Weight of a term that distils the count-based rules' scores per item into the next-item head, where histories train it "
-                          "(0: off; needs --item-loss > 0). Default: 2 with the next-item loss, else 0."),
+                          "(0: off; needs --item-loss > 0). Default: 4 with the next-item loss, else 0."),
         click.option("--rules-teacher-items-end", "train_rules_items_end", type=click.FloatRange(0, 1), default=d.rules_items_end, show_default=True,
                      help="The item-level rules teacher's weight at the last planned step, as a share of its first (linear in between; 1: constant)."),
         click.option("--dense-teacher", "train_dense_teacher", type=click.FloatRange(min=0), default=None,
