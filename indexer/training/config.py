@@ -265,6 +265,11 @@ class TrainConfig:
             return self.rules_teacher_items
         return 4.0 if self.item_loss else 0.0
 
+    def rules_items_weight_at(self, progress: float) -> float:
+        """The item-level teacher's weight at ``progress`` (0 to 1) of the planned steps: linear from
+        ``rules_items_weight`` to ``rules_items_end`` of it."""
+        return self.rules_items_weight * (1 - (1 - self.rules_items_end) * min(progress, 1.0))
+
     @property
     def pooled_spans(self) -> int:
         """Spans drawn per item: ``span_pool`` when it rotates (above ``view_spans``), else ``view_spans``."""

@@ -202,7 +202,6 @@ class _Run:
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
         self.teacher: RulesTeacher | None = None  # the phase's, with ``rules_teacher`` or ``rules_teacher_items``
-        self.items_weight = cfg.rules_items_weight  # the item-level teacher's at this step (``rules_items_end``)
         self.base_model = base_model
 
     def _collab(self, items: list[str], data: TrainingData, cfg: TrainConfig) -> np.ndarray:
@@ -300,7 +299,9 @@ class _Run:
         return make_batches(self.rows(rng, refit), self.cfg.batch_tokens, self.cfg.max_batch_rows, self.tok.pad_token_id,
                             self.items.row, self.query_row, rng)
 
-    def loss(self, model, inputs, batch) -> torch.Tensor:
+    def loss(self, model, inputs, batch, progress: float) -> torch.Tensor:
+        """The batch's training loss at ``progress`` (0 to 1) of the planned steps, which sets the
+        item-level teacher's weight (``rules_items_end``)."""
         dev = self.device
         ids, labels, targets = batch.ids.to(dev), batch.labels.to(dev), batch.targets.to(dev)
         qv, q = None, batch.queries.to(dev)
@@ -331,7 +332,7 @@ class _Run:
                 if self.cfg.rules_teacher:
                     loss = loss + self.cfg.rules_teacher * self.teacher_loss(model, hidden, batch.targets, marked, scores)
                 if self.cfg.rules_items_weight:
-                    loss = loss + self.items_weight * self.item_teacher_loss(inputs, hidden, marked, drawn, scores)
+                    loss = loss + self.cfg.rules_items_weight_at(progress) * self.item_teacher_loss(inputs, hidden, marked, drawn, scores)
             if self.dense is not None:
                 loss = loss + self.dense_weight * self.dense_loss(model, hidden, labels, q, qv)
         return loss
@@ -460,9 +461,8 @@ class _Run:
             losses = []
             bar = tqdm(batches, desc=f"{phase} epoch {epoch}/{epochs}", unit="step", disable=not self.progress, leave=False)
             for batch in bar:
-                # linear from the teacher's weight to ``rules_items_end`` of it over the planned steps, as the LR's schedule plans them
-                self.items_weight = cfg.rules_items_weight * (1 - (1 - cfg.rules_items_end) * min(st["step"] / total, 1.0))
-                loss = self.loss(model, inputs, batch)
+                # the steps as the LR's schedule plans them
+                loss = self.loss(model, inputs, batch, st["step"] / total)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([*model.parameters(), *inputs.parameters()], 1.0)
