@@ -480,13 +480,15 @@ def test_the_item_level_rules_teacher_adds_a_soft_loss_over_the_drawn_items_and_
     d, store, _, data = indexed
     fast = {k: v for k, v in FAST.items() if k != "val_cases"}
     # 16 drawn items: the teacher's best items join the softmax, which then still spreads over them
-    runs = {(w, end): train_decoder(store, d / "data", TrainConfig(epochs=1, patience=0, item_loss=1.0, item_negatives=16, val_cases=0,
-                                                                   rules_teacher_items=w, rules_items_end=end, **fast),
-                                    data=data, progress=False, checkpoints=tmp_path / f"w{w}-{end}")[1]["curve"][0]["loss"]
-            for w, end in ((0.0, 1.0), (1.0, 1.0), (1.0, 0.0))}
-    assert runs[1.0, 1.0] > runs[0.0, 1.0] + 1.0
+    runs = {(w, end, tail): train_decoder(store, d / "data", TrainConfig(epochs=1, patience=0, item_loss=1.0, item_negatives=16, val_cases=0,
+                                                                         rules_teacher_items=w, rules_items_end=end, rules_items_tail=tail, **fast),
+                                          data=data, progress=False, checkpoints=tmp_path / f"w{w}-{end}-{tail}")[1]["curve"][0]["loss"]
+            for w, end, tail in ((0.0, 1.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 1.0), (1.0, 1.0, 0.0))}
+    assert runs[1.0, 1.0, 1.0] > runs[0.0, 1.0, 1.0] + 1.0
     # decayed to 0 over the epoch, the term weighs about half as much on the epoch's mean
-    assert runs[0.0, 1.0] + 0.25 < runs[1.0, 0.0] < runs[1.0, 1.0] - 0.25
+    assert runs[0.0, 1.0, 1.0] + 0.25 < runs[1.0, 0.0, 1.0] < runs[1.0, 1.0, 1.0] - 0.25
+    # none at the tail targets (about a fifth of this catalog's positions): most of the term stays
+    assert runs[0.0, 1.0, 1.0] + 1.0 < runs[1.0, 1.0, 0.0] < runs[1.0, 1.0, 1.0] - 0.25
     # on by default beside the next-item loss, off without it
     assert (TrainConfig().rules_items_weight, TrainConfig(item_loss=0.0).rules_items_weight) == (4.0, 0.0)
     with pytest.raises(DataError, match="needs --item-loss"):
@@ -495,6 +497,8 @@ def test_the_item_level_rules_teacher_adds_a_soft_loss_over_the_drawn_items_and_
         TrainConfig(rules_teacher_items=-1.0)
     with pytest.raises(DataError, match=r"rules_items_end must be in \[0, 1\]"):
         TrainConfig(rules_items_end=1.5)
+    with pytest.raises(DataError, match=r"rules_items_tail must be in \[0, 1\]"):
+        TrainConfig(rules_items_tail=-0.5)
 
 
 def test_reverse_rows_add_newest_first_copies_of_the_histories(indexed, tmp_path):
@@ -547,14 +551,14 @@ def test_train_options_reach_the_config():
     def cmd(train_opts):
         seen["cfg"] = train_config(train_opts, seed=3)
 
-    ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5", "--rules-teacher-items", "0.5", "--rules-teacher-items-end", "0.25",
+    ok = CliRunner().invoke(cmd, ["--weight-decay", "0.1", "--history-items", "5", "--patience", "0", "--rules-teacher", "0.5", "--rules-teacher-items", "0.5", "--rules-teacher-items-end", "0.25", "--rules-teacher-items-tail", "0.5",
                                   "--rules-levels", "3", "--dense-levels", "2", "--query-noise", "0.5", "--view-spans", "4", "--span-pool", "12", "--query-repeats", "2", "--dropout", "0.2", "--attention-dropout", "0.25", "--label-smoothing", "0.1", "--item-init", "collab",
                                   "--hidden-size", "256", "--layers", "4", "--heads", "8", "--intermediate-size", "768"])
     assert ok.exit_code == 0, ok.output
     cfg = seen["cfg"]
     assert (cfg.tiny.hidden_size, cfg.tiny.layers, cfg.tiny.heads, cfg.tiny.intermediate_size) == (256, 4, 8, 768)
     assert (cfg.weight_decay, cfg.prompt.history_items, cfg.patience, cfg.seed, cfg.rules_teacher) == (0.1, 5, 0, 3, 0.5)
-    assert (cfg.rules_teacher_items, cfg.rules_items_weight, cfg.rules_levels, cfg.rules_items_end) == (0.5, 0.5, 3, 0.25)
+    assert (cfg.rules_teacher_items, cfg.rules_items_weight, cfg.rules_levels, cfg.rules_items_end, cfg.rules_items_tail) == (0.5, 0.5, 3, 0.25, 0.5)
     assert (cfg.dropout, cfg.tiny.attention_dropout, cfg.label_smoothing, cfg.item_init) == (0.2, 0.25, 0.1, "collab")
     assert cfg.lr == TrainConfig().lr and cfg.dense_levels == 2 and cfg.query_noise == 0.5 and cfg.view_spans == 4
     assert (cfg.span_pool, cfg.query_repeats, cfg.sid_softmax, cfg.item_loss_queries) == (12, 2, "full", None)

@@ -92,6 +92,10 @@ class TrainConfig:
             ``rules_teacher_items`` (its weight at the first), linear in between (1: constant). The
             teacher hands the head the rules' memory early; a lower weight late lets the data's own
             next items decide what the chosen epoch keeps.
+        rules_items_tail: the item-level teacher's weight at positions whose next item is a tail
+            item of the index (its head flag), as a share of its weight elsewhere (1: the same; 0:
+            none there). The rules' counts favour head items, so at a tail target the teacher
+            pulls the head away from the very item the data names.
         dense_teacher: weight of a distillation term beside the SID loss (0: off; ``None``: 1 where
             the codes come from a learned latent (RQ-VAE and its ACRQ forms), 0 where they are
             k-means of the item vectors themselves, whose codebook-started SID embeddings already
@@ -184,6 +188,7 @@ class TrainConfig:
     rules_levels: int = 1
     rules_teacher_items: float | None = None
     rules_items_end: float = 1.0
+    rules_items_tail: float = 1.0
     dense_teacher: float | None = None
     dense_temperature: float = 0.05
     dense_levels: int = 1
@@ -233,8 +238,9 @@ class TrainConfig:
                             "query_noise": self.query_noise}.items():
             if value < 0 or not value < float("inf"):
                 raise DataError(f"{name} must be >= 0, got {value}")
-        if not 0 <= self.rules_items_end <= 1:
-            raise DataError(f"rules_items_end must be in [0, 1], got {self.rules_items_end}")
+        for name, value in {"rules_items_end": self.rules_items_end, "rules_items_tail": self.rules_items_tail}.items():
+            if not 0 <= value <= 1:
+                raise DataError(f"{name} must be in [0, 1], got {value}")
         if not self.dense_temperature > 0:
             raise DataError(f"dense_temperature must be > 0, got {self.dense_temperature}")
         for name, value in {"dense_levels": self.dense_levels, "rules_levels": self.rules_levels}.items():

@@ -71,6 +71,8 @@ def _options(epochs_flag: str) -> list:
                           "(0: off; needs --item-loss > 0). Default: 4 with the next-item loss, else 0."),
         click.option("--rules-teacher-items-end", "train_rules_items_end", type=click.FloatRange(0, 1), default=d.rules_items_end, show_default=True,
                      help="The item-level rules teacher's weight at the last planned step, as a share of its first (linear in between; 1: constant)."),
+        click.option("--rules-teacher-items-tail", "train_rules_items_tail", type=click.FloatRange(0, 1), default=d.rules_items_tail, show_default=True,
+                     help="The item-level rules teacher's weight where the next item is a tail item of the index, as a share of its weight elsewhere (0: none there)."),
         click.option("--dense-teacher", "train_dense_teacher", type=click.FloatRange(min=0), default=None,
                      help="Weight of a term that distils MiniLM's ranking of the catalog, summed per first code, into each query or view row's first-code position "
                           "(0: off; with histories alone it acts on the items' title views). Default: 1 for RQ-VAE-based codes, 0 for RQ-Kmeans-based ones."),

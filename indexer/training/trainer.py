@@ -202,6 +202,7 @@ class _Run:
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
         self.teacher: RulesTeacher | None = None  # the phase's, with ``rules_teacher`` or ``rules_teacher_items``
+        self.tail = torch.from_numpy(~art.head)  # per item row (``rules_items_tail``)
         self.base_model = base_model
 
     def _collab(self, items: list[str], data: TrainingData, cfg: TrainConfig) -> np.ndarray:
@@ -332,7 +333,8 @@ class _Run:
                 if self.cfg.rules_teacher:
                     loss = loss + self.cfg.rules_teacher * self.teacher_loss(model, hidden, batch.targets, marked, scores)
                 if self.cfg.rules_items_weight:
-                    loss = loss + self.cfg.rules_items_weight_at(progress) * self.item_teacher_loss(inputs, hidden, marked, drawn, scores)
+                    share = torch.where(self.tail[batch.targets[marked]], self.cfg.rules_items_tail, 1.0) if self.cfg.rules_items_tail != 1 else None
+                    loss = loss + self.cfg.rules_items_weight_at(progress) * self.item_teacher_loss(inputs, hidden, marked, drawn, scores, share)
             if self.dense is not None:
                 loss = loss + self.dense_weight * self.dense_loss(model, hidden, labels, q, qv)
         return loss
@@ -380,11 +382,12 @@ class _Run:
             loss = loss - torch.where(goal > 0, goal * logp, 0.0).sum(-1).mean()
         return loss
 
-    def item_teacher_loss(self, inputs, hidden: torch.Tensor, marked: torch.Tensor, drawn: torch.Tensor | None, scores) -> torch.Tensor:
+    def item_teacher_loss(self, inputs, hidden: torch.Tensor, marked: torch.Tensor, drawn: torch.Tensor | None, scores,
+                          share: torch.Tensor | None = None) -> torch.Tensor:
         """Soft cross-entropy of the next-item head at the positions ``marked`` [B, T] (hidden
         [B, T, H]) against the rules teacher's item scores there (``scores``,
-        csr [P, N], row-major; the mean over the positions the teacher scores anything at; 0 when
-        none). The softmax runs over ``drawn`` (long [R], the item term's rows; None: the whole
+        csr [P, N], row-major; the mean over the positions the teacher scores anything at, each
+        times its ``share`` [P] when given; 0 when none). The softmax runs over ``drawn`` (long [R], the item term's rows; None: the whole
         catalog) plus each position's ``RULES_TEACHER_TOP`` best-scored items, the teacher's
         scores renormalised over the same items."""
         dev = hidden.device
@@ -402,7 +405,8 @@ class _Run:
         keep = torch.from_numpy(has).to(dev)
         items = item_outputs(inputs, self.item_vectors, torch.from_numpy(rows).to(dev))
         logp = (hidden[marked.to(dev)][keep] @ items.T).float().log_softmax(-1)
-        return -(goal * logp).sum(-1).mean()
+        per = -(goal * logp).sum(-1)
+        return (per if share is None else per * share.to(dev)[keep]).mean()
 
     def item_loss(self, inputs, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The next-item term: hidden [B, T, H] at the positions whose targets [B, T] are >= 0,
