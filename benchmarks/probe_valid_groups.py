@@ -1,0 +1,35 @@
+"""Validation Recall@10 of a trained decoder for head and tail targets apart: the figure model
+selection reads (the decoder's seeded sample of validation cases, history ``item_ids[:-2]`` ->
+``item_ids[-2]``; never a test case), split by the index's head flag of each target, at the
+decoder's own length penalty and item weight, with the trainer's 20 beams.
+
+    OMP_NUM_THREADS=1 python benchmarks/probe_valid_groups.py --store eval-games/methods/sa2crq/store --data ../shared/data/games --seed 2
+"""
+
+from __future__ import annotations
+
+from probe_args import open_store, probe_parser
+
+from indexer.training.examples import load_training_data
+from indexer.training.validation import Validation, sample_cases
+
+
+def main() -> None:
+    ap = probe_parser(__doc__)
+    args = ap.parse_args()
+
+    served = open_store(args.store)
+    row = {item: i for i, item in enumerate(served.art.item_ids.tolist())}
+    cases = sample_cases(load_training_data(args.data).valid, args.cases, args.seed)
+    groups = {"overall": cases,
+              "head": [c for c in cases if served.art.head[row[c.target]]],
+              "tail": [c for c in cases if not served.art.head[row[c.target]]]}
+    print(f"decoder {served.decoder.spec.index_version}: item weight {served.decoder.spec.item_weight}, "
+          f"length penalty {served.decoder.spec.length_penalty}")
+    for name, group in groups.items():
+        recall, mrr = Validation(group).measure(served.decoder, served.trie)
+        print(f"{name:<8} {len(group):>5} cases  Recall@10 {recall:.4f}  hits {round(recall * len(group)):>4}  MRR@10 {mrr:.4f}")
+
+
+if __name__ == "__main__":
+    main()
