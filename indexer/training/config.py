@@ -95,7 +95,8 @@ class TrainConfig:
         rules_items_tail: the item-level teacher's weight at positions whose next item is a tail
             item of the index (its head flag), as a share of its weight elsewhere (1: the same; 0:
             none there). The rules' counts favour head items, so at a tail target the teacher
-            pulls the head away from the very item the data names.
+            pulls the head away from the very item the data names. At 0, games' seed-2 validation
+            was level (0.1355 against 0.1350) and its tail one user behind (docs/evaluation.md).
         dense_teacher: weight of a distillation term beside the SID loss (0: off; ``None``: 1 where
             the codes come from a learned latent (RQ-VAE and its ACRQ forms), 0 where they are
             k-means of the item vectors themselves, whose codebook-started SID embeddings already
