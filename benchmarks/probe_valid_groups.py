@@ -21,14 +21,15 @@ def main() -> None:
     served = open_store(args.store)
     row = {item: i for i, item in enumerate(served.art.item_ids.tolist())}
     cases = sample_cases(load_training_data(args.data).valid, args.cases, args.seed)
-    groups = {"overall": cases,
-              "head": [c for c in cases if served.art.head[row[c.target]]],
+    groups = {"head": [c for c in cases if served.art.head[row[c.target]]],
               "tail": [c for c in cases if not served.art.head[row[c.target]]]}
     print(f"decoder {served.decoder.spec.index_version}: item weight {served.decoder.spec.item_weight}, "
           f"length penalty {served.decoder.spec.length_penalty}")
-    for name, group in groups.items():
-        recall, mrr = Validation(group).measure(served.decoder, served.trie)
-        print(f"{name:<8} {len(group):>5} cases  Recall@10 {recall:.4f}  hits {round(recall * len(group)):>4}  MRR@10 {mrr:.4f}")
+    # each group decoded once; overall is their case-weighted mean
+    scored = {name: (len(group), *Validation(group).measure(served.decoder, served.trie)) for name, group in groups.items()}
+    scored["overall"] = (len(cases), *(sum(n * v[i] for n, *v in scored.values()) / len(cases) for i in (0, 1)))
+    for name, (n, recall, mrr) in scored.items():
+        print(f"{name:<8} {n:>5} cases  Recall@10 {recall:.4f}  hits {round(recall * n):>4}  MRR@10 {mrr:.4f}")
 
 
 if __name__ == "__main__":

@@ -202,7 +202,9 @@ class _Run:
         self.validation = Validation(sample_cases(data.valid, cfg.val_cases, cfg.seed), beam_width=cfg.val_beam)
         self._examples: dict[bool, tuple] = {}  # per phase (refit or not): the same every epoch
         self.teacher: RulesTeacher | None = None  # the phase's, with ``rules_teacher`` or ``rules_teacher_items``
-        self.tail = torch.from_numpy(~art.head)  # per item row (``rules_items_tail``)
+        # the item teacher's share per item row as a target: ``rules_items_tail`` for tail items (None: 1 everywhere)
+        self.teacher_share = (torch.where(torch.from_numpy(art.head), 1.0, cfg.rules_items_tail)
+                              if cfg.rules_items_tail != 1 else None)
         self.base_model = base_model
 
     def _collab(self, items: list[str], data: TrainingData, cfg: TrainConfig) -> np.ndarray:
@@ -333,7 +335,7 @@ class _Run:
                 if self.cfg.rules_teacher:
                     loss = loss + self.cfg.rules_teacher * self.teacher_loss(model, hidden, batch.targets, marked, scores)
                 if self.cfg.rules_items_weight:
-                    share = torch.where(self.tail[batch.targets[marked]], self.cfg.rules_items_tail, 1.0) if self.cfg.rules_items_tail != 1 else None
+                    share = None if self.teacher_share is None else self.teacher_share[batch.targets[marked]]
                     loss = loss + self.cfg.rules_items_weight_at(progress) * self.item_teacher_loss(inputs, hidden, marked, drawn, scores, share)
             if self.dense is not None:
                 loss = loss + self.dense_weight * self.dense_loss(model, hidden, labels, q, qv)
@@ -387,8 +389,8 @@ class _Run:
         """Soft cross-entropy of the next-item head at the positions ``marked`` [B, T] (hidden
         [B, T, H]) against the rules teacher's item scores there (``scores``,
         csr [P, N], row-major; the mean over the positions the teacher scores anything at, each
-        times its ``share`` [P] when given; 0 when none). The softmax runs over ``drawn`` (long [R], the item term's rows; None: the whole
-        catalog) plus each position's ``RULES_TEACHER_TOP`` best-scored items, the teacher's
+        times its ``share`` [P] when given; 0 when none). The softmax runs over ``drawn`` (long
+        [R], the item term's rows; None: the whole catalog) plus each position's ``RULES_TEACHER_TOP`` best-scored items, the teacher's
         scores renormalised over the same items."""
         dev = hidden.device
         if drawn is None:
