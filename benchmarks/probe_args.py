@@ -4,8 +4,11 @@ cases) and the store opened as the service would serve it."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from model_store import Store
 from sidcore.decoder.bundle import Decoder, load_decoder
@@ -15,15 +18,22 @@ from sidcore.index.artifact import IndexArtifact, load_index
 from sidcore.retriever import Retriever
 
 
-def probe_parser(doc: str) -> argparse.ArgumentParser:
-    """A parser with ``--store``, ``--data``, ``--cases`` and ``--seed`` (the decoder's, which
-    drew its validation sample); a probe adds its own arguments."""
+def probe_parser(doc: str, cases: int = 2000) -> argparse.ArgumentParser:
+    """A parser with ``--store``, ``--data``, ``--cases`` (``cases`` by default) and ``--seed``
+    (the decoder's, which drew its validation sample); a probe adds its own arguments."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--cases", type=int, default=2000)
+    ap.add_argument("--cases", type=int, default=cases)
     ap.add_argument("--seed", type=int, default=0, help="The decoder's training seed: its validation sample.")
     return ap
+
+
+def head_flags(art: IndexArtifact, targets: Sequence[str]) -> np.ndarray:
+    """Bool [len(targets)]: each target's head flag in ``art``, the split ``sa2crq eval`` scores by
+    (False for an item the index lacks)."""
+    head = dict(zip(art.item_ids.tolist(), art.head.tolist()))
+    return np.array([bool(head.get(t, False)) for t in targets], dtype=bool)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ decodes k = 100 items with the shipped scoring, then prints per head / tail targ
 from __future__ import annotations
 
 import numpy as np
-from probe_args import open_store, probe_parser
+from probe_args import head_flags, open_store, probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
@@ -28,18 +28,18 @@ def main() -> None:
 
     served = open_store(args.store)
     decoder, art, trie = served.decoder, served.art, served.trie
-    head = dict(zip(art.item_ids.tolist(), art.head.tolist()))
     cases = sample_cases(load_training_data(args.data).valid, args.cases, args.seed)
+    is_head = head_flags(art, [c.target for c in cases])
     retriever = served.retriever(100)  # as served: the decoder's own item weight
 
     rows = []  # per case: head, item@10, item@100, SID@10, SID kept, items in the target's SID
     for i in range(0, len(cases), 32):
         chunk = cases[i : i + 32]
         results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=100) for c in chunk])
-        for c, r in zip(chunk, results):
+        for c, r, head in zip(chunk, results, is_head[i : i + 32]):
             node = trie.node_of_item(c.target)
             items = [h.item_id for h in r.items]
-            rows.append((head.get(c.target, False), c.target in items[:10], c.target in items,
+            rows.append((head, c.target in items[:10], c.target in items,
                          node >= 0 and trie.sid_of(node) in {tuple(h.sid) for h in r.items[:10]},
                          any(h.node == node for h in r.sids), len(trie.items_of(node)) if node >= 0 else 0))
     a = np.array(rows, dtype=float)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from probe_args import probe_parser
+from probe_args import head_flags, probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
@@ -43,8 +43,9 @@ def main() -> None:
     total = sum(first.values())
     cases = sample_cases(data.valid, args.cases, args.seed)
     print(f"index {art.version}: first-layer codes {art.sizes[0]} ({base} base), {total:,} training targets, {len(cases)} validation cases")
+    is_head = head_flags(art, [c.target for c in cases])
     for name, want in (("head", True), ("tail", False)):
-        codes = np.array([art.codes[row[c.target]] for c in cases if bool(art.head[row[c.target]]) == want])
+        codes = np.array([art.codes[row[c.target]] for c, h in zip(cases, is_head) if h == want])
         if not len(codes):
             continue
         share = np.array([first[c[0]] / total * base for c in codes])

@@ -8,7 +8,7 @@ decoder's own length penalty and item weight, with the trainer's 20 beams.
 
 from __future__ import annotations
 
-from probe_args import open_store, probe_parser
+from probe_args import head_flags, open_store, probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import Validation, sample_cases
@@ -19,10 +19,9 @@ def main() -> None:
     args = ap.parse_args()
 
     served = open_store(args.store)
-    row = {item: i for i, item in enumerate(served.art.item_ids.tolist())}
     cases = sample_cases(load_training_data(args.data).valid, args.cases, args.seed)
-    groups = {"head": [c for c in cases if served.art.head[row[c.target]]],
-              "tail": [c for c in cases if not served.art.head[row[c.target]]]}
+    is_head = head_flags(served.art, [c.target for c in cases])
+    groups = {"head": [c for c, h in zip(cases, is_head) if h], "tail": [c for c, h in zip(cases, is_head) if not h]}
     print(f"decoder {served.decoder.spec.index_version}: item weight {served.decoder.spec.item_weight}, "
           f"length penalty {served.decoder.spec.length_penalty}")
     # each group decoded once; overall is their case-weighted mean

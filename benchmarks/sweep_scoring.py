@@ -12,36 +12,33 @@ queries), never test cases. Each variant decodes the same cases through the ``Re
 - ``history kept``: the request's own history items may be answered (``exclude_history=False``);
 - ``beam``: wider beams than ``--beam`` (``--beams``), since the service gives a request for k
   items only k beams;
-- ``prior``: each finished SID's score minus ``a * log p(SID)``, p being the SID's share of the
-  training interactions (add-one smoothed), for ``a`` in ``--priors``: a popularity correction
-  that may lift tail items, applied to the beams the search kept.
+- ``prior``: each SID's score minus ``a * log p(SID)``, p being the SID's share of the training
+  interactions (add-one smoothed), for ``a`` in ``--priors``: a popularity correction that may
+  lift tail items, applied to the SIDs the search kept and the item head proposed.
 
 Each variant prints Recall@k over all cases and over head and tail targets (the index's own head
 flags, the split ``sa2crq eval`` scores by).
 
     OMP_NUM_THREADS=1 python benchmarks/sweep_scoring.py --store eval-out/methods/sa2crq/store --data ../shared/data/games \
-        [--cases 1000] [--k 10] [--beam 100] [--beams 150,200] [--priors 0.1,0.3]
+        [--cases 1000] [--seed 0] [--k 10] [--beam 100] [--beams 150,200] [--priors 0.1,0.3]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from probe_args import head_flags, open_store, probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import sample_cases
-from model_store import Store
-from sidcore.decoder.bundle import load_decoder
 from sidcore.decoder.model import sid_logits
 from sidcore.engines.beam import NEG
 from sidcore.engines.torch_engine import TorchEngine
-from sidcore.index import Trie, TrieMask
-from sidcore.index.artifact import IndexArtifact, load_index
+from sidcore.index import Trie
+from sidcore.index.artifact import IndexArtifact
 from sidcore.retriever import Query, Retriever
 
 
@@ -53,17 +50,17 @@ class RenormalisedEngine(TorchEngine):
         return torch.log_softmax(logits.masked_fill(~allowed, NEG), -1).nan_to_num_(nan=NEG)  # rows with nothing allowed stay -inf
 
 
-class PriorCorrectedEngine:
-    """An engine whose finished SIDs are re-scored by ``score - alpha * log_prior[node]`` and re-sorted."""
+class PriorCorrectedRetriever(Retriever):
+    """The service's retriever with every SID's score, the beams' and the head proposals' alike,
+    lowered by ``alpha * log_prior[node]`` (``log_prior``: float [trie nodes]) before its items are ranked."""
 
-    def __init__(self, engine: TorchEngine, log_prior: np.ndarray, alpha: float):
-        self.engine, self.log_prior, self.alpha = engine, log_prior, alpha  # log_prior: float [trie nodes]
+    def __init__(self, *args, log_prior: np.ndarray, alpha: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_prior, self.alpha = log_prior, alpha
 
-    def decode(self, *args, **kwargs):
-        hits, stats = self.engine.decode(*args, **kwargs)
-        rescored = [[dataclasses.replace(h, score=h.score - self.alpha * self.log_prior[h.node]) if h.node >= 0 else h for h in row]
-                    for row in hits]
-        return [sorted(row, key=lambda h: -h.score) for row in rescored], stats
+    def items(self, hits, trie, *args, **kwargs):
+        hits = [dataclasses.replace(h, score=h.score - self.alpha * self.log_prior[h.node]) if h.node >= 0 else h for h in hits]
+        return super().items(sorted(hits, key=lambda h: -h.score), trie, *args, **kwargs)
 
 
 def sid_log_prior(trie: Trie, art: IndexArtifact) -> np.ndarray:
@@ -75,10 +72,7 @@ def sid_log_prior(trie: Trie, art: IndexArtifact) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--cases", type=int, default=1000)
+    ap = probe_parser(__doc__, cases=1000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--beam", type=int, default=100)
     ap.add_argument("--penalties", default="0,0.5,1")
@@ -86,32 +80,29 @@ def main() -> None:
     ap.add_argument("--priors", default="", help="Popularity-correction weights to try, e.g. 0.1,0.3.")
     args = ap.parse_args()
 
-    store = Store(args.store)
-    decoder = load_decoder(store)
-    art = load_index(store, decoder.spec.index_version)
-    trie = Trie.from_artifact(art)
-    mask = TrieMask(trie, decoder.spec.vocab)
-    data = load_training_data(args.data)
-    cases = sample_cases(data.valid, args.cases, seed=0)
+    served = open_store(args.store)
+    decoder, art, trie, mask = served.decoder, served.art, served.trie, served.mask
+    cases = sample_cases(load_training_data(args.data).valid, args.cases, args.seed)
     base = TorchEngine(decoder, mask)  # the decoder's own length penalty
     lp = f"lp {base.length_penalty:g}"
-    variants = [(f"lp {p}", TorchEngine(decoder, mask, length_penalty=float(p)), "similarity", True, args.beam) for p in args.penalties.split(",")]
-    variants += [(f"{lp}, beam {w}", base, "similarity", True, int(w)) for w in args.beams.split(",") if w]
+    # (name, engine, within a SID, history left out, beams, popularity correction)
+    variants = [(f"lp {p}", TorchEngine(decoder, mask, length_penalty=float(p)), "similarity", True, args.beam, 0.0)
+                for p in args.penalties.split(",")]
+    variants += [(f"{lp}, beam {w}", base, "similarity", True, int(w), 0.0) for w in args.beams.split(",") if w]
     variants += [
-        (f"{lp}, renorm", RenormalisedEngine(decoder, mask), "similarity", True, args.beam),
-        (f"{lp}, popularity inside a SID", base, "popularity", True, args.beam),
-        (f"{lp}, history kept", base, "similarity", False, args.beam),
+        (f"{lp}, renorm", RenormalisedEngine(decoder, mask), "similarity", True, args.beam, 0.0),
+        (f"{lp}, popularity inside a SID", base, "popularity", True, args.beam, 0.0),
+        (f"{lp}, history kept", base, "similarity", False, args.beam, 0.0),
     ]
-    if args.priors:
-        log_prior = sid_log_prior(trie, art)
-        variants += [(f"{lp}, prior {a}", PriorCorrectedEngine(base, log_prior, float(a)), "similarity", True, args.beam)
-                     for a in args.priors.split(",")]
-    head = dict(zip(art.item_ids.tolist(), art.head.tolist()))
-    is_head = np.array([bool(head.get(c.target, False)) for c in cases])
+    variants += [(f"{lp}, prior {a}", base, "similarity", True, args.beam, float(a)) for a in args.priors.split(",") if a]
+    log_prior = sid_log_prior(trie, art) if args.priors else None
+    is_head = head_flags(art, [c.target for c in cases])
     print(f"decoder {decoder.version}, {len(cases)} validation cases ({int(is_head.sum())} head / {int((~is_head).sum())} tail), "
           f"beam {args.beam}, Recall@{args.k} all / head / tail")
-    for name, engine, within, exclude, beam in variants:
-        retriever = Retriever(decoder, engine, beam_width=beam, max_beam_width=beam, within=within)
+    for name, engine, within, exclude, beam, alpha in variants:
+        kwargs = dict(beam_width=beam, max_beam_width=beam, within=within)
+        retriever = (PriorCorrectedRetriever(decoder, engine, log_prior=log_prior, alpha=alpha, **kwargs) if alpha
+                     else Retriever(decoder, engine, **kwargs))
         t, hit = time.perf_counter(), []
         for i in range(0, len(cases), 32):
             chunk = cases[i : i + 32]
