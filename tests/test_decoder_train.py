@@ -483,10 +483,13 @@ def test_the_item_level_rules_teacher_adds_a_soft_loss_over_the_drawn_items_and_
     runs = {(w, end, tail): train_decoder(store, d / "data", TrainConfig(epochs=1, patience=0, item_loss=1.0, item_negatives=16, val_cases=0,
                                                                          rules_teacher_items=w, rules_items_end=end, rules_items_tail=tail, **fast),
                                           data=data, progress=False, checkpoints=tmp_path / f"w{w}-{end}-{tail}")[1]["curve"][0]["loss"]
-            for w, end, tail in ((0.0, 1.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 1.0), (1.0, 1.0, 0.0))}
+            for w, end, tail in ((0.0, 1.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 1.0), (1.0, 2.0, 1.0), (1.0, 1.0, 0.0))}
     assert runs[1.0, 1.0, 1.0] > runs[0.0, 1.0, 1.0] + 1.0
     # decayed to 0 over the epoch, the term weighs about half as much on the epoch's mean
     assert runs[0.0, 1.0, 1.0] + 0.25 < runs[1.0, 0.0, 1.0] < runs[1.0, 1.0, 1.0] - 0.25
+    # rising to twice its first weight, the term weighs more than the constant one
+    assert runs[1.0, 2.0, 1.0] > runs[1.0, 1.0, 1.0] + 0.25
+    assert TrainConfig(rules_teacher_items=2.0, rules_items_end=3.0).rules_items_weight_at(0.5) == 4.0
     # none at the tail targets (about a fifth of this catalog's positions): most of the term stays
     assert runs[0.0, 1.0, 1.0] + 1.0 < runs[1.0, 1.0, 0.0] < runs[1.0, 1.0, 1.0] - 0.25
     # on by default beside the next-item loss, off without it
@@ -495,8 +498,8 @@ def test_the_item_level_rules_teacher_adds_a_soft_loss_over_the_drawn_items_and_
         TrainConfig(item_loss=0.0, rules_teacher_items=1.0)
     with pytest.raises(DataError, match="rules_teacher_items must be >= 0"):
         TrainConfig(rules_teacher_items=-1.0)
-    with pytest.raises(DataError, match=r"rules_items_end must be in \[0, 1\]"):
-        TrainConfig(rules_items_end=1.5)
+    with pytest.raises(DataError, match="rules_items_end must be >= 0"):
+        TrainConfig(rules_items_end=-0.5)
     with pytest.raises(DataError, match=r"rules_items_tail must be in \[0, 1\]"):
         TrainConfig(rules_items_tail=-0.5)
 

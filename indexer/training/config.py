@@ -89,9 +89,10 @@ class TrainConfig:
             weight 4 was ahead of 2 by +0.0025, +0.002 and +0.0055 at seeds 0, 1 and 2
             (docs/evaluation.md). Training only.
         rules_items_end: the item-level teacher's weight at the last planned step, as a share of
-            ``rules_teacher_items`` (its weight at the first), linear in between (1: constant). The
-            teacher hands the head the rules' memory early; a lower weight late lets the data's own
-            next items decide what the chosen epoch keeps.
+            ``rules_teacher_items`` (its weight at the first), linear in between (1: constant;
+            above 1: rising). The teacher hands the head the rules' memory early; a lower weight
+            late lets the data's own next items decide what the chosen epoch keeps, a higher one
+            leans on the rules most where the decoder has learnt the most.
         rules_items_tail: the item-level teacher's weight at positions whose next item is a tail
             item of the index (its head flag), as a share of its weight elsewhere (1: the same; 0:
             none there). The rules' counts favour head items, so at a tail target the teacher
@@ -235,13 +236,12 @@ class TrainConfig:
             raise DataError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name, value in {"item_loss": self.item_loss, "item_later": self.item_later, "sid_later": self.sid_later,
                             "rules_teacher": self.rules_teacher, "rules_teacher_items": self.rules_teacher_items or 0.0,
-                            "dense_teacher": self.dense_teacher or 0.0,
+                            "dense_teacher": self.dense_teacher or 0.0, "rules_items_end": self.rules_items_end,
                             "query_noise": self.query_noise}.items():
             if value < 0 or not value < float("inf"):
                 raise DataError(f"{name} must be >= 0, got {value}")
-        for name, value in {"rules_items_end": self.rules_items_end, "rules_items_tail": self.rules_items_tail}.items():
-            if not 0 <= value <= 1:
-                raise DataError(f"{name} must be in [0, 1], got {value}")
+        if not 0 <= self.rules_items_tail <= 1:
+            raise DataError(f"rules_items_tail must be in [0, 1], got {self.rules_items_tail}")
         if not self.dense_temperature > 0:
             raise DataError(f"dense_temperature must be > 0, got {self.dense_temperature}")
         for name, value in {"dense_levels": self.dense_levels, "rules_levels": self.rules_levels}.items():

@@ -69,8 +69,8 @@ def _options(epochs_flag: str) -> list:
         click.option("--rules-teacher-items", "train_rules_teacher_items", type=click.FloatRange(min=0), default=None,
                      help="Weight of a term that distils the count-based rules' scores per item into the next-item head, where histories train it "
                           "(0: off; needs --item-loss > 0). Default: 4 with the next-item loss, else 0."),
-        click.option("--rules-teacher-items-end", "train_rules_items_end", type=click.FloatRange(0, 1), default=d.rules_items_end, show_default=True,
-                     help="The item-level rules teacher's weight at the last planned step, as a share of its first (linear in between; 1: constant)."),
+        click.option("--rules-teacher-items-end", "train_rules_items_end", type=click.FloatRange(min=0), default=d.rules_items_end, show_default=True,
+                     help="The item-level rules teacher's weight at the last planned step, as a share of its first (linear in between; 1: constant; above 1: rising)."),
         click.option("--rules-teacher-items-tail", "train_rules_items_tail", type=click.FloatRange(0, 1), default=d.rules_items_tail, show_default=True,
                      help="The item-level rules teacher's weight where the next item is a tail item of the index, as a share of its weight elsewhere (0: none there)."),
         click.option("--dense-teacher", "train_dense_teacher", type=click.FloatRange(min=0), default=None,
