@@ -42,6 +42,19 @@ from sidcore.index.artifact import IndexArtifact
 from sidcore.retriever import Query, Retriever
 
 
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One scoring choice: its engine and beams, the order inside a SID, whether the request's
+    history is left out, and the popularity correction's weight (0: none)."""
+
+    name: str
+    engine: TorchEngine
+    beam: int
+    within: str = "similarity"
+    exclude_history: bool = True
+    prior: float = 0.0
+
+
 class RenormalisedEngine(TorchEngine):
     """The torch engine with each step's log-probabilities normalised over the allowed tokens."""
 
@@ -85,32 +98,30 @@ def main() -> None:
     cases = sample_cases(load_training_data(args.data).valid, args.cases, args.seed)
     base = TorchEngine(decoder, mask)  # the decoder's own length penalty
     lp = f"lp {base.length_penalty:g}"
-    # (name, engine, within a SID, history left out, beams, popularity correction)
-    variants = [(f"lp {p}", TorchEngine(decoder, mask, length_penalty=float(p)), "similarity", True, args.beam, 0.0)
-                for p in args.penalties.split(",")]
-    variants += [(f"{lp}, beam {w}", base, "similarity", True, int(w), 0.0) for w in args.beams.split(",") if w]
+    variants = [Variant(f"lp {p}", TorchEngine(decoder, mask, length_penalty=float(p)), args.beam) for p in args.penalties.split(",")]
+    variants += [Variant(f"{lp}, beam {w}", base, int(w)) for w in args.beams.split(",") if w]
     variants += [
-        (f"{lp}, renorm", RenormalisedEngine(decoder, mask), "similarity", True, args.beam, 0.0),
-        (f"{lp}, popularity inside a SID", base, "popularity", True, args.beam, 0.0),
-        (f"{lp}, history kept", base, "similarity", False, args.beam, 0.0),
+        Variant(f"{lp}, renorm", RenormalisedEngine(decoder, mask), args.beam),
+        Variant(f"{lp}, popularity inside a SID", base, args.beam, within="popularity"),
+        Variant(f"{lp}, history kept", base, args.beam, exclude_history=False),
     ]
-    variants += [(f"{lp}, prior {a}", base, "similarity", True, args.beam, float(a)) for a in args.priors.split(",") if a]
+    variants += [Variant(f"{lp}, prior {a}", base, args.beam, prior=float(a)) for a in args.priors.split(",") if a]
     log_prior = sid_log_prior(trie, art) if args.priors else None
     is_head = head_flags(art, [c.target for c in cases])
     print(f"decoder {decoder.version}, {len(cases)} validation cases ({int(is_head.sum())} head / {int((~is_head).sum())} tail), "
           f"beam {args.beam}, Recall@{args.k} all / head / tail")
-    for name, engine, within, exclude, beam, alpha in variants:
-        kwargs = dict(beam_width=beam, max_beam_width=beam, within=within)
-        retriever = (PriorCorrectedRetriever(decoder, engine, log_prior=log_prior, alpha=alpha, **kwargs) if alpha
-                     else Retriever(decoder, engine, **kwargs))
+    for v in variants:
+        kwargs = dict(beam_width=v.beam, max_beam_width=v.beam, within=v.within)
+        retriever = (PriorCorrectedRetriever(decoder, v.engine, log_prior=log_prior, alpha=v.prior, **kwargs) if v.prior
+                     else Retriever(decoder, v.engine, **kwargs))
         t, hit = time.perf_counter(), []
         for i in range(0, len(cases), 32):
             chunk = cases[i : i + 32]
-            results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=args.k, exclude_history=exclude) for c in chunk])
+            results, _ = retriever.retrieve(trie, [Query(c.query, c.history, k=args.k, exclude_history=v.exclude_history) for c in chunk])
             hit += [c.target in {h.item_id for h in r.items} for c, r in zip(chunk, results)]
         h = np.array(hit)
         tail = f"{h[~is_head].mean():.4f}" if (~is_head).any() else "-"
-        print(f"{name:<32} {h.mean():.4f} / {h[is_head].mean():.4f} / {tail}   [{time.perf_counter() - t:.0f} s]", flush=True)
+        print(f"{v.name:<32} {h.mean():.4f} / {h[is_head].mean():.4f} / {tail}   [{time.perf_counter() - t:.0f} s]", flush=True)
 
 
 if __name__ == "__main__":
