@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.evaluation.metrics import mrr_at
+from indexer.training.examples import Example
 from model_store import Store
 from sidcore.decoder.bundle import Decoder, load_decoder
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index import Trie, TrieMask
 from sidcore.index.artifact import IndexArtifact, load_index
-from sidcore.retriever import Retriever
+from sidcore.retriever import Query, Retriever
 
 
 def probe_parser(doc: str, cases: int = 2000) -> argparse.ArgumentParser:
@@ -58,3 +60,19 @@ def open_store(path: Path) -> Served:
     art = load_index(store, decoder.spec.index_version)
     trie = Trie.from_artifact(art)
     return Served(decoder, art, trie, TrieMask(trie, decoder.spec.vocab))
+
+
+def hits_by_weight(retriever: Retriever, trie: Trie, cases: Sequence[Example], k: int, batch: int,
+                   weights: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(hit bool [C, W], reciprocal rank float [C, W]) of each case's target in the top ``k`` at
+    each item weight, the weights sharing one decode per ``batch`` cases (``Retriever.rank``), as
+    the trainer's ``Validation`` scores them: the weights must plan the same beams (all positive, or 0 alone)."""
+    hit, rr = np.zeros((len(cases), len(weights)), bool), np.zeros((len(cases), len(weights)))
+    for i in range(0, len(cases), batch):
+        chunk = cases[i : i + batch]
+        decoded = retriever.decode(trie, [Query(c.query, c.history, k=k) for c in chunk])
+        for j, w in enumerate(weights):
+            for n, (c, res) in enumerate(zip(chunk, retriever.rank(decoded, w))):
+                ranked = [h.item_id for h in res.items]
+                hit[i + n, j], rr[i + n, j] = c.target in ranked, mrr_at(ranked, {c.target}, k)
+    return hit, rr

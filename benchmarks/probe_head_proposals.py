@@ -17,13 +17,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from probe_args import open_store, probe_parser
+from probe_args import hits_by_weight, open_store, probe_parser
 
-from indexer.evaluation.metrics import mrr_at
 from indexer.training.examples import load_training_data
 from indexer.training.validation import Validation, first_best, sample_cases
 from sidcore.engines.torch_engine import TorchEngine
-from sidcore.retriever import Query, Retriever
+from sidcore.retriever import Retriever
 
 
 def main() -> None:
@@ -52,14 +51,7 @@ def main() -> None:
             v = Validation(cases, head_proposals_per_item=p)
             r = Retriever(decoder, TorchEngine(decoder, served.mask, length_penalty=lp), beam_width=v.beam_width,
                           max_beam_width=max(v.beam_width, v.k), item_weight=group[0], head_proposals_per_item=p)
-            hit, rr = np.zeros((len(cases), len(group)), bool), np.zeros((len(cases), len(group)))
-            for i in range(0, len(cases), v.batch):
-                chunk = cases[i : i + v.batch]
-                decoded = r.decode(trie, [Query(c.query, c.history, k=v.k) for c in chunk])
-                for j, u in enumerate(group):
-                    for n, (c, res) in enumerate(zip(chunk, r.rank(decoded, u))):
-                        ranked = [h.item_id for h in res.items]
-                        hit[i + n, j], rr[i + n, j] = c.target in ranked, mrr_at(ranked, {c.target}, v.k)
+            hit, rr = hits_by_weight(r, trie, cases, v.k, v.batch, group)
             for j, u in enumerate(group):
                 scores[u] = (hit[:, j].mean(), rr[:, j].mean())
                 tail_recall[u] = hit[tail, j].mean() if tail.any() else float("nan")
