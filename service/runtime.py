@@ -98,7 +98,7 @@ class Runtime:
         cache_dir = None if s.cache_dir else tempfile.TemporaryDirectory(prefix="sa2crq-decoders-")
         cache = Store(s.cache_dir or cache_dir.name)
         retriever_args = {"beam_width": s.beam_width, "max_beam_width": s.max_beam_width, "filter_cache_bytes": int(s.filter_cache_mb * 2**20),
-                          "item_weight": s.item_weight, "fused_beams_per_item": s.fused_beams_per_item,
+                          "item_weight": s.item_weight, "item_prior": s.item_prior, "fused_beams_per_item": s.fused_beams_per_item,
                           "head_proposals_per_item": s.head_proposals_per_item}
         follower = ReleaseFollower(
             redis_url, s.redis_prefix, lambda decoder: _engine(s, decoder), retriever_args, cache,
@@ -214,6 +214,7 @@ class Runtime:
             "model_version": served.decoder.version if served else None,
             "length_penalty": served.engine.length_penalty if served else None,
             "item_weight": served.retriever.item_weight if served else None,
+            "item_prior": served.retriever.item_prior if served else None,
             "num_sids": state.num_sids if state else 0,
             "num_items": state.num_items if state else 0,
             "redis": {"connected": state.connected, "last_sync": state.last_sync, "last_error": state.last_error} if state else None,

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
                                                   "text prompts too) rank their decoded SIDs' items by SID score + this x the "
                                                   "decoder's next-item head logit (0: SID scores alone); default: the decoder's own, "
                                                   "chosen on its validation cases at training (docs/decoder.md).")
+    item_prior: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                     description="The item head's logits, where they rank and propose items, lowered by this x each "
+                                                 "item's log share of the training interactions (0: none; above 0 answers less "
+                                                 "popular items); default: the decoder's own, chosen on its validation cases at "
+                                                 "training (docs/decoder.md).")
     max_k: int = Field(1000, ge=1, description="Largest k a request may ask for.")
     max_query_chars: int = Field(2000, ge=1, description="Longest text query accepted.")
     max_history: int = Field(500, ge=1, description="Longest history accepted (the prompt keeps the newest items).")

@@ -204,12 +204,15 @@ class Retriever:
         item_weight: history requests (text requests too, under ``DecoderSpec.item_head_queries``)
             rank their decoded SIDs' items by SID score plus this times the decoder's item-head
             logit (0: SID scores alone); None: the decoder's own (``DecoderSpec.item_weight``).
+        item_prior: the item head's logits, where they rank and propose items, are lowered by
+            this times each item's log share of the training interactions (``ItemTable.log_prior``),
+            so the head's lift over popularity counts; None: the decoder's own (``DecoderSpec.item_prior``).
     """
 
     def __init__(self, decoder: Decoder, engine: Engine, beam_width: int = 20, max_beam_width: int = 128,
                  filter_cache_bytes: int = 256 << 20, within: Literal["similarity", "popularity"] = "similarity",
                  item_weight: float | None = None, fused_beams_per_item: int = FUSED_BEAMS_PER_ITEM,
-                 head_proposals_per_item: int = HEAD_PROPOSALS_PER_ITEM):
+                 head_proposals_per_item: int = HEAD_PROPOSALS_PER_ITEM, item_prior: float | None = None):
         if fused_beams_per_item < 1:
             raise ValueError(f"fused_beams_per_item must be >= 1, got {fused_beams_per_item}")
         if head_proposals_per_item < 0:
@@ -219,6 +222,11 @@ class Retriever:
         self.item_weight = decoder.spec.item_weight if item_weight is None else item_weight
         if not 0 <= self.item_weight < float("inf"):
             raise ValueError(f"item_weight must be a finite number >= 0, got {self.item_weight}")
+        self.item_prior = decoder.spec.item_prior if item_prior is None else item_prior
+        if not 0 <= self.item_prior < float("inf"):
+            raise ValueError(f"item_prior must be a finite number >= 0, got {self.item_prior}")
+        if self.item_prior and decoder.items.popularity is None:
+            raise ValueError(f"decoder {decoder.version} has no interaction counts (trained before the item prior): item_prior must be 0")
         if self.item_weight and decoder.inputs.empty:
             raise ValueError(f"decoder {decoder.version} has no item content, so no item head: item_weight must be 0")
         self.decoder = decoder
@@ -376,7 +384,7 @@ class Retriever:
         that ``hits`` lack, best SID score first, each scored by the decoder as the beams score
         theirs (summed log-probabilities under the engine's length penalty)."""
         rows = self._trie_rows.get(trie, lambda t: t.rows_of(self.decoder.items.ids))  # decoder item row -> trie row (-1: gone)
-        logits = self.decoder.item_logits_all(state)
+        logits = self.decoder.item_logits_all(state, self.item_prior)
         have = {h.node for h in hits}
         wanted, nodes = self.head_proposals_per_item * q.k, []
         for at in _best_first(logits, 4 * wanted + len(q.history) + len(q.exclude_ids)):
@@ -433,7 +441,7 @@ class Retriever:
         if state is None or not out:
             return out
         weight = self.item_weight if item_weight is None else item_weight
-        score = np.array([h.score for h in out]) + weight * self.decoder.item_logits(state, [h.item_id for h in out])
+        score = np.array([h.score for h in out]) + weight * self.decoder.item_logits(state, [h.item_id for h in out], self.item_prior)
         return [dataclasses.replace(out[i], score=float(score[i])) for i in np.argsort(-score, kind="stable")[:k]]
 
     def _by_similarity(self, members: list[str], by: np.ndarray) -> list[str]:

@@ -199,7 +199,7 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
                              cache_dir=tmp_path / "cache", progress=False)
     data = load_training_data(tmp_path / "data")
     data = TrainingData(cat, data.sequences, data.queries, data.valid, data.test)
-    cfg = TrainConfig(epochs=2, batch_tokens=1024, tiny=TINY, text_vocab=300, val_cases=40)
+    cfg = TrainConfig(epochs=2, batch_tokens=1024, tiny=TINY, text_vocab=300, val_cases=40, item_priors=(0.0, 1.0))
     dv, summary = train_decoder(store, tmp_path / "data", cfg, data=data, progress=False, cache_dir=tmp_path / "cache")
     decoder = load_decoder(store, dv)
     assert decoder.spec.embedder == "all-MiniLM-L6-v2" and decoder.spec.prompt.soft_vectors == PromptConfig().soft_vectors == 8
@@ -228,6 +228,13 @@ def test_a_minilm_prompted_decoder_serves_what_it_validated(tmp_path):
         assert recall == pytest.approx(score, abs=1 / 40 + 1e-9) and reciprocal <= recall
         assert shared[float(w)] == (recall, reciprocal)  # one decode for the positive weights, the same figures
     assert Validation(cases).recall(decoder, trie) == pytest.approx(by_weight[f"{decoder.spec.item_weight:g}"], abs=1 / 40 + 1e-9)
+    # the weights were scored under each item prior; the best pair is stored, its prior with it
+    by_prior = summary["val_recall@10_by_item_prior"]
+    assert set(by_prior) == {"0", "1"} and decoder.spec.item_prior == summary["item_prior"] in (0.0, 1.0)
+    assert by_prior[f"{decoder.spec.item_prior:g}"] == max(by_prior.values()) == by_weight[chosen]
+    other = 1.0 - decoder.spec.item_prior
+    assert max(r for r, _ in Validation(cases).measure_weights(decoder, trie, None, TrainConfig().item_weights, other).values()) \
+        == pytest.approx(by_prior[f"{other:g}"], abs=1 / 40 + 1e-9)
     (hits,), _ = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab)).decode([decoder.prompt_ids("kettle", [])], 4, 4)
     assert len(hits) == 4
 
@@ -587,6 +594,13 @@ def test_train_options_reach_the_config():
         assert bad.exit_code == 2 and "--item-weights" in bad.output
     with pytest.raises(DataError, match="item_weights"):
         TrainConfig(item_weights=(0.0, -1.0))
+    ok = CliRunner().invoke(cmd, ["--item-priors", "0,0.5"])
+    assert ok.exit_code == 0 and seen["cfg"].item_priors == (0.0, 0.5), ok.output
+    for value in ("-1", "0,x", "inf"):
+        bad = CliRunner().invoke(cmd, ["--item-priors", value])
+        assert bad.exit_code == 2 and "--item-priors" in bad.output
+    with pytest.raises(DataError, match="item_priors"):
+        TrainConfig(item_priors=())
     bad = CliRunner().invoke(cmd, ["--query-noise", "-1"])
     assert bad.exit_code == 2 and "--query-noise" in bad.output
     bad = CliRunner().invoke(cmd, ["--view-spans", "-1"])

@@ -161,21 +161,24 @@ def test_resume_reuses_finished_runs(evaluated):
 
 def test_an_item_weight_override_decodes_again_with_the_same_decoder(evaluated):
     """Each decoder's rankings use the item weight its validation chose (the report says which);
-    ``item_weight`` overrides it for every method, as the service's setting does, keeping the
+    ``item_weight`` (and ``item_prior``) override it for every method, as the service's settings do, keeping the
     index and the decoder."""
     data, report, out, _ = evaluated
     before = report["methods"]["sa2crq"]
     assert before["item_weight"] == before["decoder_summary"]["item_weight"]
+    assert before["item_prior"] == before["decoder_summary"]["item_prior"]  # the prior is the decoder's own
     assert set(before["decoder_summary"]["val_recall@10_by_item_weight"]) == {f"{w:g}" for w in TrainConfig().item_weights}
     logs: list[str] = []
-    cfg = dataclasses.replace(CFG, methods=("sa2crq",), baselines=(), item_weight=2.0)
+    cfg = dataclasses.replace(CFG, methods=("sa2crq",), baselines=(), item_weight=2.0, item_prior=0.5)
     after = run_all(data, cfg, out, progress=False, log=logs.append)["methods"]["sa2crq"]
     assert not any("building" in m or "training" in m for m in logs)
-    assert after["decoder_version"] == before["decoder_version"] and after["item_weight"] == 2.0
+    assert after["decoder_version"] == before["decoder_version"] and after["item_weight"] == 2.0 and after["item_prior"] == 0.5
     ranked = [json.loads(line)["items"] for line in (out / "methods" / "sa2crq" / "ranked.jsonl").open()]
     assert all(not set(r) & set(c.history) for r, c in zip(ranked, sample_cases(data, CFG.max_cases, CFG.seed).cases))
     with pytest.raises(Exception, match="item_weight"):
         EvalConfig(item_weight=-1.0)
+    with pytest.raises(Exception, match="item_prior"):
+        EvalConfig(item_prior=-1.0)
 
 
 def test_changed_decoder_budget_keeps_the_index(evaluated):

@@ -261,3 +261,48 @@ def test_best_first_reads_past_the_likely_best_in_order():
     expected = np.argsort(-scores, kind="stable").tolist()
     for likely in (3, 10, 50, 80):
         assert list(_best_first(scores, likely)) == expected
+
+
+def test_the_item_prior_ranks_and_proposes_by_the_heads_lift_over_popularity(tiny_stack):
+    """``item_prior`` p: the head's logit of each item lowered by p x its log share of the training
+    interactions, wherever the head ranks (``Retriever.items``) and proposes (``Retriever.propose``);
+    the decoder carries the index's interaction counts. Bad values are refused."""
+    decoder, trie, art = tiny_stack.decoder, tiny_stack.trie, tiny_stack.art
+    rows = decoder.items.rows(art.item_ids.tolist())
+    assert decoder.items.popularity[rows] == pytest.approx(art.popularity)
+    counts = np.asarray(art.popularity) + 1.0
+    assert decoder.items.log_prior[rows] == pytest.approx(np.log(counts / counts.sum()))
+    q = Query(history=tuple(art.item_ids[3:7]), k=6)
+    kwargs = dict(beam_width=3, max_beam_width=3, item_weight=50.0, head_proposals_per_item=2)
+    plain = Retriever(decoder, TorchEngine(decoder), **kwargs)
+    adjusted = Retriever(decoder, TorchEngine(decoder), item_prior=2.0, **kwargs)
+    assert plain.item_prior == 0.0 == decoder.spec.item_prior
+    state = decoder.item_states([plain.prompt(trie, q)], None)[0]
+    ids = list(art.item_ids[:20])
+    shift = 2.0 * decoder.items.log_prior[decoder.items.rows(ids)]
+    assert decoder.item_logits(state, ids, 2.0) == pytest.approx(decoder.item_logits(state, ids) - shift, abs=1e-5)
+    assert decoder.item_logits_all(state, 2.0) == pytest.approx(decoder.item_logits_all(state) - 2.0 * decoder.items.log_prior, abs=1e-4)
+    # the adjusted head proposes and ranks by the adjusted logits: an answer's order is SID score + W x them
+    (with_prior,), _ = adjusted.retrieve(trie, [q])
+    (without,), _ = plain.retrieve(trie, [q])
+    logit = decoder.item_logits(state, [i.item_id for i in with_prior.items], 2.0)
+    decoded = adjusted.decode(trie, [q])
+    sid_score = {h.sid: h.score for h in decoded.hits[0] + decoded.proposed[0]}
+    assert [i.score for i in with_prior.items] == pytest.approx([sid_score[i.sid] + 50.0 * v for i, v in zip(with_prior.items, logit)], abs=1e-3)
+    def mean_log_prior(result):
+        return float(np.mean(decoder.items.log_prior[decoder.items.rows([i.item_id for i in result.items])]))
+
+    assert mean_log_prior(with_prior) < mean_log_prior(without), "a large prior should answer less popular items"
+    chose = dataclasses.replace(decoder, spec=dataclasses.replace(decoder.spec, item_prior=0.5))
+    assert Retriever(chose, TorchEngine(chose)).item_prior == 0.5 and Retriever(chose, TorchEngine(chose), item_prior=0).item_prior == 0.0
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="item_prior"):
+            Retriever(decoder, TorchEngine(decoder), item_prior=bad)
+    older = dataclasses.replace(decoder, items=dataclasses.replace(decoder.items, popularity=None))  # saved before the counts
+    assert older.item_logits_all(state, 2.0) == pytest.approx(decoder.item_logits_all(state), abs=1e-4)
+    with pytest.raises(ValueError, match="no interaction counts"):
+        Retriever(older, TorchEngine(older), item_prior=0.5)
+    spec = decoder.spec.to_json()
+    assert DecoderSpec.from_json({k: v for k, v in spec.items() if k != "item_prior"}).item_prior == 0.0  # decoders saved before
+    with pytest.raises(DataError, match="item_prior"):
+        DecoderSpec.from_json({**spec, "item_prior": -0.5})

@@ -126,6 +126,7 @@ def test_health_ready_and_openapi(http, tiny_stack):
     assert body["status"] == "ready" and body["index_version"] == tiny_stack.decoder.spec.index_version
     assert body["length_penalty"] == tiny_stack.decoder.spec.length_penalty  # the decoder's own: no setting overrides it here
     assert body["item_weight"] == tiny_stack.decoder.spec.item_weight
+    assert body["item_prior"] == tiny_stack.decoder.spec.item_prior
     assert body["num_items"] == tiny_stack.trie.num_items and body["redis"]["connected"] is True
     spec = http.get("/openapi.json").json()
     assert spec["components"]["schemas"]["RetrieveRequest"]["properties"]["k"]["maximum"] == 1000

@@ -30,6 +30,8 @@ def test_serve_refuses_bad_settings(tmp_path, monkeypatch):
     assert r.returncode == 2 and "length_penalty" in r.stderr
     r = _serve("--store", str(tmp_path), env={**os.environ, "SA2CRQ_ITEM_WEIGHT": "-1"})
     assert r.returncode == 2 and "item_weight" in r.stderr
+    r = _serve("--store", str(tmp_path), env={**os.environ, "SA2CRQ_ITEM_PRIOR": "-1"})
+    assert r.returncode == 2 and "item_prior" in r.stderr
     r = _serve("--engine", "onnx")
     assert r.returncode == 2 and "onnx" in r.stderr
 

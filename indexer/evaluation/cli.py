@@ -54,6 +54,9 @@ def _csv(kind):
               help="History cases rank their decoded SIDs' items by SID score + this x the decoder's item-head logit, as the "
                    "service's SA2CRQ_ITEM_WEIGHT (0: SID scores alone). Default: each decoder's own, chosen on its validation "
                    "cases (--item-weights).")
+@click.option("--item-prior", type=click.FloatRange(min=0),
+              help="The item head's logits lowered by this x each item's log share of the training interactions, as the "
+                   "service's SA2CRQ_ITEM_PRIOR (0: none). Default: each decoder's own, chosen on its validation cases (--item-priors).")
 @click.option("--beams-per-item", type=click.IntRange(min=1), default=4, show_default=True,  # sidcore.retriever.FUSED_BEAMS_PER_ITEM (tested)
               help="Beams per requested item for a case the item head re-ranks, as the service's SA2CRQ_FUSED_BEAMS_PER_ITEM.")
 @click.option("--head-proposals", type=click.IntRange(min=0), default=1, show_default=True,  # sidcore.retriever.HEAD_PROPOSALS_PER_ITEM (tested)
@@ -70,7 +73,7 @@ def _csv(kind):
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Embedding cache (default: $SA2CRQ_CACHE_DIR or ~/.cache/sa2crq).")
 @click.option("--quiet", is_flag=True, help="No progress bars or table.")
 def eval_cmd(data_dir, methods, budgets, max_group, min_length, baselines, test, test_qrels, ks, out, vectors, codebook_sizes, epochs, anchor_share, collab_weight, collab_views, base_model, train_opts,
-             beam, length_penalty, item_weight, beams_per_item, head_proposals, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
+             beam, length_penalty, item_weight, item_prior, beams_per_item, head_proposals, max_cases, hallucination_cases, sasrec_epochs, sasrec_patience, exclude_history, head_share, seed, cache_dir, quiet) -> None:
     """Build each method's index and decoder under one budget, decode the test cases through the
     service's retrieval pipeline, score them next to the baselines, and write OUT/report.json,
     OUT/report.md and plots."""
@@ -102,6 +105,7 @@ def eval_cmd(data_dir, methods, budgets, max_group, min_length, baselines, test,
         beam_width=beam,
         length_penalty=length_penalty,
         item_weight=item_weight,
+        item_prior=item_prior,
         fused_beams_per_item=beams_per_item,
         head_proposals_per_item=head_proposals,
         max_cases=max_cases,

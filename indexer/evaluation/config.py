@@ -46,6 +46,8 @@ class EvalConfig:
         item_weight: history cases rank their decoded SIDs' items by SID score plus this times
             the decoder's item-head logit, as the service's setting overrides it; None: each
             decoder's own, chosen on its validation cases (``TrainConfig.item_weights``).
+        item_prior: the item head's popularity adjustment (``Retriever``), as the service's setting
+            overrides it; None: each decoder's own (``TrainConfig.item_priors``).
         fused_beams_per_item: beams per requested item for a case the item head re-ranks, as
             the service's setting (``Retriever``).
         head_proposals_per_item: items the item head proposes per requested item beside the
@@ -74,6 +76,7 @@ class EvalConfig:
     beam_width: int = 20
     length_penalty: float | None = None
     item_weight: float | None = None
+    item_prior: float | None = None
     fused_beams_per_item: int = FUSED_BEAMS_PER_ITEM
     head_proposals_per_item: int = HEAD_PROPOSALS_PER_ITEM
     batch_size: int = 32
@@ -107,6 +110,8 @@ class EvalConfig:
             raise DataError(f"length_penalty must be a finite number >= 0, got {self.length_penalty}")
         if self.item_weight is not None and not 0 <= self.item_weight < float("inf"):
             raise DataError(f"item_weight must be a finite number >= 0, got {self.item_weight}")
+        if self.item_prior is not None and not 0 <= self.item_prior < float("inf"):
+            raise DataError(f"item_prior must be a finite number >= 0, got {self.item_prior}")
         if self.max_cases is not None and self.max_cases < 1:
             raise DataError("max_cases must be positive")
         object.__setattr__(self, "ks", tuple(sorted(set(self.ks))))

@@ -114,15 +114,16 @@ def _scores(data: EvalData, rankings: list[list[str]], ks) -> dict:
 
 
 def open_retriever(store: Store, beam_width: int, max_k: int, length_penalty: float | None, item_weight: float | None = None,
-                   fused_beams_per_item: int = FUSED_BEAMS_PER_ITEM, head_proposals_per_item: int = HEAD_PROPOSALS_PER_ITEM):
+                   fused_beams_per_item: int = FUSED_BEAMS_PER_ITEM, head_proposals_per_item: int = HEAD_PROPOSALS_PER_ITEM,
+                   item_prior: float | None = None):
     """The service's pipeline on the store's active decoder and its index: (Retriever, Trie).
-    ``length_penalty``, ``item_weight``: None scores as the decoder chose on its validation cases."""
+    ``length_penalty``, ``item_weight``, ``item_prior``: None scores as the decoder chose on its validation cases."""
     decoder = load_decoder(store)
     trie = Trie.from_artifact(load_index(store, decoder.spec.index_version))
     engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab), length_penalty=length_penalty)
     widest = max(beam_width, fused_beams_per_item * max_k)  # what a request the item head re-ranks asks for
     return Retriever(decoder, engine, beam_width=beam_width, max_beam_width=widest, item_weight=item_weight,
-                     fused_beams_per_item=fused_beams_per_item, head_proposals_per_item=head_proposals_per_item), trie
+                     fused_beams_per_item=fused_beams_per_item, head_proposals_per_item=head_proposals_per_item, item_prior=item_prior), trie
 
 
 def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bool = True) -> tuple[dict, list[dict]]:
@@ -131,7 +132,7 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
     Returns (metrics, per-case records of the items and SIDs returned).
     """
     retriever, trie = open_retriever(store, cfg.beam_width, cfg.max_k, cfg.length_penalty, cfg.item_weight, cfg.fused_beams_per_item,
-                                     cfg.head_proposals_per_item)
+                                     cfg.head_proposals_per_item, cfg.item_prior)
     records: list[dict] = []
     t0 = time.perf_counter()
     bar = tqdm(total=len(data.cases), desc="decode", unit="case", disable=not progress)
@@ -161,6 +162,7 @@ def evaluate_decoder(store: Store, data: EvalData, cfg: EvalConfig, progress: bo
     metrics["decode_ms_per_case"] = 1e3 * seconds / max(len(data.cases), 1)
     metrics["length_penalty"] = retriever.engine.length_penalty
     metrics["item_weight"] = retriever.item_weight
+    metrics["item_prior"] = retriever.item_prior
     metrics["fused_beams_per_item"] = retriever.fused_beams_per_item
     metrics["head_proposals_per_item"] = retriever.head_proposals_per_item
     return metrics, records
@@ -176,7 +178,8 @@ def run_method(name: str, build: BuildConfig, data: EvalData, cfg: EvalConfig, o
         # a decoder chosen under another default is retrained, not reused
         "train": dataclasses.asdict(cfg.train) | {"validation_head_proposals": HEAD_PROPOSALS_PER_ITEM},
         "base_model": cfg.as_dict()["base_model"],
-        "ks": cfg.ks, "beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty, "item_weight": cfg.item_weight, "exclude_history": cfg.exclude_history,
+        "ks": cfg.ks, "beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty, "item_weight": cfg.item_weight, "item_prior": cfg.item_prior,
+        "exclude_history": cfg.exclude_history,
         "fused_beams_per_item": cfg.fused_beams_per_item, "head_proposals_per_item": cfg.head_proposals_per_item,
         "hallucination": [cfg.hallucination_cases, cfg.hallucination_k], "cases": cases_digest(data),
     }

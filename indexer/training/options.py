@@ -97,6 +97,10 @@ def _options(epochs_flag: str) -> list:
                                              "scored at on its validation cases (history requests; text requests too where it was trained on "
                                              "them), comma-separated; the best is stored with it and served (ties: the better MRR@10, "
                                              "then the first; 0: SID scores alone)."),
+        click.option("--item-priors", "train_item_priors", callback=_nonnegative_numbers, default=",".join(f"{p:g}" for p in d.item_priors),
+                     show_default=True, help="Popularity adjustments of the next-item head scored with each positive item weight, "
+                                             "comma-separated: its logits lowered by this times each item's log share of the training "
+                                             "interactions; the best pair is stored with the decoder and served (ties: the first; 0: none)."),
         click.option("--sid-init", "train_sid_init", type=click.Choice(["codebook", "random"]), default=d.sid_init, show_default=True,
                      help="SID-token embeddings from the quantizer's codewords, or random."),
         click.option("--item-init", "train_item_init", type=click.Choice(["collab", "random"]), default=d.item_init, show_default=True,

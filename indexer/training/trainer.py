@@ -154,7 +154,8 @@ class _Run:
             vectors, embedder = np.asarray(cat.vectors, dtype=np.float32)[[cat.index_of[i] for i in items]], "vectors"
         else:
             vectors, embedder = embed_texts([cat.texts[cat.index_of[i]] for i in items], cache_dir, progress=progress), MODEL_NAME
-        self.items = ItemTable(items, vectors, self._collab(items, data, cfg) if "collab" in cfg.prompt.item_content else None)
+        self.items = ItemTable(items, vectors, self._collab(items, data, cfg) if "collab" in cfg.prompt.item_content else None,
+                               np.asarray(art.popularity, dtype=np.float64))
         self.embeds_queries = embedder != "vectors"
         prompt = cfg.prompt
         if prompt.soft_vectors and not self.embeds_queries:
@@ -525,28 +526,41 @@ class _Run:
         return {"length_penalty": chosen, "val_recall@10_by_length_penalty": {f"{lp:g}": s for lp, s in scores.items()}}
 
     def choose_item_weight(self, selection: dict) -> dict:
-        """After the length penalty, the ``cfg.item_weights`` candidate under which the chosen
-        decoder scores best on the validation cases: Recall@10, ties broken by MRR@10, then the
-        first (a positive one where the head was trained on text prompts, ``item_head_queries``);
-        0 unless the next-item head was trained (``item_loss`` with history rows, or on text
-        prompts too): ``{"item_weight": w, "val_recall@10_by_item_weight": {w: recall},
-        "val_mrr@10_by_item_weight": {w: mrr}}``."""
-        candidates, progress = self.cfg.item_weights, selection["progress"]
+        """After the length penalty, the ``cfg.item_priors`` x ``cfg.item_weights`` pair under which
+        the chosen decoder scores best on the validation cases: Recall@10, ties broken by MRR@10,
+        then the first (priors outer; a positive weight where the head was trained on text prompts,
+        ``item_head_queries``); weight 0 ranks without the head, so it is scored once, under the
+        first prior. 0 and 0 unless the next-item head was trained (``item_loss`` with history
+        rows, or on text prompts too): ``{"item_weight": w, "item_prior": p,
+        "val_recall@10_by_item_weight": {w: recall}, "val_mrr@10_by_item_weight": {w: mrr}}`` (at
+        the chosen prior) and ``"val_recall@10_by_item_prior": {p: recall at its best weight}``."""
+        weights, priors, progress = self.cfg.item_weights, self.cfg.item_priors, selection["progress"]
         trained = self.cfg.item_loss and (self.spec.item_head_queries or self.examples(refit=False)[0])
         if progress["best"] is None or not trained:
-            return {"item_weight": 0.0, "val_recall@10_by_item_weight": {}, "val_mrr@10_by_item_weight": {}}
+            return {"item_weight": 0.0, "item_prior": 0.0, "val_recall@10_by_item_weight": {}, "val_mrr@10_by_item_weight": {},
+                    "val_recall@10_by_item_prior": {}}
         lp = progress["length_penalty"]
         decoder = self.decoder(selection["model"], selection["inputs"])
-        scores = {w: (round(r, 4), round(m, 4)) for w, (r, m) in self.validation.measure_weights(decoder, self.trie, lp, candidates).items()}
+        scores: dict[tuple[float, float], tuple[float, float]] = {}
+        for n, prior in enumerate(priors):
+            scored = weights if n == 0 else [w for w in weights if w > 0]
+            measured = self.validation.measure_weights(decoder, self.trie, lp, scored, prior) if scored else {}
+            scores.update({(prior, w): (round(r, 4), round(m, 4)) for w, (r, m) in measured.items()})
         # A head trained on text prompts is chosen among the positive weights: on scifact's 324
         # selection claims weight 0 was 0.06-0.12 behind every positive one at both seeds, while a
         # decoder's own ~60 validation claims, near 0.85 at 20 beams, tie them or split by one claim.
-        eligible = [w for w in candidates if w > 0] if self.spec.item_head_queries and any(candidates) else candidates
-        chosen = first_best(eligible, scores)
-        self.log("item weight on validation (R@10, MRR@10): " + ", ".join(f"{w:g} -> {r}, {m}" for w, (r, m) in scores.items())
-                 + f"; chosen {chosen:g}")
-        return {"item_weight": chosen, "val_recall@10_by_item_weight": {f"{w:g}": r for w, (r, _) in scores.items()},
-                "val_mrr@10_by_item_weight": {f"{w:g}": m for w, (_, m) in scores.items()}}
+        positive_only = self.spec.item_head_queries and any(weights)
+        eligible = [pw for pw in scores if pw[1] > 0 or not positive_only]
+        prior, chosen = first_best(eligible, scores)
+        at = {w: scores[(prior, w)] if w > 0 else scores[(priors[0], w)] for w in weights}
+        by_prior = {p: max(r for (q, w), (r, _) in scores.items() if q == p or w == 0) for p in priors}
+        self.log("item weight on validation (R@10, MRR@10): " + ", ".join(f"{w:g} -> {r}, {m}" for w, (r, m) in at.items())
+                 + (f" (prior {prior:g}; best R@10 by prior: " + ", ".join(f"{p:g} -> {r}" for p, r in by_prior.items()) + ")"
+                    if len(priors) > 1 else "") + f"; chosen {chosen:g}")
+        return {"item_weight": chosen, "item_prior": prior if chosen > 0 else 0.0,
+                "val_recall@10_by_item_weight": {f"{w:g}": r for w, (r, _) in at.items()},
+                "val_mrr@10_by_item_weight": {f"{w:g}": m for w, (_, m) in at.items()},
+                "val_recall@10_by_item_prior": {f"{p:g}": r for p, r in by_prior.items()}}
 
     def _stopped(self, st: dict) -> bool:
         return bool(self.cfg.patience) and st["best"] is not None and st["bad"] >= self.cfg.patience
@@ -606,6 +620,8 @@ def train_decoder(
         "item_weight": chosen["item_weight"],
         "val_recall@10_by_item_weight": chosen["val_recall@10_by_item_weight"],
         "val_mrr@10_by_item_weight": chosen.get("val_mrr@10_by_item_weight", {}),  # absent in checkpoints before stop 52
+        "item_prior": chosen.get("item_prior", 0.0),  # absent in checkpoints before stop 64
+        "val_recall@10_by_item_prior": chosen.get("val_recall@10_by_item_prior", {}),
         "refit_epochs": final["progress"]["epoch"] if final is not selection else None,
         "curve": chosen["curve"],
         "steps": sum(p["step"] for p in phases),
@@ -622,7 +638,8 @@ def train_decoder(
     config = {"index_version": art.version, "index_fingerprint": art.fingerprint, "train": dataclasses.asdict(cfg),
               "base_model": run.spec.model, "summary": summary}
     with store.new_version("decoder", config) as d:
-        spec = dataclasses.replace(run.spec, length_penalty=chosen["length_penalty"], item_weight=chosen["item_weight"])
+        spec = dataclasses.replace(run.spec, length_penalty=chosen["length_penalty"], item_weight=chosen["item_weight"],
+                                   item_prior=chosen.get("item_prior", 0.0))
         save_decoder(d, spec, model.to("cpu"), run.tok, run.titles, inputs.to("cpu"), run.items)
     ckpt.remove()
     return store.last_version, summary

@@ -53,26 +53,27 @@ class Validation:
         return self.measure_weights(decoder, trie, length_penalty, [weight])[weight]
 
     def measure_weights(self, decoder: Decoder, trie: Trie, length_penalty: float | None,
-                        item_weights: Sequence[float]) -> dict[float, tuple[float, float]]:
+                        item_weights: Sequence[float], item_prior: float | None = None) -> dict[float, tuple[float, float]]:
         """``measure`` at each item weight. The positive weights plan the same beams, so they share
         one decode and differ only in how the head re-ranks its items (each weight alone gives the
-        same figures); weight 0 decodes on its own, as a request the head does not re-rank would."""
+        same figures); weight 0 decodes on its own, as a request the head does not re-rank would.
+        ``item_prior``: the head's popularity adjustment (``Retriever``; None: the decoder's own)."""
         out = {}
         if 0 in item_weights:
-            out[0.0] = self._measure(decoder, trie, length_penalty, [0.0])[0]
+            out[0.0] = self._measure(decoder, trie, length_penalty, [0.0], item_prior)[0]
         positive = [w for w in item_weights if w > 0]
         if positive:
-            out.update(zip(positive, self._measure(decoder, trie, length_penalty, positive)))
+            out.update(zip(positive, self._measure(decoder, trie, length_penalty, positive, item_prior)))
         return {w: out[w] for w in item_weights}
 
     def _measure(self, decoder: Decoder, trie: Trie, length_penalty: float | None,
-                 item_weights: list[float]) -> list[tuple[float, float]]:
+                 item_weights: list[float], item_prior: float | None = None) -> list[tuple[float, float]]:
         if not self.cases:
             return [(0.0, 0.0)] * len(item_weights)
         engine = TorchEngine(decoder, TrieMask(trie, decoder.spec.vocab), length_penalty=length_penalty)
         retriever = Retriever(decoder, engine, beam_width=self.beam_width,
                               max_beam_width=max(self.beam_width, self.k), item_weight=item_weights[0],
-                              head_proposals_per_item=self.head_proposals_per_item)
+                              head_proposals_per_item=self.head_proposals_per_item, item_prior=item_prior)
         hits, reciprocal = np.zeros(len(item_weights)), np.zeros(len(item_weights))
         for i in range(0, len(self.cases), self.batch):
             chunk = self.cases[i : i + self.batch]

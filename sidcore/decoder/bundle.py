@@ -3,11 +3,11 @@ and what its prompts add to token embeddings (soft query vectors, history items'
 
 Store layout of a ``decoder`` version: ``model/`` (transformers save_pretrained, what vLLM loads),
 ``tokenizer/``, ``titles.json`` (item id -> title, for title-bearing history prompts),
-``items.npz`` (the item table: ids and their embeddings, the rows ``PromptInputs`` and within-SID
-ordering address), ``prompt_inputs.safetensors`` (when the prompt adds anything) and
+``items.npz`` (the item table: ids, their embeddings and training interactions, the rows
+``PromptInputs`` and within-SID ordering address), ``prompt_inputs.safetensors`` (when the prompt adds anything) and
 ``decoder.json`` (the index version it was trained for and that index's quantizer fingerprint,
-SID sizes, the SID token base, the prompt config, the embedder, the length penalty and item
-weight its validation cases chose).
+SID sizes, the SID token base, the prompt config, the embedder, the length penalty, item
+weight and item prior its validation cases chose).
 """
 
 from __future__ import annotations
@@ -61,12 +61,19 @@ class DecoderSpec:
     # (``TrainConfig.item_loss_queries``), so ``item_weight`` fuses text-only requests too; False in
     # decoders older than that option, whose head only saw history prompts.
     item_head_queries: bool = False
+    # The item head's logits are lowered by this times each item's log share of the training
+    # interactions (``ItemTable.log_prior``) wherever they rank or propose items: chosen with
+    # ``item_weight`` on the validation cases (``TrainConfig.item_priors``); 0 in decoders older
+    # than that choice.
+    item_prior: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sid_softmax not in SID_SOFTMAX:
             raise DataError(f"sid_softmax must be one of {', '.join(SID_SOFTMAX)}, got {self.sid_softmax!r}")
         if not 0 <= self.item_weight < float("inf"):
             raise DataError(f"item_weight must be a finite number >= 0, got {self.item_weight}")
+        if not 0 <= self.item_prior < float("inf"):
+            raise DataError(f"item_prior must be a finite number >= 0, got {self.item_prior}")
 
     @property
     def vocab(self) -> SIDVocab:
@@ -89,7 +96,7 @@ class DecoderSpec:
         return cls(d["index_version"], tuple(d["sizes"]), d["base"], PromptConfig(**d["prompt"]), d["model"],
                    d.get("index_fingerprint", ""), d.get("embedder", ""), d.get("embed_dim", 0), d.get("length_penalty", 0.0),
                    d.get("sid_softmax", "full"), d.get("item_weight", 0.0),
-                   d.get("item_head_queries", False))
+                   d.get("item_head_queries", False), d.get("item_prior", 0.0))
 
 
 def make_builder(spec: DecoderSpec, tok: PreTrainedTokenizerFast) -> PromptBuilder:
@@ -100,12 +107,14 @@ def make_builder(spec: DecoderSpec, tok: PreTrainedTokenizerFast) -> PromptBuild
 
 @dataclass
 class ItemTable:
-    """The items a decoder knows: row per item id, their embeddings (float32 [N, D], or None), and
-    for ``collab`` item content their collaborative vectors (float32 [N, C], frozen at training)."""
+    """The items a decoder knows: row per item id, their embeddings (float32 [N, D], or None), for
+    ``collab`` item content their collaborative vectors (float32 [N, C], frozen at training), and
+    each item's training interactions (float64 [N]; None in decoders older than the item prior)."""
 
     ids: list[str]
     vectors: np.ndarray | None
     collab: np.ndarray | None = None
+    popularity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.row = {item: i for i, item in enumerate(self.ids)}
@@ -121,6 +130,15 @@ class ItemTable:
         if self.vectors is None or self.collab is None:
             return self.vectors
         return np.concatenate([self.vectors, self.collab], 1)
+
+    @cached_property
+    def log_prior(self) -> np.ndarray:
+        """float64 [N]: log of each item's share of the training interactions, add-one smoothed
+        (zeros without ``popularity``, so an item prior changes nothing)."""
+        if self.popularity is None:
+            return np.zeros(len(self.ids))
+        counts = self.popularity + 1.0
+        return np.log(counts / counts.sum())
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Int64 rows, -1 for ids the table does not hold (cold-start items)."""
@@ -180,22 +198,29 @@ class Decoder:
         return out.last_hidden_state[:, -1]
 
     @torch.inference_mode()
-    def item_logits(self, state: torch.Tensor, item_ids: Sequence[str]) -> np.ndarray:
+    def item_logits(self, state: torch.Tensor, item_ids: Sequence[str], prior: float | None = None) -> np.ndarray:
         """float64 [C]: the next-item head's logits of ``item_ids`` given one prompt's state [H]
-        (``item_states``). Items the table does not hold (cold-start inserts, which the head never
-        saw) get the mean of the others' logits, so the head neither lifts nor sinks them."""
+        (``item_states``), each lowered by ``prior`` (None: ``spec.item_prior``) x its log prior.
+        Items the table does not hold (cold-start inserts, which the head never saw) get the mean
+        of the others' logits, so the head neither lifts nor sinks them."""
         rows = self.items.rows(item_ids)
         out = np.zeros(len(rows))
         known = rows >= 0
         if known.any():
             out[known] = (self._served_item_outputs[torch.from_numpy(rows[known])] @ state).double().cpu().numpy()
+            out[known] -= self._prior(prior) * self.items.log_prior[rows[known]]
             out[~known] = out[known].mean()
         return out
 
     @torch.inference_mode()
-    def item_logits_all(self, state: torch.Tensor) -> np.ndarray:
-        """float32 [N]: the next-item head's logit of every item-table row given one prompt's state [H]."""
-        return (self._served_item_outputs @ state).float().cpu().numpy()
+    def item_logits_all(self, state: torch.Tensor, prior: float | None = None) -> np.ndarray:
+        """float32 [N]: the next-item head's logit of every item-table row given one prompt's state
+        [H], lowered by ``prior`` (None: ``spec.item_prior``) x the row's log prior."""
+        out = (self._served_item_outputs @ state).double().cpu().numpy() - self._prior(prior) * self.items.log_prior
+        return out.astype(np.float32)
+
+    def _prior(self, prior: float | None) -> float:
+        return self.spec.item_prior if prior is None else prior
 
     @torch.inference_mode()
     def sid_scores(self, prompt: Prompt, query_vector: np.ndarray | None, sids: Sequence[Sequence[int]]) -> np.ndarray:
@@ -254,8 +279,10 @@ def save_decoder(directory: Path, spec: DecoderSpec, model: Qwen3ForCausalLM, to
     tok.save_pretrained(directory / "tokenizer")
     (directory / "titles.json").write_text(json.dumps(titles))
     vectors = items.vectors.astype(np.float16) if items.vectors is not None else np.zeros((len(items.ids), 0), dtype=np.float16)
-    collab = {} if items.collab is None else {"collab": items.collab.astype(np.float16)}
-    np.savez(directory / ITEMS_FILE, ids=np.asarray(items.ids), vectors=vectors, **collab)
+    extra = {} if items.collab is None else {"collab": items.collab.astype(np.float16)}
+    if items.popularity is not None:
+        extra["popularity"] = np.asarray(items.popularity, dtype=np.float64)
+    np.savez(directory / ITEMS_FILE, ids=np.asarray(items.ids), vectors=vectors, **extra)
     if not inputs.empty:
         inputs.save(directory / PROMPT_INPUTS_FILE)
     (directory / "decoder.json").write_text(json.dumps(spec.to_json(), indent=2))
@@ -269,7 +296,8 @@ def load_decoder(store: Store, version: str | None = None, device: str = "cpu") 
     with np.load(v.file(ITEMS_FILE), allow_pickle=False) as z:
         ids, vectors = z["ids"].tolist(), z["vectors"]
         collab = z["collab"].astype(np.float32) if "collab" in z.files else None
-    items = ItemTable(ids, vectors.astype(np.float32) if vectors.shape[1] else None, collab)
+        popularity = z["popularity"] if "popularity" in z.files else None
+    items = ItemTable(ids, vectors.astype(np.float32) if vectors.shape[1] else None, collab, popularity)
     inputs = PromptInputs(model.config.hidden_size, spec.embed_dim, spec.prompt.soft_vectors, spec.prompt.item_content, len(ids),
                           items.collab_dim)
     if not inputs.empty:
