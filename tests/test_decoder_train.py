@@ -587,20 +587,15 @@ def test_train_options_reach_the_config():
     with pytest.raises(DataError, match="length_penalties"):
         TrainConfig(length_penalties=())
     assert TrainConfig().item_weights == (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
-    ok = CliRunner().invoke(cmd, ["--item-weights", "0,2"])
-    assert ok.exit_code == 0 and seen["cfg"].item_weights == (0.0, 2.0), ok.output
-    for value in ("-1", "0,x", "inf"):
-        bad = CliRunner().invoke(cmd, ["--item-weights", value])
-        assert bad.exit_code == 2 and "--item-weights" in bad.output
-    with pytest.raises(DataError, match="item_weights"):
-        TrainConfig(item_weights=(0.0, -1.0))
-    ok = CliRunner().invoke(cmd, ["--item-priors", "0,0.5"])
-    assert ok.exit_code == 0 and seen["cfg"].item_priors == (0.0, 0.5), ok.output
-    for value in ("-1", "0,x", "inf"):
-        bad = CliRunner().invoke(cmd, ["--item-priors", value])
-        assert bad.exit_code == 2 and "--item-priors" in bad.output
-    with pytest.raises(DataError, match="item_priors"):
-        TrainConfig(item_priors=())
+    for option, field, given, bad_config in (("--item-weights", "item_weights", (0.0, 2.0), (0.0, -1.0)),
+                                             ("--item-priors", "item_priors", (0.0, 0.5), ())):
+        ok = CliRunner().invoke(cmd, [option, ",".join(f"{v:g}" for v in given)])
+        assert ok.exit_code == 0 and getattr(seen["cfg"], field) == given, ok.output
+        for value in ("-1", "0,x", "inf"):
+            bad = CliRunner().invoke(cmd, [option, value])
+            assert bad.exit_code == 2 and option in bad.output
+        with pytest.raises(DataError, match=field):
+            TrainConfig(**{field: bad_config})
     bad = CliRunner().invoke(cmd, ["--query-noise", "-1"])
     assert bad.exit_code == 2 and "--query-noise" in bad.output
     bad = CliRunner().invoke(cmd, ["--view-spans", "-1"])

@@ -208,7 +208,8 @@ class Decoder:
         known = rows >= 0
         if known.any():
             out[known] = (self._served_item_outputs[torch.from_numpy(rows[known])] @ state).double().cpu().numpy()
-            out[known] -= self._prior(prior) * self.items.log_prior[rows[known]]
+            if prior := self._prior(prior):
+                out[known] -= prior * self.items.log_prior[rows[known]]
             out[~known] = out[known].mean()
         return out
 
@@ -216,8 +217,10 @@ class Decoder:
     def item_logits_all(self, state: torch.Tensor, prior: float | None = None) -> np.ndarray:
         """float32 [N]: the next-item head's logit of every item-table row given one prompt's state
         [H], lowered by ``prior`` (None: ``spec.item_prior``) x the row's log prior."""
-        out = (self._served_item_outputs @ state).double().cpu().numpy() - self._prior(prior) * self.items.log_prior
-        return out.astype(np.float32)
+        out = (self._served_item_outputs @ state).float().cpu().numpy()
+        if prior := self._prior(prior):  # the default 0 leaves the catalog-wide vector as it is: no copy per request
+            out = (out - prior * self.items.log_prior).astype(np.float32)
+        return out
 
     def _prior(self, prior: float | None) -> float:
         return self.spec.item_prior if prior is None else prior
