@@ -63,16 +63,18 @@ def open_store(path: Path) -> Served:
 
 
 def hits_by_weight(retriever: Retriever, trie: Trie, cases: Sequence[Example], k: int, batch: int,
-                   weights: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """(hit bool [C, W], reciprocal rank float [C, W]) of each case's target in the top ``k`` at
-    each item weight, the weights sharing one decode per ``batch`` cases (``Retriever.rank``), as
-    the trainer's ``Validation`` scores them: the weights must plan the same beams (all positive, or 0 alone)."""
+                   weights: Sequence[float], at: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(hit bool [C, W], reciprocal rank float [C, W]) of each case's target in the top ``at``
+    (default ``k``) of a ``k``-item answer at each item weight, the weights sharing one decode per
+    ``batch`` cases (``Retriever.rank``), as the trainer's ``Validation`` scores them: the weights
+    must plan the same beams (all positive, or 0 alone)."""
+    at = at or k
     hit, rr = np.zeros((len(cases), len(weights)), bool), np.zeros((len(cases), len(weights)))
     for i in range(0, len(cases), batch):
         chunk = cases[i : i + batch]
         decoded = retriever.decode(trie, [Query(c.query, c.history, k=k) for c in chunk])
         for j, w in enumerate(weights):
             for n, (c, res) in enumerate(zip(chunk, retriever.rank(decoded, w))):
-                ranked = [h.item_id for h in res.items]
-                hit[i + n, j], rr[i + n, j] = c.target in ranked, mrr_at(ranked, {c.target}, k)
+                ranked = [h.item_id for h in res.items][:at]
+                hit[i + n, j], rr[i + n, j] = c.target in ranked, mrr_at(ranked, {c.target}, at)
     return hit, rr

@@ -76,7 +76,7 @@ def main() -> None:
                 continue
             r = Retriever(decoder, engine, beam_width=v.beam_width, max_beam_width=beams, item_weight=group[0],
                           head_proposals_per_item=v.head_proposals_per_item)
-            h, rk = hits_by_weight(r, trie, cases, args.k, v.batch, group)
+            h, rk = hits_by_weight(r, trie, cases, args.k, v.batch, group, at=v.k)
             for j, w in enumerate(group):
                 hit[epoch, w], rr[epoch, w] = h[:, j], rk[:, j]
         print(f"epoch {epoch}: R@10 by W " + ", ".join(f"{w:g}: {hit[epoch, w].mean():.4f}" for w in weights)
