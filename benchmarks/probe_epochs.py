@@ -31,7 +31,7 @@ from probe_args import head_flags, hits_by_weight, open_store, probe_parser
 from indexer.training.examples import load_training_data
 from indexer.training.validation import Validation, first_best, sample_cases
 from sidcore.engines.torch_engine import TorchEngine
-from sidcore.retriever import Retriever
+from sidcore.retriever import FUSED_BEAMS_PER_ITEM, Retriever
 
 
 def main() -> None:
@@ -47,16 +47,26 @@ def main() -> None:
     served = open_store(args.store)
     decoder, trie = served.decoder, served.trie
     files = {int(re.fullmatch(r"select-(\d+)\.pt", f.name)[1]): f for f in args.epochs.glob("select-*.pt")}
+    if not files:
+        ap.error(f"{args.epochs} holds no select-<epoch>.pt files")
     data = load_training_data(args.data)
     v = Validation([])
     if args.split == "test":
         cases = sample_cases(data.test, args.cases, args.seed)  # the users `sa2crq eval --max-cases --seed` scores
-        pairs = [(int(e), float(w)) for e, w in (p.split(":") for p in args.at.split(","))]
+        try:
+            pairs = [(int(e), float(w)) for e, w in (p.split(":") for p in args.at.split(","))]
+        except ValueError:
+            ap.error(f"--at takes epoch:W pairs such as 7:4,8:2, got {args.at!r}")
     else:
+        if 0 not in args.weights:
+            ap.error("--weights must hold 0: the trainer's rule chooses the epoch by the SID beams alone (W 0)")
         cases = sample_cases(data.valid, args.cases, args.seed)
         pairs = [(e, w) for e in sorted(files) for w in args.weights]
+    if missing := sorted({e for e, _ in pairs} - set(files)):
+        ap.error(f"{args.epochs} holds no select-<epoch>.pt for epochs {missing}")
     is_head = head_flags(served.art, [c.target for c in cases])
-    beams = max(v.beam_width, args.k)
+    # validation decodes as the trainer's Validation does; test requests as `sa2crq eval` sends them
+    beams = max(v.beam_width, args.k if args.split == "valid" else FUSED_BEAMS_PER_ITEM * args.k)
     print(f"decoder {decoder.version} (lp {decoder.spec.length_penalty:g}, "
           f"W {decoder.spec.item_weight:g}); {len(cases)} {args.split} cases ({int(is_head.sum())} head / "
           f"{int((~is_head).sum())} tail); epochs {sorted(files)}", flush=True)
