@@ -12,6 +12,7 @@ import numpy as np
 
 from indexer.evaluation.metrics import mrr_at
 from indexer.training.examples import Example
+from indexer.training.validation import first_best
 from model_store import Store
 from sidcore.decoder.bundle import Decoder, load_decoder
 from sidcore.engines.torch_engine import TorchEngine
@@ -78,3 +79,14 @@ def hits_by_weight(retriever: Retriever, trie: Trie, cases: Sequence[Example], k
                 ranked = [h.item_id for h in res.items][:at]
                 hit[i + n, j], rr[i + n, j] = c.target in ranked, mrr_at(ranked, {c.target}, at)
     return hit, rr
+
+
+def best_pair(pairs: Sequence[tuple], hit: dict, rr: dict, on: np.ndarray) -> tuple:
+    """The trainer's rule on the cases ``on`` (bool [C]) among ``pairs`` (keys of ``hit`` and ``rr``,
+    bool / float [C] each): the best Recall@10, then MRR@10, then the first."""
+    return first_best(list(pairs), {p: (hit[p][on].mean(), rr[p][on].mean()) for p in pairs})
+
+
+def head_tail(h: np.ndarray, is_head: np.ndarray) -> str:
+    """Recall of hits ``h`` (bool [C]) on the head and tail cases, and the tail hits."""
+    return f"{h[is_head].mean():.4f} / {h[~is_head].mean():.4f} ({int(h[~is_head].sum())} tail users)"

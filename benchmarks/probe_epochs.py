@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from probe_args import head_flags, hits_by_weight, open_store, probe_parser
+from probe_args import best_pair, head_flags, head_tail, hits_by_weight, open_store, probe_parser
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import Validation, first_best, sample_cases
@@ -93,18 +93,18 @@ def main() -> None:
               + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.split == "test":
         for pair in pairs:
-            print(f"test, epoch {pair[0]} W {pair[1]:g}: R@10 {hit[pair].mean():.4f}, head / tail {split(hit[pair], is_head)}")
+            print(f"test, epoch {pair[0]} W {pair[1]:g}: R@10 {hit[pair].mean():.4f}, head / tail {head_tail(hit[pair], is_head)}")
         return
     every = np.ones(len(cases), bool)
     fold = np.arange(len(cases)) % 2 == 0
-    for name, rule in (("beams, then W", by_beams), ("the answer (epoch and W together)", by_answer)):
+    for name, rule in (("beams, then W", by_beams), ("the answer (epoch and W together)", best_pair)):
         pick = rule(pairs, hit, rr, every)
         got, picks = np.zeros(len(cases), bool), []
         for held in (fold, ~fold):
             p = rule(pairs, hit, rr, ~held)
             got[held], picks = hit[p][held], picks + [p]
         print(f"epoch by {name}: epoch {pick[0]} W {pick[1]:g} -> R@10 {hit[pick].mean():.4f}, MRR@10 {rr[pick].mean():.4f}, "
-              f"head / tail {split(hit[pick], is_head)}; two-fold R@10 {got.mean():.4f}, head / tail {split(got, is_head)} "
+              f"head / tail {head_tail(hit[pick], is_head)}; two-fold R@10 {got.mean():.4f}, head / tail {head_tail(got, is_head)} "
               f"(chosen {', '.join(f'epoch {e} W {w:g}' for e, w in picks)})", flush=True)
 
 
@@ -115,15 +115,6 @@ def by_beams(pairs: list[tuple[int, float]], hit: dict, rr: dict, on: np.ndarray
     epoch = first_best(epochs, {e: (hit[e, 0.0][on].mean(),) for e in epochs})
     weights = [w for e, w in pairs if e == epoch]
     return epoch, first_best(weights, {w: (hit[epoch, w][on].mean(), rr[epoch, w][on].mean()) for w in weights})
-
-
-def by_answer(pairs: list[tuple[int, float]], hit: dict, rr: dict, on: np.ndarray) -> tuple[int, float]:
-    """The (epoch, W) pair with the best Recall@10, then MRR@10, then the first, on the cases ``on``."""
-    return first_best(pairs, {p: (hit[p][on].mean(), rr[p][on].mean()) for p in pairs})
-
-
-def split(h: np.ndarray, is_head: np.ndarray) -> str:
-    return f"{h[is_head].mean():.4f} / {h[~is_head].mean():.4f} ({int(h[~is_head].sum())} tail users)"
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ import dataclasses
 import time
 
 import numpy as np
-from probe_args import head_flags, hits_by_weight, open_store, probe_parser
+from probe_args import best_pair, head_flags, head_tail, hits_by_weight, open_store, probe_parser
 
 from indexer.training.examples import load_training_data
-from indexer.training.validation import Validation, first_best, sample_cases
+from indexer.training.validation import Validation, sample_cases
 from sidcore.decoder.bundle import Decoder
 from sidcore.engines.torch_engine import TorchEngine
 from sidcore.index.artifact import IndexArtifact
@@ -74,10 +74,10 @@ def main() -> None:
         h, rk = hits_by_weight(r, trie, cases, v.k, v.batch, positive)
         for j, w in enumerate(positive):
             hit[tau, w], rr[tau, w] = h[:, j], rk[:, j]
-        chosen = choose([(tau, w) for w in args.weights], hit, rr, np.ones(len(cases), bool))
+        chosen = best_pair([(tau, w) for w in args.weights], hit, rr, np.ones(len(cases), bool))
         row = ", ".join(f"{w:g}: {hit[tau, w].mean():.4f}" for w in args.weights)
         print(f"tau {tau:g}: chosen W {chosen[1]:g} -> R@10 {hit[chosen].mean():.4f}, MRR@10 {rr[chosen].mean():.4f}, "
-              f"head / tail {split(hit[chosen], is_head)}   (R@10 by W: {row}; {time.perf_counter() - t0:.0f} s)", flush=True)
+              f"head / tail {head_tail(hit[chosen], is_head)}   (R@10 by W: {row}; {time.perf_counter() - t0:.0f} s)", flush=True)
     # Choosing among more candidates on the same cases flatters the larger grid: each half of the
     # cases scores the pair the other half chose, for the weights alone and for every pair.
     fold = np.arange(len(cases)) % 2 == 0
@@ -85,19 +85,10 @@ def main() -> None:
                        ("every (tau, W) pair", [(t, w) for t in args.taus for w in args.weights])):
         got, picks = np.zeros(len(cases), bool), []
         for held in (fold, ~fold):
-            pick = choose(grid, hit, rr, ~held)
+            pick = best_pair(grid, hit, rr, ~held)
             got[held], picks = hit[pick][held], picks + [pick]
-        print(f"two-fold, {name}: R@10 {got.mean():.4f}, head / tail {split(got, is_head)}; "
+        print(f"two-fold, {name}: R@10 {got.mean():.4f}, head / tail {head_tail(got, is_head)}; "
               f"chosen {', '.join(f'tau {t:g} W {w:g}' for t, w in picks)}", flush=True)
-
-
-def choose(grid: list[tuple[float, float]], hit: dict, rr: dict, on: np.ndarray) -> tuple[float, float]:
-    """The trainer's rule on the cases ``on`` (bool [C]): the best Recall@10, then MRR@10, then the first."""
-    return first_best(grid, {pair: (hit[pair][on].mean(), rr[pair][on].mean()) for pair in grid})
-
-
-def split(h: np.ndarray, is_head: np.ndarray) -> str:
-    return f"{h[is_head].mean():.4f} / {h[~is_head].mean():.4f} ({int(h[~is_head].sum())} tail users)"
 
 
 if __name__ == "__main__":
