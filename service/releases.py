@@ -286,5 +286,5 @@ class ReleaseFollower(Follower):
         """The release facts /readyz and /stats report."""
         s = self.state()
         return {"release": s.served, "target_release": s.target, "pinned": s.pinned, "loading": s.loading,
-                "release_error": s.last_error, "release_failures": s.failures}
+                "release_error": s.last_error, "release_failures": s.failures, "release_swaps": s.swaps}
 

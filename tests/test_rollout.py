@@ -114,6 +114,7 @@ def test_a_corrupt_decoder_keeps_the_old_release_serving_and_is_retried(cluster,
         time.sleep(0.1)
     assert ready["status"] == "ready" and ready["release"] == "a" and ready["target_release"] == "b"
     assert "checksum mismatch" in ready["release_error"]
+    assert ready["release_failures"] >= 1 and ready["release_swaps"] == 1  # only a's first load swapped in
     for i in range(5):
         answer = http.post("/retrieve", json={"query": f"still a {i}", "k": 5}).json()
         assert answer["release"] == "a"
@@ -127,7 +128,8 @@ def test_a_corrupt_decoder_keeps_the_old_release_serving_and_is_retried(cluster,
     while http.get("/readyz").json()["release"] != "b" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert http.post("/retrieve", json={"query": "now b", "k": 5}).json()["release"] == "b"
-    assert http.get("/readyz").json()["release_error"] is None
+    repaired = http.get("/readyz").json()
+    assert repaired["release_error"] is None and repaired["release_swaps"] == 2
     http.close()
 
 

@@ -18,9 +18,6 @@ from typing import Sequence
 
 import numpy as np
 
-METRICS = ("recall", "ndcg", "mrr")
-GROUPS = ("overall", "head", "tail")
-
 
 def _dedup(ranked: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(ranked))

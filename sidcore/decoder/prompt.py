@@ -69,11 +69,6 @@ class PromptConfig:
         if self.query_tokens == 0 and self.soft_vectors == 0:
             raise ValueError("a query needs query_tokens or soft_vectors")
 
-    @property
-    def uses_embeddings(self) -> bool:
-        """Whether prompts need MiniLM vectors (of the query, or of history items)."""
-        return self.soft_vectors > 0 or "minilm" in self.item_content
-
 
 @dataclass(frozen=True)
 class HistoryItem:
