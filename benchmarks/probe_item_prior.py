@@ -15,6 +15,10 @@ weights alone and for every (tau, W) pair. Validation cases only (history ``item
 
     OMP_NUM_THREADS=1 python benchmarks/probe_item_prior.py --store eval-games/methods/sa2crq/store \\
         --data ../shared/data/games --seed 0 [--taus 0,0.1,0.25,0.5,1] [--weights 0,0.25,0.5,1,2,4]
+
+``--max-beam 40`` decodes the re-ranked requests as the service decodes a k = 10 one (4 beams per
+requested item, ``Retriever``'s plan) instead of the trainer's 20 beams; ``--taus 0`` then reads
+the weights alone at the served width.
 """
 
 from __future__ import annotations
@@ -49,7 +53,12 @@ def main() -> None:
     ap.add_argument("--taus", type=lambda s: [float(x) for x in s.split(",")], default=[0, 0.1, 0.25, 0.5, 1])
     ap.add_argument("--weights", type=lambda s: [float(x) for x in s.split(",")], default=[0, 0.25, 0.5, 1, 2, 4],
                     help="The item weights the trainer chooses among (its --item-weights).")
+    ap.add_argument("--max-beam", type=int, default=0,
+                    help="Decode re-ranked requests with up to this many beams, 4 per requested item (40: a served "
+                         "k = 10 request); 0: the trainer's Validation (20 beams).")
     args = ap.parse_args()
+    if args.max_beam < 0:
+        ap.error(f"--max-beam must be >= 0, got {args.max_beam}")
 
     served = open_store(args.store)
     decoder, trie = with_counts(served.decoder, served.art), served.trie
@@ -57,19 +66,21 @@ def main() -> None:
     is_head = head_flags(served.art, [c.target for c in cases])
     v = Validation(cases)
     engine = TorchEngine(decoder, served.mask, length_penalty=decoder.spec.length_penalty)
+    widest = max(v.beam_width, v.k, args.max_beam)
     print(f"decoder {decoder.version} (own W {decoder.spec.item_weight:g}), {len(cases)} validation cases "
-          f"({int(is_head.sum())} head / {int((~is_head).sum())} tail); R@10 all / head / tail at the chosen W")
+          f"({int(is_head.sum())} head / {int((~is_head).sum())} tail), re-ranked requests at up to {widest} beams; "
+          "R@10 all / head / tail at the chosen W")
     # per case, hit and reciprocal rank of each (tau, W); W 0 ranks without the head, so it is decoded once
     hit, rr = {}, {}
     positive = [w for w in args.weights if w > 0]
     if 0 in args.weights:
-        r = Retriever(decoder, engine, beam_width=v.beam_width, max_beam_width=max(v.beam_width, v.k), item_weight=0.0)
+        r = Retriever(decoder, engine, beam_width=v.beam_width, max_beam_width=widest, item_weight=0.0)
         h0, r0 = hits_by_weight(r, trie, cases, v.k, v.batch, [0.0])
         for tau in args.taus:
             hit[tau, 0.0], rr[tau, 0.0] = h0[:, 0], r0[:, 0]
     for tau in args.taus:
         t0 = time.perf_counter()
-        r = Retriever(decoder, engine, beam_width=v.beam_width, max_beam_width=max(v.beam_width, v.k), item_weight=positive[0],
+        r = Retriever(decoder, engine, beam_width=v.beam_width, max_beam_width=widest, item_weight=positive[0],
                       head_proposals_per_item=v.head_proposals_per_item, item_prior=tau)
         h, rk = hits_by_weight(r, trie, cases, v.k, v.batch, positive)
         for j, w in enumerate(positive):
