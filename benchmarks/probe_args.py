@@ -4,7 +4,7 @@ cases) and the store opened as the service would serve it."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +85,19 @@ def best_pair(pairs: Sequence[tuple], hit: dict, rr: dict, on: np.ndarray) -> tu
     """The trainer's rule on the cases ``on`` (bool [C]) among ``pairs`` (keys of ``hit`` and ``rr``,
     bool / float [C] each): the best Recall@10, then MRR@10, then the first."""
     return first_best(list(pairs), {p: (hit[p][on].mean(), rr[p][on].mean()) for p in pairs})
+
+
+def two_fold(rule: Callable[..., tuple], pairs: Sequence[tuple], hit: dict, rr: dict) -> tuple[np.ndarray, list[tuple]]:
+    """Choosing among more candidates on the same cases flatters the larger choice, so each half of
+    the cases (even and odd positions) is scored at the pair ``rule(pairs, hit, rr, on)`` chose on
+    the other half: (hit bool [C] at the other half's choice, [the choice scoring the even half, the odd one])."""
+    size = len(next(iter(hit.values())))
+    fold = np.arange(size) % 2 == 0
+    got, picks = np.zeros(size, bool), []
+    for held in (fold, ~fold):
+        pick = rule(pairs, hit, rr, ~held)
+        got[held], picks = hit[pick][held], picks + [pick]
+    return got, picks
 
 
 def head_tail(h: np.ndarray, is_head: np.ndarray) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from probe_args import best_pair, head_flags, head_tail, hits_by_weight, open_store, probe_parser
+from probe_args import best_pair, head_flags, head_tail, hits_by_weight, open_store, probe_parser, two_fold
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import Validation, first_best, sample_cases
@@ -96,13 +96,9 @@ def main() -> None:
             print(f"test, epoch {pair[0]} W {pair[1]:g}: R@10 {hit[pair].mean():.4f}, head / tail {head_tail(hit[pair], is_head)}")
         return
     every = np.ones(len(cases), bool)
-    fold = np.arange(len(cases)) % 2 == 0
     for name, rule in (("beams, then W", by_beams), ("the answer (epoch and W together)", best_pair)):
         pick = rule(pairs, hit, rr, every)
-        got, picks = np.zeros(len(cases), bool), []
-        for held in (fold, ~fold):
-            p = rule(pairs, hit, rr, ~held)
-            got[held], picks = hit[p][held], picks + [p]
+        got, picks = two_fold(rule, pairs, hit, rr)
         print(f"epoch by {name}: epoch {pick[0]} W {pick[1]:g} -> R@10 {hit[pick].mean():.4f}, MRR@10 {rr[pick].mean():.4f}, "
               f"head / tail {head_tail(hit[pick], is_head)}; two-fold R@10 {got.mean():.4f}, head / tail {head_tail(got, is_head)} "
               f"(chosen {', '.join(f'epoch {e} W {w:g}' for e, w in picks)})", flush=True)

@@ -27,7 +27,7 @@ import dataclasses
 import time
 
 import numpy as np
-from probe_args import best_pair, head_flags, head_tail, hits_by_weight, open_store, probe_parser
+from probe_args import best_pair, head_flags, head_tail, hits_by_weight, open_store, probe_parser, two_fold
 
 from indexer.training.examples import load_training_data
 from indexer.training.validation import Validation, sample_cases
@@ -89,15 +89,9 @@ def main() -> None:
         row = ", ".join(f"{w:g}: {hit[tau, w].mean():.4f}" for w in args.weights)
         print(f"tau {tau:g}: chosen W {chosen[1]:g} -> R@10 {hit[chosen].mean():.4f}, MRR@10 {rr[chosen].mean():.4f}, "
               f"head / tail {head_tail(hit[chosen], is_head)}   (R@10 by W: {row}; {time.perf_counter() - t0:.0f} s)", flush=True)
-    # Choosing among more candidates on the same cases flatters the larger grid: each half of the
-    # cases scores the pair the other half chose, for the weights alone and for every pair.
-    fold = np.arange(len(cases)) % 2 == 0
     for name, grid in (("weights alone (tau 0)", [(args.taus[0], w) for w in args.weights]),
                        ("every (tau, W) pair", [(t, w) for t in args.taus for w in args.weights])):
-        got, picks = np.zeros(len(cases), bool), []
-        for held in (fold, ~fold):
-            pick = best_pair(grid, hit, rr, ~held)
-            got[held], picks = hit[pick][held], picks + [pick]
+        got, picks = two_fold(best_pair, grid, hit, rr)
         print(f"two-fold, {name}: R@10 {got.mean():.4f}, head / tail {head_tail(got, is_head)}; "
               f"chosen {', '.join(f'tau {t:g} W {w:g}' for t, w in picks)}", flush=True)
 
